@@ -1,0 +1,527 @@
+//! Owns accounts and sessions: prelogin, registration, login, refresh-token rotation,
+//! logout, and turning a bearer token into a [`Principal`]. bcrypt runs on the blocking
+//! pool behind a semaphore, so hashing never stalls the async workers.
+//!
+//! Invariants: the server stores only `bcrypt(auth_key)`, never anything it could unwrap
+//! keys with; an unknown user and a wrong key are indistinguishable (same body, same bcrypt
+//! work); a refresh token is single-use and its reuse kills its session.
+
+mod jwt;
+pub mod routes;
+pub mod secrets;
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::b64;
+use crate::config::AuthConfig;
+use crate::db::{self, now_ms, sessions, users, Db};
+use crate::directory::keys::{self, KeyError};
+use crate::error::{ApiError, ApiResult};
+
+pub use jwt::Jwt;
+
+pub const KDF_ALG: &str = "PBKDF2-SHA256";
+/// What the browser client uses; also what prelogin answers for unknown users.
+pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
+
+/// Who is making an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Kdf {
+    pub alg: String,
+    pub iterations: u32,
+    pub salt: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBundle {
+    pub iv: String,
+    pub ct: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub auth_key: String,
+    pub kdf: Kdf,
+    pub enc_public_key: String,
+    pub sign_public_key: String,
+    pub key_bundle: KeyBundle,
+    pub self_sig: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub auth_key: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub username: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub key_version: i64,
+    pub key_bundle: KeyBundle,
+    pub kdf: Kdf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+}
+
+/// The account service, shared by every request through `AppState`.
+pub struct Auth {
+    db: Db,
+    config: AuthConfig,
+    jwt: Jwt,
+    prelogin_key: Vec<u8>,
+    hash_slots: Semaphore,
+    /// A bcrypt hash of nothing anyone knows, verified against when the user doesn't exist.
+    dummy_hash: String,
+}
+
+/// Usernames are lower-case `[a-z0-9_.-]{3,32}`.
+pub fn valid_username(name: &str) -> bool {
+    (3..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+pub fn check_username(name: &str) -> ApiResult<()> {
+    if valid_username(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_username",
+            "usernames are 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
+        ))
+    }
+}
+
+fn parse_auth_key(text: &str) -> ApiResult<Vec<u8>> {
+    b64::decode_len(text, 32).ok_or_else(|| {
+        ApiError::bad_request("invalid_auth_key", "auth_key must be 32 bytes, base64url")
+    })
+}
+
+fn hash_refresh_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_refresh_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    b64::encode(raw)
+}
+
+fn new_session_id() -> String {
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+pub(crate) fn key_error(e: KeyError) -> ApiError {
+    match e {
+        KeyError::InvalidKey(why) => ApiError::bad_request("invalid_key", why),
+        KeyError::InvalidSignature(what) => {
+            ApiError::bad_request("invalid_signature", format!("{what} does not verify"))
+        }
+    }
+}
+
+pub(crate) fn db_error(e: db::DbError) -> ApiError {
+    ApiError::internal(e)
+}
+
+fn now_secs() -> u64 {
+    (now_ms() / 1000) as u64
+}
+
+impl Auth {
+    /// Builds the service; computes the dummy hash once (on the blocking pool).
+    pub async fn new(
+        db: Db,
+        config: AuthConfig,
+        jwt_secret: &[u8],
+        prelogin_key: Vec<u8>,
+        hash_concurrency: usize,
+    ) -> anyhow::Result<Arc<Auth>> {
+        let cost = config.bcrypt_cost;
+        let dummy_hash = tokio::task::spawn_blocking(move || {
+            let mut raw = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            bcrypt::non_truncating_hash(b64::encode(raw), cost)
+        })
+        .await??;
+        Ok(Arc::new(Auth {
+            jwt: Jwt::new(jwt_secret, &config.issuer, config.access_ttl_secs),
+            db,
+            config,
+            prelogin_key,
+            hash_slots: Semaphore::new(hash_concurrency.max(1)),
+            dummy_hash,
+        }))
+    }
+
+    async fn bcrypt_hash(&self, auth_key: String) -> ApiResult<String> {
+        let _slot = self
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        let cost = self.config.bcrypt_cost;
+        tokio::task::spawn_blocking(move || bcrypt::non_truncating_hash(auth_key, cost))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    async fn bcrypt_verify(&self, auth_key: String, hash: String) -> ApiResult<bool> {
+        let _slot = self
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || bcrypt::non_truncating_verify(auth_key, &hash))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    /// KDF parameters for `username`; for an unknown name, a deterministic look-alike.
+    pub async fn prelogin(&self, username: &str) -> ApiResult<Kdf> {
+        check_username(username)?;
+        let name = username.to_owned();
+        let user = self
+            .db
+            .read(move |c| users::by_name(c, &name))
+            .await
+            .map_err(db_error)?;
+        Ok(match user {
+            Some(u) => Kdf {
+                alg: u.kdf_alg,
+                iterations: u.kdf_iterations as u32,
+                salt: u.kdf_salt,
+            },
+            None => self.fake_kdf(username),
+        })
+    }
+
+    fn fake_kdf(&self, username: &str) -> Kdf {
+        let salt = match Hmac::<Sha256>::new_from_slice(&self.prelogin_key) {
+            Ok(mut mac) => {
+                mac.update(b"securechat/v1/prelogin|");
+                mac.update(username.as_bytes());
+                mac.finalize().into_bytes()[..16].to_vec()
+            }
+            // HMAC accepts any key length; this arm cannot happen, but never panic.
+            Err(_) => Sha256::digest(username.as_bytes())[..16].to_vec(),
+        };
+        Kdf {
+            alg: KDF_ALG.into(),
+            iterations: DEFAULT_KDF_ITERATIONS.max(self.config.min_kdf_iterations),
+            salt: b64::encode(salt),
+        }
+    }
+
+    fn check_kdf(&self, kdf: &Kdf) -> ApiResult<()> {
+        if kdf.alg != KDF_ALG {
+            return Err(ApiError::bad_request(
+                "invalid_kdf",
+                format!("kdf.alg must be {KDF_ALG}"),
+            ));
+        }
+        if kdf.iterations < self.config.min_kdf_iterations {
+            return Err(ApiError::bad_request(
+                "weak_kdf",
+                format!(
+                    "kdf.iterations must be at least {}",
+                    self.config.min_kdf_iterations
+                ),
+            ));
+        }
+        if kdf.iterations > self.config.max_kdf_iterations {
+            return Err(ApiError::bad_request(
+                "invalid_kdf",
+                format!(
+                    "kdf.iterations must be at most {}",
+                    self.config.max_kdf_iterations
+                ),
+            ));
+        }
+        if b64::decode_len(&kdf.salt, 16).is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_kdf",
+                "kdf.salt must be 16 bytes, base64url",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates everything, hashes the auth key, and stores the account.
+    pub async fn register(&self, req: RegisterRequest) -> ApiResult<(String, i64)> {
+        check_username(&req.username)?;
+        parse_auth_key(&req.auth_key)?;
+        self.check_kdf(&req.kdf)?;
+        check_bundle(&req.key_bundle)?;
+        let checked =
+            keys::parse_keys(&req.enc_public_key, &req.sign_public_key).map_err(key_error)?;
+        let key_version = 1;
+        keys::verify_sig(
+            &checked.sign_key,
+            &keys::self_sig_message(&req.username, key_version, &checked),
+            &req.self_sig,
+            "self_sig",
+        )
+        .map_err(key_error)?;
+        let fingerprint = keys::fingerprint(&req.username, &checked.enc_spki, &checked.sign_spki);
+
+        // Cheap early answer for the common case; the unique index decides races.
+        let name = req.username.clone();
+        if self
+            .db
+            .read(move |c| users::by_name(c, &name))
+            .await
+            .map_err(db_error)?
+            .is_some()
+        {
+            return Err(taken());
+        }
+        let auth_hash = self.bcrypt_hash(req.auth_key).await?;
+        let new = users::NewUser {
+            username: req.username.clone(),
+            auth_hash,
+            kdf_alg: req.kdf.alg,
+            kdf_iterations: i64::from(req.kdf.iterations),
+            kdf_salt: req.kdf.salt,
+            keys: users::PublishedKeys {
+                key_version,
+                enc_public_key: req.enc_public_key,
+                sign_public_key: req.sign_public_key,
+                self_sig: req.self_sig,
+                fingerprint,
+            },
+            bundle_iv: req.key_bundle.iv,
+            bundle_ct: req.key_bundle.ct,
+            created_at: now_ms(),
+        };
+        match self.db.write(move |c| users::insert(c, &new)).await {
+            Ok(_) => Ok((req.username, key_version)),
+            Err(e) if e.is_unique_violation() => Err(taken()),
+            Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Checks the auth key and opens a session.
+    pub async fn login(&self, req: LoginRequest) -> ApiResult<LoginResponse> {
+        check_username(&req.username)?;
+        parse_auth_key(&req.auth_key)?;
+        let name = req.username.clone();
+        let user = self
+            .db
+            .read(move |c| users::by_name(c, &name))
+            .await
+            .map_err(db_error)?;
+        let Some(user) = user else {
+            // Same work as a real check, same answer.
+            let _ = self
+                .bcrypt_verify(req.auth_key, self.dummy_hash.clone())
+                .await?;
+            return Err(ApiError::invalid_credentials());
+        };
+        if !self
+            .bcrypt_verify(req.auth_key, user.auth_hash.clone())
+            .await?
+        {
+            return Err(ApiError::invalid_credentials());
+        }
+        let pair = self.open_session(user.id, &user.username).await?;
+        Ok(LoginResponse {
+            username: user.username,
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            key_version: user.keys.key_version,
+            key_bundle: KeyBundle {
+                iv: user.bundle_iv,
+                ct: user.bundle_ct,
+            },
+            kdf: Kdf {
+                alg: user.kdf_alg,
+                iterations: user.kdf_iterations as u32,
+                salt: user.kdf_salt,
+            },
+        })
+    }
+
+    async fn open_session(&self, user_id: i64, username: &str) -> ApiResult<TokenPair> {
+        let sid = new_session_id();
+        let refresh = new_refresh_token();
+        let hash = hash_refresh_token(&refresh);
+        let now = now_ms();
+        let expires = now + (self.config.refresh_ttl_secs as i64) * 1000;
+        let sid_w = sid.clone();
+        self.db
+            .write(move |c| {
+                sessions::create(c, &sid_w, user_id, &hash, now, expires)?;
+                users::touch_last_seen(c, user_id, now)
+            })
+            .await
+            .map_err(db_error)?;
+        let access = self
+            .jwt
+            .issue(username, user_id, &sid, now_secs())
+            .map_err(ApiError::internal)?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: self.jwt.ttl_secs(),
+        })
+    }
+
+    /// Trades a live refresh token for a new pair; a reused one revokes its session.
+    pub async fn refresh(&self, token: &str) -> ApiResult<TokenPair> {
+        if token.is_empty() || token.len() > 128 {
+            return Err(ApiError::unauthorized());
+        }
+        let presented = hash_refresh_token(token);
+        let next = new_refresh_token();
+        let next_hash = hash_refresh_token(&next);
+        let now = now_ms();
+        let outcome = self
+            .db
+            .write(move |c| {
+                let r = sessions::refresh(c, &presented, &next_hash, now)?;
+                let user = match &r {
+                    sessions::Refresh::Rotated(s) => {
+                        users::touch_last_seen(c, s.user_id, now)?;
+                        users::by_id(c, s.user_id)?
+                    }
+                    _ => None,
+                };
+                Ok((r, user))
+            })
+            .await
+            .map_err(db_error)?;
+        match outcome {
+            (sessions::Refresh::Rotated(session), Some(user)) => {
+                let access = self
+                    .jwt
+                    .issue(&user.username, user.id, &session.id, now_secs())
+                    .map_err(ApiError::internal)?;
+                Ok(TokenPair {
+                    access_token: access,
+                    refresh_token: next,
+                    token_type: "Bearer",
+                    expires_in: self.jwt.ttl_secs(),
+                })
+            }
+            (sessions::Refresh::Reused, _) => {
+                tracing::warn!("a superseded refresh token was presented; its session is revoked");
+                Err(ApiError::unauthorized())
+            }
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// Ends the caller's session (and the session of `refresh_token`, if it is theirs).
+    pub async fn logout(&self, who: &Principal, refresh_token: Option<String>) -> ApiResult<()> {
+        let sid = who.session_id.clone();
+        let uid = who.user_id;
+        let token_hash = refresh_token.map(|t| hash_refresh_token(&t));
+        let now = now_ms();
+        self.db
+            .write(move |c| {
+                sessions::revoke(c, &sid, "logout", now)?;
+                if let Some(h) = token_hash {
+                    if let Some(other) = sessions::session_of_token(c, &h)? {
+                        if sessions::get(c, &other)?.is_some_and(|s| s.user_id == uid) {
+                            sessions::revoke(c, &other, "logout", now)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(db_error)
+    }
+
+    /// Ends every session of the caller.
+    pub async fn logout_all(&self, who: &Principal) -> ApiResult<usize> {
+        let uid = who.user_id;
+        let now = now_ms();
+        self.db
+            .write(move |c| sessions::revoke_all(c, uid, "logout-all", now))
+            .await
+            .map_err(db_error)
+    }
+
+    /// Verifies a bearer token and that its session is still live.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
+        let claims = self.jwt.verify(token).ok_or_else(ApiError::unauthorized)?;
+        let sid = claims.sid.clone();
+        let session = self
+            .db
+            .read(move |c| sessions::get(c, &sid))
+            .await
+            .map_err(db_error)?;
+        match session {
+            Some(s) if s.is_live(now_ms()) && s.user_id == claims.uid => Ok(Principal {
+                user_id: claims.uid,
+                username: claims.sub,
+                session_id: claims.sid,
+            }),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+fn taken() -> ApiError {
+    ApiError::conflict("username_taken", "that username is taken")
+}
+
+pub(crate) fn check_bundle(b: &KeyBundle) -> ApiResult<()> {
+    if b64::decode_len(&b.iv, 12).is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_key_bundle",
+            "key_bundle.iv must be 12 bytes, base64url",
+        ));
+    }
+    match b64::decode(&b.ct) {
+        Some(ct) if (17..=16 * 1024).contains(&ct.len()) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "invalid_key_bundle",
+            "key_bundle.ct must be base64url AES-GCM ciphertext of at most 16 KiB",
+        )),
+    }
+}

@@ -1,0 +1,343 @@
+//! Owns the server's configuration: its shape, its defaults, and how it is layered
+//! (`Config::default()` <- `config.toml` <- `SECURECHAT_*` environment, `__` nests).
+//!
+//! Invariant: every key has a default here, and `config.toml` at the repository root spells
+//! out exactly these defaults (a test holds the two together).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Unknown keys are errors, so a typo never silently falls back to a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// The origin people use to reach the server (scheme://host[:port]).
+    pub public_origin: String,
+    /// Extra origins allowed to open WebSockets, besides the public origin and localhost.
+    pub allowed_origins: Vec<String>,
+    /// Set when a TLS proxy sits in front: turns on HSTS.
+    pub behind_tls: bool,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_json_body_bytes: u64,
+    /// Seconds that in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            public_origin: "http://localhost:8080".into(),
+            allowed_origins: Vec::new(),
+            behind_tls: false,
+            max_json_body_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for the database, secrets and blobs (created 0700).
+    pub data_dir: PathBuf,
+    /// SQLite `synchronous` mode in WAL: "full" survives power loss, "normal" survives crashes.
+    pub synchronous: Synchronous,
+    /// Connections in the read pool.
+    pub read_pool_size: usize,
+    /// Most write operations the writer folds into one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            synchronous: Synchronous::Full,
+            read_pool_size: 4,
+            max_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// bcrypt cost for stored auth keys (4..=31).
+    pub bcrypt_cost: u32,
+    /// Lowest PBKDF2 iteration count a client may register with.
+    pub min_kdf_iterations: u32,
+    /// Highest PBKDF2 iteration count accepted (keeps logins finite).
+    pub max_kdf_iterations: u32,
+    /// Lifetime of an access token, seconds.
+    pub access_ttl_secs: u64,
+    /// Lifetime of a session's refresh token chain, seconds.
+    pub refresh_ttl_secs: u64,
+    /// HS256 secret for access tokens (at least 32 bytes). Empty: read or create `jwt_secret_file`.
+    pub jwt_secret: String,
+    /// Where the generated secret lives; empty means `<data_dir>/jwt_secret`.
+    pub jwt_secret_file: String,
+    /// `iss` and `aud` of issued tokens.
+    pub issuer: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: 12,
+            min_kdf_iterations: 600_000,
+            max_kdf_iterations: 10_000_000,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            jwt_secret: String::new(),
+            jwt_secret_file: String::new(),
+            issuer: "securechat".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" or "json".
+    pub format: LogFormat,
+    /// A tracing filter, e.g. "info" or "securechat=debug,info". `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Per-plugin tables, `[plugins.<name>]`; each plugin parses its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct PluginsConfig(pub std::collections::BTreeMap<String, toml::Table>);
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Layers defaults, the TOML file (if it exists, or must exist when named explicitly)
+    /// and `SECURECHAT_*` variables, then checks values.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => {
+                let default_path = Path::new("config.toml");
+                if default_path.exists() {
+                    figment = figment.merge(Toml::file(default_path));
+                }
+            }
+        }
+        figment = figment.merge(
+            Env::prefixed("SECURECHAT_")
+                .ignore(&["CONFIG"])
+                .split("__")
+                .lowercase(true),
+        );
+        Self::from_figment(figment)
+    }
+
+    /// Parses a TOML string on top of the defaults (used by tests and `config.toml` checks).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError(msgs.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot (ranges, shapes), naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return fail("auth.bcrypt_cost", "must be between 4 and 31");
+        }
+        if self.auth.min_kdf_iterations < 1000 {
+            return fail("auth.min_kdf_iterations", "must be at least 1000");
+        }
+        if self.auth.max_kdf_iterations < self.auth.min_kdf_iterations {
+            return fail(
+                "auth.max_kdf_iterations",
+                "must not be below auth.min_kdf_iterations",
+            );
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.access_ttl_secs > 24 * 3600 {
+            return fail("auth.access_ttl_secs", "must be between 1 and 86400");
+        }
+        if self.auth.refresh_ttl_secs < self.auth.access_ttl_secs {
+            return fail(
+                "auth.refresh_ttl_secs",
+                "must be at least auth.access_ttl_secs",
+            );
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return fail(
+                "auth.jwt_secret",
+                "must be at least 32 bytes (or empty to generate one)",
+            );
+        }
+        if self.auth.issuer.is_empty() {
+            return fail("auth.issuer", "must not be empty");
+        }
+        if self.server.max_json_body_bytes < 1024 {
+            return fail("server.max_json_body_bytes", "must be at least 1024");
+        }
+        for (key, origin) in std::iter::once(("server.public_origin", &self.server.public_origin))
+            .chain(
+                self.server
+                    .allowed_origins
+                    .iter()
+                    .map(|o| ("server.allowed_origins", o)),
+            )
+        {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return fail(
+                    key,
+                    "must look like scheme://host[:port] with no trailing slash",
+                );
+            }
+        }
+        if self.storage.read_pool_size == 0 {
+            return fail("storage.read_pool_size", "must be at least 1");
+        }
+        if self.storage.max_batch == 0 {
+            return fail("storage.max_batch", "must be at least 1");
+        }
+        if self.log.level.trim().is_empty() {
+            return fail("log.level", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secrets replaced by a marker.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.auth.jwt_secret.is_empty() {
+            shown.auth.jwt_secret = "<hidden>".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    pub fn jwt_secret_path(&self) -> PathBuf {
+        if self.auth.jwt_secret_file.is_empty() {
+            self.storage.data_dir.join("jwt_secret")
+        } else {
+            PathBuf::from(&self.auth.jwt_secret_file)
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.storage.data_dir.join("securechat.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_toml_is_exactly_the_defaults() {
+        let text = include_str!("../../config.toml");
+        let parsed = Config::from_toml_str(text).expect("config.toml parses");
+        assert_eq!(parsed, Config::default());
+        // And not merely because defaults filled everything: every section is spelled out.
+        let table: toml::Table = toml::from_str(text).expect("valid toml");
+        for section in ["server", "storage", "auth", "log"] {
+            assert!(table.contains_key(section), "config.toml lacks [{section}]");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = Config::from_toml_str("[server]\nprot = 1\n").expect_err("must fail");
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_by_name() {
+        let err = Config::from_toml_str("[auth]\nbcrypt_cost = 2\n").expect_err("must fail");
+        assert!(err.to_string().contains("auth.bcrypt_cost"), "{err}");
+        let err = Config::from_toml_str("[server]\nport = \"x\"\n").expect_err("must fail");
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = Config::from_toml_str("[auth]\njwt_secret = \"short\"\n").expect_err("must fail");
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_hidden_when_printed() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = "x".repeat(40);
+        let shown = c.redacted_toml();
+        assert!(!shown.contains(&"x".repeat(40)));
+        assert!(shown.contains("<hidden>"));
+    }
+}

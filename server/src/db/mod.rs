@@ -1,0 +1,155 @@
+//! Owns the SQLite database: opening it (pragmas, WAL asserted), migrations, the read pool,
+//! the single writer, and — one module per table — all SQL the core runs.
+//!
+//! Invariants: this module never imports warp; every write goes through [`Writer`]
+//! (one connection, one thread, group commit); a caller is answered only after COMMIT.
+
+mod migrate;
+pub mod sessions;
+pub mod users;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
+use rusqlite::Connection;
+
+pub use migrate::{latest_version, migrate_file};
+pub use writer::Writer;
+
+use crate::config::StorageConfig;
+
+/// Errors of the storage layer. `Conflict` carries the name of a violated unique key.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("pool: {0}")]
+    Pool(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl DbError {
+    /// True when the statement failed on a UNIQUE or PRIMARY KEY constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Milliseconds since the Unix epoch; the one clock every table uses.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The database handle passed around in `AppState`: a pool for reads, the writer for writes.
+#[derive(Clone)]
+pub struct Db {
+    reader: Pool,
+    writer: Writer,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
+    pub async fn open(path: &Path, storage: &StorageConfig) -> DbResult<Db> {
+        let conn = open_write_connection(path, storage)?;
+        let conn = tokio::task::spawn_blocking(move || -> DbResult<Connection> {
+            let mut conn = conn;
+            migrate::migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| DbError::Startup(format!("migration task failed: {e}")))??;
+        let writer = Writer::start(conn, storage.max_batch)?;
+        let reader = deadpool_sqlite::Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| DbError::Pool(e.to_string()))?
+            .max_size(storage.read_pool_size)
+            .post_create(Hook::async_fn(|obj, _| {
+                Box::pin(async move {
+                    obj.interact(|c| {
+                        c.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
+                    })
+                    .await
+                    .map_err(|e| HookError::message(e.to_string()))?
+                    .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        Ok(Db {
+            reader,
+            writer,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on a pooled read-only connection, off the async workers.
+    pub async fn read<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let conn = self
+            .reader
+            .get()
+            .await
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        conn.interact(move |c| f(c))
+            .await
+            .map_err(|e| DbError::Pool(e.to_string()))?
+    }
+
+    /// Runs `f` inside the writer's next transaction; resolves after COMMIT.
+    /// `f` is atomic on its own: if it returns an error, its changes are rolled back and the
+    /// rest of the batch commits.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens the one write connection with the pragmas the design relies on, and asserts WAL.
+pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DbError::Startup(format!(
+            "SQLite refused WAL mode (journal_mode is {mode:?}); is the data dir on a network or read-only filesystem?"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        storage.synchronous.pragma_value()
+    ))?;
+    let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+    if fk != 1 {
+        return Err(DbError::Startup(
+            "SQLite did not enable foreign keys".into(),
+        ));
+    }
+    Ok(conn)
+}

@@ -1,0 +1,192 @@
+//! Owns the single write connection: one OS thread takes write operations from a bounded
+//! channel and folds whatever is queued (up to `max_batch`) into one `BEGIN IMMEDIATE`
+//! transaction — group commit — then answers every caller after COMMIT.
+//!
+//! Invariants: no caller hears "ok" before its changes are durable; each operation runs in
+//! its own SAVEPOINT, so one failing operation never takes its batch-mates down with it;
+//! if COMMIT itself fails, every operation of the batch is told so.
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DbError, DbResult};
+
+/// A type-erased write operation: run inside the batch, then told how the batch ended.
+trait WriteOp: Send {
+    fn run(&mut self, conn: &Connection);
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Typed<T, F> {
+    f: Option<F>,
+    result: Option<DbResult<T>>,
+    reply: oneshot::Sender<DbResult<T>>,
+}
+
+impl<T, F> WriteOp for Typed<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(f) = self.f.take() else { return };
+        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            self.result = Some(Err(e.into()));
+            return;
+        }
+        let result = f(conn);
+        let closed = if result.is_ok() {
+            conn.execute_batch("RELEASE op")
+        } else {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+        };
+        self.result = Some(match (result, closed) {
+            (Ok(_), Err(e)) => Err(e.into()),
+            (r, _) => r,
+        });
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let outcome = match (self.result, committed) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(DbError::Startup(format!(
+                "transaction failed to commit: {e}"
+            ))),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(DbError::WriterGone),
+        };
+        // The caller may have gone away (request cancelled); the write stands regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// A cheap, cloneable handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Box<dyn WriteOp>>,
+}
+
+impl Writer {
+    /// Starts the writer thread that owns `conn`.
+    pub fn start(conn: Connection, max_batch: usize) -> DbResult<Writer> {
+        let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>(4096);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1)))
+            .map_err(|e| DbError::Startup(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { tx })
+    }
+
+    /// Queues `f` for the next batch and waits for the batch's COMMIT.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let op = Box::new(Typed {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.tx.send(op).await.map_err(|_| DbError::WriterGone)?;
+        answer.await.map_err(|_| DbError::WriterGone)?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, max_batch: usize) {
+    let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&conn, &mut batch);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, ops = batch.len(), "write batch failed");
+        }
+        for op in batch.drain(..) {
+            op.finish(committed.clone());
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteOp>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())?;
+    for op in batch.iter_mut() {
+        op.run(conn);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer_on(dir: &tempfile::TempDir) -> (Writer, std::path::PathBuf) {
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x INTEGER UNIQUE);")
+            .expect("schema");
+        (Writer::start(conn, 64).expect("start"), path)
+    }
+
+    #[tokio::test]
+    async fn a_failing_operation_does_not_undo_its_batch_mates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, path) = writer_on(&dir);
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let w = w.clone();
+            // Every tenth operation inserts a duplicate and must fail alone.
+            let x = if i % 10 == 9 { i - 1 } else { i };
+            tasks.push(tokio::spawn(async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t(x) VALUES (?1)", [x])?;
+                    Ok(x)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        let mut dup = 0;
+        for t in tasks {
+            match t.await.expect("join") {
+                Ok(_) => ok += 1,
+                Err(e) if e.is_unique_violation() => dup += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((ok, dup), (180, 20));
+        let conn = Connection::open(&path).expect("open");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 180);
+    }
+
+    #[tokio::test]
+    async fn an_answer_means_the_row_is_visible_to_a_new_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, path) = writer_on(&dir);
+        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (42)", [])?))
+            .await
+            .expect("write");
+        let conn = Connection::open(&path).expect("open");
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE x = 42", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1);
+    }
+}

@@ -1,0 +1,220 @@
+//! Owns the key directory: listing users, publishing each user's current public keys with
+//! their fingerprint, the key-change log, and owner key rotation.
+//!
+//! Invariant: a key version only moves forward by one, and only with a signature by the
+//! previous signing key over the new keys, so the chain of versions is verifiable by anyone.
+
+pub mod keys;
+pub mod routes;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{check_bundle, check_username, db_error, key_error, KeyBundle, Principal};
+use crate::db::{now_ms, users, Db};
+use crate::error::{ApiError, ApiResult};
+
+pub const PAGE_SIZE: u32 = 50;
+
+#[derive(Debug, Serialize)]
+pub struct PublicKeys {
+    pub username: String,
+    pub key_version: i64,
+    pub enc_public_key: String,
+    pub sign_public_key: String,
+    pub self_sig: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserSummary {
+    pub username: String,
+    pub key_version: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserPage {
+    pub users: Vec<UserSummary>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyChangeView {
+    pub key_version: i64,
+    pub enc_public_key: String,
+    pub sign_public_key: String,
+    pub self_sig: String,
+    pub prev_sig: Option<String>,
+    pub fingerprint: String,
+    pub changed_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    pub key_version: i64,
+    pub enc_public_key: String,
+    pub sign_public_key: String,
+    pub key_bundle: KeyBundle,
+    pub self_sig: String,
+    pub prev_sig: String,
+}
+
+/// The directory service.
+#[derive(Clone)]
+pub struct Directory {
+    db: Db,
+}
+
+impl Directory {
+    pub fn new(db: Db) -> Directory {
+        Directory { db }
+    }
+
+    pub async fn list(&self, query: &str, cursor: Option<String>) -> ApiResult<UserPage> {
+        let query = query.trim().to_ascii_lowercase();
+        if query.len() > 32
+            || !query
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "query must be at most 32 characters of a-z, 0-9, '_', '.' and '-'",
+            ));
+        }
+        if let Some(c) = &cursor {
+            check_username(c)
+                .map_err(|_| ApiError::bad_request("invalid_request", "malformed cursor"))?;
+        }
+        let mut rows = self
+            .db
+            .read(move |c| users::list(c, &query, cursor.as_deref(), PAGE_SIZE + 1))
+            .await
+            .map_err(db_error)?;
+        let more = rows.len() > PAGE_SIZE as usize;
+        rows.truncate(PAGE_SIZE as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| r.0.clone())
+        } else {
+            None
+        };
+        Ok(UserPage {
+            users: rows
+                .into_iter()
+                .map(|(username, key_version)| UserSummary {
+                    username,
+                    key_version,
+                })
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn keys(&self, username: &str) -> ApiResult<PublicKeys> {
+        let user = self.user(username).await?;
+        Ok(PublicKeys {
+            username: user.username,
+            key_version: user.keys.key_version,
+            enc_public_key: user.keys.enc_public_key,
+            sign_public_key: user.keys.sign_public_key,
+            self_sig: user.keys.self_sig,
+            fingerprint: user.keys.fingerprint,
+        })
+    }
+
+    pub async fn key_changes(&self, username: &str) -> ApiResult<Vec<KeyChangeView>> {
+        let user = self.user(username).await?;
+        let rows = self
+            .db
+            .read(move |c| users::key_changes(c, user.id))
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|k| KeyChangeView {
+                key_version: k.keys.key_version,
+                enc_public_key: k.keys.enc_public_key,
+                sign_public_key: k.keys.sign_public_key,
+                self_sig: k.keys.self_sig,
+                prev_sig: k.prev_sig,
+                fingerprint: k.keys.fingerprint,
+                changed_at: k.changed_at,
+            })
+            .collect())
+    }
+
+    async fn user(&self, username: &str) -> ApiResult<users::User> {
+        if !crate::auth::valid_username(username) {
+            return Err(ApiError::not_found("user"));
+        }
+        let name = username.to_owned();
+        self.db
+            .read(move |c| users::by_name(c, &name))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found("user"))
+    }
+
+    /// Publishes the caller's next key version, signed by the new and the previous key.
+    pub async fn rotate(&self, who: &Principal, req: RotateRequest) -> ApiResult<i64> {
+        let current = self.user(&who.username).await?;
+        if req.key_version != current.keys.key_version + 1 {
+            return Err(ApiError::conflict(
+                "key_version_conflict",
+                format!(
+                    "key_version must be {} (the current version plus one)",
+                    current.keys.key_version + 1
+                ),
+            ));
+        }
+        check_bundle(&req.key_bundle)?;
+        let new = keys::parse_keys(&req.enc_public_key, &req.sign_public_key).map_err(key_error)?;
+        keys::verify_sig(
+            &new.sign_key,
+            &keys::self_sig_message(&who.username, req.key_version, &new),
+            &req.self_sig,
+            "self_sig",
+        )
+        .map_err(key_error)?;
+        let old = keys::parse_keys(&current.keys.enc_public_key, &current.keys.sign_public_key)
+            .map_err(|_| ApiError::internal("stored keys no longer parse"))?;
+        keys::verify_sig(
+            &old.sign_key,
+            &keys::rotate_sig_message(&who.username, req.key_version, &new),
+            &req.prev_sig,
+            "prev_sig",
+        )
+        .map_err(key_error)?;
+        let published = users::PublishedKeys {
+            key_version: req.key_version,
+            fingerprint: keys::fingerprint(&who.username, &new.enc_spki, &new.sign_spki),
+            enc_public_key: req.enc_public_key,
+            sign_public_key: req.sign_public_key,
+            self_sig: req.self_sig,
+        };
+        let user_id = current.id;
+        let version = published.key_version;
+        let moved = self
+            .db
+            .write(move |c| {
+                users::rotate_keys(
+                    c,
+                    user_id,
+                    &published,
+                    &req.key_bundle.iv,
+                    &req.key_bundle.ct,
+                    &req.prev_sig,
+                    now_ms(),
+                )
+            })
+            .await
+            .map_err(db_error)?;
+        if !moved {
+            return Err(ApiError::conflict(
+                "key_version_conflict",
+                "the key version changed meanwhile; fetch it and try again",
+            ));
+        }
+        Ok(version)
+    }
+}

@@ -1,0 +1,122 @@
+//! Owns the HTTP edge shared by every route: JSON bodies with a size cap and one error for
+//! malformed JSON, bearer authentication, security headers, and request logging.
+//!
+//! Invariants: every response — API, asset or error — carries the security headers; the
+//! request log line has method, path (never the query string), status and duration, and
+//! nothing else from the request.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use warp::http::header::{HeaderMap, HeaderName, HeaderValue};
+use warp::{Filter, Rejection};
+
+use crate::auth::{Auth, Principal};
+use crate::error::ApiError;
+
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'self'";
+
+/// A JSON body of at most `limit` bytes, parsed into `T`; bad JSON is a 400 `invalid_json`.
+pub fn json_body<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                let message = match e.classify() {
+                    serde_json::error::Category::Data => format!("invalid request: {e}"),
+                    _ => "request body is not valid JSON".to_owned(),
+                };
+                warp::reject::custom(ApiError::bad_request(
+                    if e.classify() == serde_json::error::Category::Data {
+                        "invalid_request"
+                    } else {
+                        "invalid_json"
+                    },
+                    message,
+                ))
+            })
+        })
+}
+
+/// An optional JSON body: empty means `None`.
+pub fn optional_json_body<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (Option<T>,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            serde_json::from_slice::<T>(&bytes).map(Some).map_err(|_| {
+                warp::reject::custom(ApiError::bad_request(
+                    "invalid_json",
+                    "request body is not valid JSON",
+                ))
+            })
+        })
+}
+
+/// The caller, from `Authorization: Bearer <access token>`; 401 otherwise.
+pub fn authenticated(
+    auth: Arc<Auth>,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let auth = auth.clone();
+        async move {
+            let token = header
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| warp::reject::custom(ApiError::unauthorized()))?;
+            auth.authenticate(token).await.map_err(warp::reject::custom)
+        }
+    })
+}
+
+/// The headers every response carries.
+pub fn security_headers(behind_tls: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut set = |name: &'static str, value: &'static str| {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    };
+    set("content-security-policy", CSP);
+    set("x-content-type-options", "nosniff");
+    set("x-frame-options", "DENY");
+    set("referrer-policy", "no-referrer");
+    set("cross-origin-opener-policy", "same-origin");
+    set("cross-origin-resource-policy", "same-origin");
+    set(
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    );
+    if behind_tls {
+        set(
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        );
+    }
+    h
+}
+
+/// The request log: method, path without query, status, milliseconds.
+pub fn request_log() -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
+    warp::log::custom(|info| {
+        tracing::info!(
+            target: "securechat::request",
+            method = %info.method(),
+            path = %info.path(),
+            status = info.status().as_u16(),
+            ms = info.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    })
+}

@@ -1,0 +1,233 @@
+//! securechat: a self-hosted end-to-end-encrypted web messenger. This crate is the server
+//! core and binary; [`App`] is the seam tests and `main` use: build it from a [`Config`],
+//! ask its port, run it until a shutdown future resolves.
+//!
+//! Invariants (see ARCHITECTURE.md): no handler ever sees plaintext; `db` never imports
+//! warp; state is passed in (`AppState`), never global.
+
+pub mod assets;
+pub mod auth;
+pub mod b64;
+pub mod config;
+pub mod db;
+pub mod directory;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod openapi;
+pub mod plugins;
+pub mod serve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use securechat_plugin_api::{Admission, Verdict};
+use tokio::net::TcpListener;
+use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderValue, CACHE_CONTROL};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+pub use config::Config;
+
+use crate::auth::Auth;
+use crate::db::Db;
+use crate::directory::Directory;
+use crate::error::ApiError;
+use crate::plugins::Plugins;
+use crate::serve::PeerAddr;
+
+/// Everything a request may need, built once and passed down.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub auth: Arc<Auth>,
+    pub directory: Directory,
+    pub plugins: Arc<Plugins>,
+}
+
+/// A built server: bound to its port, database open and migrated, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl App {
+    /// Prepares the data dir and secrets, opens the database, binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.validate()?;
+        let config = Arc::new(config);
+        prepare_data_dir(&config.storage.data_dir)?;
+
+        let jwt_secret = if config.auth.jwt_secret.is_empty() {
+            auth::secrets::load_or_create(&config.jwt_secret_path())?
+        } else {
+            config.auth.jwt_secret.as_bytes().to_vec()
+        };
+        auth::secrets::check_strength(&jwt_secret).context("auth.jwt_secret")?;
+        let prelogin_key =
+            auth::secrets::load_or_create(&config.storage.data_dir.join("prelogin_key"))?;
+
+        let db = Db::open(&config.database_path(), &config.storage)
+            .await
+            .context("opening the database")?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let auth = Auth::new(
+            db.clone(),
+            config.auth.clone(),
+            &jwt_secret,
+            prelogin_key,
+            cores,
+        )
+        .await?;
+        let state = AppState {
+            directory: Directory::new(db.clone()),
+            plugins: Arc::new(Plugins::compiled_in()),
+            config: config.clone(),
+            db,
+            auth,
+        };
+
+        let addr = SocketAddr::new(config.server.bind, config.server.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        Ok(App {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let filter = routes(&self.state);
+        tracing::info!(addr = %self.addr, plugins = ?self.state.plugins.names(), "serving");
+        serve::serve(self.listener, filter, shutdown, grace).await;
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) {
+        self.run(shutdown_signal()).await
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Creates the data dir if needed and makes it private (0700).
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make data dir {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The whole HTTP surface: API, plugin routes, assets; one error shape; headers on all.
+pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    let limit = state.config.server.max_json_body_bytes;
+    let api = auth::routes::routes(state.auth.clone(), state.plugins.clone(), limit)
+        .or(directory::routes::routes(
+            state.directory.clone(),
+            state.auth.clone(),
+            limit,
+        ))
+        .unify()
+        .or(openapi::route())
+        .unify()
+        .map(|r: Response| no_store(r))
+        .boxed();
+    let plugins = state.plugins.clone();
+    let admission = warp::ext::optional::<PeerAddr>()
+        .and(warp::path::full())
+        .and_then(move |peer: Option<PeerAddr>, path: warp::path::FullPath| {
+            let verdict = plugins.admit(&Admission::Request {
+                peer: peer.map(|p| p.0.ip()),
+                path: path.as_str(),
+            });
+            async move {
+                match verdict {
+                    Verdict::Allow => Ok(()),
+                    Verdict::Refuse { retry_after_secs } => {
+                        Err(warp::reject::custom(ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            format!("too many requests; retry in {retry_after_secs} s"),
+                        )))
+                    }
+                }
+            }
+        })
+        .untuple_one();
+    let headers = http::security_headers(state.config.server.behind_tls);
+    admission
+        .and(
+            health::routes(state.db.clone())
+                .or(api)
+                .unify()
+                .or(assets::routes())
+                .unify(),
+        )
+        .recover(error::recover)
+        .unify()
+        .map(move |mut r: Response| {
+            r.headers_mut().extend(headers.clone());
+            r
+        })
+        .with(http::request_log())
+        .map(Reply::into_response)
+        .boxed()
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.into_response()
+}

@@ -1,0 +1,127 @@
+//! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use securechat::config::Config;
+use securechat::{db, App};
+
+#[derive(Parser)]
+#[command(
+    name = "securechat",
+    version,
+    about = "Self-hosted end-to-end-encrypted messenger"
+)]
+struct Cli {
+    /// Config file (default: ./config.toml if present).
+    #[arg(long, global = true, env = "SECURECHAT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Grant or revoke admin rights.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Print the effective configuration, secrets hidden.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make a registered user an admin.
+    Grant { username: String },
+    /// Take admin rights away.
+    Revoke { username: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("securechat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    securechat::logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("securechat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(&config),
+            Command::Admin { action } => admin(config, action).await,
+            Command::Config => {
+                print!("{}", config.redacted_toml());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("securechat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    // Scripts and tests read this line to learn the port (also when port = 0).
+    println!("securechat listening on http://{}", app.addr());
+    app.run_until_stopped().await;
+    Ok(())
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.storage.data_dir)?;
+    let applied = db::migrate_file(&config.database_path(), &config.storage)?;
+    if applied.is_empty() {
+        println!(
+            "database is up to date (schema version {})",
+            db::latest_version()
+        );
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(())
+}
+
+async fn admin(config: Config, action: AdminAction) -> anyhow::Result<()> {
+    let (username, grant) = match action {
+        AdminAction::Grant { username } => (username, true),
+        AdminAction::Revoke { username } => (username, false),
+    };
+    let database = db::Db::open(&config.database_path(), &config.storage).await?;
+    let name = username.clone();
+    let found = database
+        .write(move |c| db::users::set_admin(c, &name, grant))
+        .await?;
+    if !found {
+        anyhow::bail!("no user named {username:?}");
+    }
+    println!(
+        "{username} is {} an admin",
+        if grant { "now" } else { "no longer" }
+    );
+    Ok(())
+}
