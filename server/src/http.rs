@@ -18,47 +18,95 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     frame-ancestors 'none'; form-action 'self'";
 
+fn too_large() -> Rejection {
+    warp::reject::custom(ApiError::new(
+        warp::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body too large",
+    ))
+}
+
+/// The request body, at most `limit` bytes whether or not a Content-Length was sent
+/// (chunked bodies are counted as they arrive and cut off at the limit).
+pub fn limited_body(
+    limit: u64,
+) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| collect_body(declared, stream, limit))
+}
+
+async fn collect_body<S, B>(
+    declared: Option<u64>,
+    stream: S,
+    limit: u64,
+) -> Result<bytes::Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures_util::TryStreamExt;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
+        warp::reject::custom(ApiError::bad_request(
+            "invalid_request",
+            "the request body could not be read",
+        ))
+    })? {
+        if body.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}
+
 /// A JSON body of at most `limit` bytes, parsed into `T`; bad JSON is a 400 `invalid_json`.
 pub fn json_body<T: DeserializeOwned + Send>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit)
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes::Bytes| async move {
-            serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                let message = match e.classify() {
-                    serde_json::error::Category::Data => format!("invalid request: {e}"),
-                    _ => "request body is not valid JSON".to_owned(),
-                };
-                warp::reject::custom(ApiError::bad_request(
-                    if e.classify() == serde_json::error::Category::Data {
-                        "invalid_request"
-                    } else {
-                        "invalid_json"
-                    },
-                    message,
-                ))
-            })
+    limited_body(limit).and_then(|bytes: bytes::Bytes| async move {
+        serde_json::from_slice::<T>(&bytes).map_err(|e| {
+            let message = match e.classify() {
+                serde_json::error::Category::Data => format!("invalid request: {e}"),
+                _ => "request body is not valid JSON".to_owned(),
+            };
+            warp::reject::custom(ApiError::bad_request(
+                if e.classify() == serde_json::error::Category::Data {
+                    "invalid_request"
+                } else {
+                    "invalid_json"
+                },
+                message,
+            ))
         })
+    })
 }
 
 /// An optional JSON body: empty means `None`.
 pub fn optional_json_body<T: DeserializeOwned + Send>(
     limit: u64,
 ) -> impl Filter<Extract = (Option<T>,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit)
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes::Bytes| async move {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(None);
-            }
-            serde_json::from_slice::<T>(&bytes).map(Some).map_err(|_| {
-                warp::reject::custom(ApiError::bad_request(
-                    "invalid_json",
-                    "request body is not valid JSON",
-                ))
-            })
+    limited_body(limit).and_then(|bytes: bytes::Bytes| async move {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice::<T>(&bytes).map(Some).map_err(|_| {
+            warp::reject::custom(ApiError::bad_request(
+                "invalid_json",
+                "request body is not valid JSON",
+            ))
         })
+    })
 }
 
 /// The caller, from `Authorization: Bearer <access token>`; 401 otherwise.

@@ -16,7 +16,7 @@ use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use rusqlite::Connection;
 
 pub use migrate::{latest_version, migrate_file};
-pub use writer::Writer;
+pub use writer::{Writer, WriterStats};
 
 use crate::config::StorageConfig;
 

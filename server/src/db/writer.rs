@@ -6,6 +6,9 @@
 //! its own SAVEPOINT, so one failing operation never takes its batch-mates down with it;
 //! if COMMIT itself fails, every operation of the batch is told so.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,17 +67,41 @@ where
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Box<dyn WriteOp>>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of the writer's work since start (for metrics and tests).
+#[derive(Debug, Default)]
+struct Stats {
+    transactions: AtomicU64,
+    operations: AtomicU64,
+}
+
+/// A snapshot of [`Writer`] counters: how many transactions carried how many operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub transactions: u64,
+    pub operations: u64,
 }
 
 impl Writer {
     /// Starts the writer thread that owns `conn`.
     pub fn start(conn: Connection, max_batch: usize) -> DbResult<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>(4096);
+        let stats = Arc::new(Stats::default());
+        let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch.max(1)))
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1), &thread_stats))
             .map_err(|e| DbError::Startup(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer { tx })
+        Ok(Writer { tx, stats })
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            transactions: self.stats.transactions.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
     }
 
     /// Queues `f` for the next batch and waits for the batch's COMMIT.
@@ -94,7 +121,12 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, max_batch: usize) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
+    max_batch: usize,
+    stats: &Stats,
+) {
     let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -105,6 +137,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>, max_b
             }
         }
         let committed = run_batch(&conn, &mut batch);
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats
+            .operations
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = &committed {
             tracing::error!(error = %e, ops = batch.len(), "write batch failed");
         }
@@ -169,6 +205,12 @@ mod tests {
             }
         }
         assert_eq!((ok, dup), (180, 20));
+        let stats = w.stats();
+        assert_eq!(stats.operations, 200);
+        assert!(
+            stats.transactions < stats.operations,
+            "concurrent writes share transactions: {stats:?}"
+        );
         let conn = Connection::open(&path).expect("open");
         let n: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))

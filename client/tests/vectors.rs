@@ -1,0 +1,191 @@
+//! Recomputes every deterministic value of testdata/crypto-vectors.json from its inputs
+//! and checks the rest (signatures verify, ciphertexts decrypt).
+
+use securechat_client::bundle::bundle_plaintext;
+use securechat_client::kdf::normalize_password;
+use securechat_client::{
+    b64, derive_keys, fingerprint, prev_sig, rsa_oaep_decrypt, safety_number, self_sig,
+    unwrap_bundle, verify_prev_sig, verify_self_sig, wrap_bundle_with_iv, Identity, KeyBundle,
+    RegisterRequest,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Vectors {
+    #[allow(dead_code)]
+    description: String,
+    password: String,
+    password_nfc: String,
+    salt: String,
+    iterations: u32,
+    auth_key: String,
+    kek: String,
+    username: String,
+    key_version: u32,
+    enc_pkcs8: String,
+    sign_pkcs8: String,
+    enc_spki: String,
+    sign_spki: String,
+    bundle_iv: String,
+    bundle_plaintext: String,
+    bundle_ct: String,
+    self_sig: String,
+    self_sig_other_s: String,
+    fingerprint: String,
+    register_request: serde_json::Value,
+    peer: Peer,
+    safety_number: String,
+    rotation: Rotation,
+    oaep: Oaep,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Peer {
+    username: String,
+    enc_spki: String,
+    sign_spki: String,
+    fingerprint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    new_version: u32,
+    new_enc_spki: String,
+    new_sign_spki: String,
+    prev_sig: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Oaep {
+    key: String,
+    ct: String,
+}
+
+fn load() -> Vectors {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/crypto-vectors.json"
+    );
+    let text = std::fs::read_to_string(path).expect("read crypto-vectors.json");
+    assert!(
+        text.is_ascii(),
+        "the vectors file escapes non-ASCII characters"
+    );
+    serde_json::from_str(&text).expect("parse crypto-vectors.json")
+}
+
+fn d(text: &str) -> Vec<u8> {
+    b64::decode(text).expect("strict base64url")
+}
+
+#[test]
+fn vectors_recompute() {
+    let v = load();
+
+    // Password and KDF.
+    assert_ne!(v.password, v.password_nfc, "the password must exercise NFC");
+    assert_eq!(normalize_password(&v.password), v.password_nfc);
+    let salt = d(&v.salt);
+    assert_eq!(salt.len(), 16);
+    let (auth_key, kek) = derive_keys(&v.password, &salt, v.iterations);
+    assert_eq!(b64::encode(auth_key), v.auth_key);
+    assert_eq!(b64::encode(kek), v.kek);
+    assert_eq!(
+        derive_keys(&v.password_nfc, &salt, v.iterations),
+        (auth_key, kek)
+    );
+
+    // Keys and their encodings.
+    let id = Identity::from_pkcs8(&d(&v.enc_pkcs8), &d(&v.sign_pkcs8)).unwrap();
+    assert_eq!(b64::encode(id.enc_pkcs8().unwrap()), v.enc_pkcs8);
+    assert_eq!(b64::encode(id.sign_pkcs8().unwrap()), v.sign_pkcs8);
+    let pk = id.public_keys().unwrap();
+    assert_eq!(b64::encode(&pk.enc_spki), v.enc_spki);
+    assert_eq!(b64::encode(&pk.sign_spki), v.sign_spki);
+
+    // Key bundle.
+    let iv: [u8; 12] = d(&v.bundle_iv).try_into().unwrap();
+    let plain = bundle_plaintext(&id).unwrap();
+    assert_eq!(String::from_utf8(plain).unwrap(), v.bundle_plaintext);
+    let bundle = wrap_bundle_with_iv(&kek, &v.username, v.key_version, &id, &iv).unwrap();
+    assert_eq!(bundle.iv, v.bundle_iv);
+    assert_eq!(bundle.ct, v.bundle_ct);
+    let file_bundle = KeyBundle {
+        iv: v.bundle_iv.clone(),
+        ct: v.bundle_ct.clone(),
+    };
+    let back = unwrap_bundle(&kek, &v.username, v.key_version, &file_bundle).unwrap();
+    assert_eq!(back.public_keys().unwrap(), pk);
+    assert!(unwrap_bundle(&kek, &v.username, v.key_version + 1, &file_bundle).is_err());
+
+    // Self-signature: RFC 6979 makes ours reproducible; both S forms verify.
+    let sig = self_sig(
+        &id.sign,
+        &v.username,
+        v.key_version,
+        &pk.enc_spki,
+        &pk.sign_spki,
+    );
+    assert_eq!(b64::encode(sig), v.self_sig);
+    for s in [&v.self_sig, &v.self_sig_other_s] {
+        verify_self_sig(
+            &v.username,
+            v.key_version,
+            &pk.enc_spki,
+            &pk.sign_spki,
+            &d(s),
+        )
+        .unwrap();
+    }
+    assert_ne!(v.self_sig, v.self_sig_other_s);
+
+    // Fingerprints and safety number.
+    assert_eq!(
+        fingerprint(&v.username, &pk.enc_spki, &pk.sign_spki),
+        v.fingerprint
+    );
+    assert_eq!(v.fingerprint.len(), 30);
+    let peer_fp = fingerprint(
+        &v.peer.username,
+        &d(&v.peer.enc_spki),
+        &d(&v.peer.sign_spki),
+    );
+    assert_eq!(peer_fp, v.peer.fingerprint);
+    let sn = safety_number(
+        (&v.username, &v.fingerprint),
+        (&v.peer.username, &v.peer.fingerprint),
+    );
+    assert_eq!(sn, v.safety_number);
+    assert!(v.peer.username.as_bytes() < v.username.as_bytes());
+    assert_eq!(sn, format!("{}{}", v.peer.fingerprint, v.fingerprint));
+
+    // Registration body.
+    let req = RegisterRequest::build_with(&v.username, &v.password, v.iterations, &id, &salt, &iv)
+        .unwrap();
+    assert_eq!(serde_json::to_value(&req).unwrap(), v.register_request);
+    assert_eq!(req.auth_key, v.auth_key);
+    assert_eq!(req.key_bundle, file_bundle);
+
+    // Rotation.
+    let r = &v.rotation;
+    let (new_enc, new_sign) = (d(&r.new_enc_spki), d(&r.new_sign_spki));
+    let psig = prev_sig(&id.sign, &v.username, r.new_version, &new_enc, &new_sign);
+    assert_eq!(b64::encode(psig), r.prev_sig);
+    verify_prev_sig(
+        &pk.sign_spki,
+        &v.username,
+        r.new_version,
+        &new_enc,
+        &new_sign,
+        &psig,
+    )
+    .unwrap();
+
+    // RSA-OAEP.
+    let key = rsa_oaep_decrypt(&id.enc, &d(&v.oaep.ct)).unwrap();
+    assert_eq!(b64::encode(key), v.oaep.key);
+}

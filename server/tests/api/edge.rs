@@ -1,0 +1,207 @@
+//! The HTTP edge: one error shape, security headers everywhere, body limits, assets,
+//! health, and the OpenAPI document matching the routes.
+
+use securechat_client::Method;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+const HEADERS: [&str; 4] = [
+    "content-security-policy",
+    "x-content-type-options",
+    "referrer-policy",
+    "x-frame-options",
+];
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for (method, path) in [
+        (Method::GET, "/healthz"),
+        (Method::GET, "/"),
+        (Method::GET, "/styles.css"),
+        (Method::GET, "/no-such-page"),
+        (Method::GET, "/api/me"),
+        (Method::DELETE, "/api/auth/login"),
+        (Method::POST, "/api/auth/prelogin"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), path, None, None)
+            .await
+            .expect("send");
+        for h in HEADERS {
+            assert!(
+                r.header(h).is_some(),
+                "{method} {path} lacks {h} (status {})",
+                r.status
+            );
+        }
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+        assert!(
+            r.header("strict-transport-security").is_none(),
+            "no HSTS without TLS"
+        );
+        if r.status >= 400 {
+            let body: Value = r.json().expect("errors are JSON");
+            assert!(body["error"]["code"].is_string(), "{method} {path}: {body}");
+            assert!(body["error"]["message"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_configured_as_behind_tls() {
+    let app = spawn_app_with(|c| c.server.behind_tls = true).await;
+    let r = app
+        .client
+        .request(Method::GET, "/healthz", None, None)
+        .await
+        .expect("send");
+    assert!(r
+        .header("strict-transport-security")
+        .is_some_and(|v| v.contains("max-age=")));
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_and_wrong_methods_405() {
+    let app = spawn_app_with(|c| c.server.max_json_body_bytes = 2048).await;
+    let big = format!("{{\"username\":\"{}\"}}", "a".repeat(4096));
+    let r = app
+        .client
+        .request_bytes(
+            Method::POST,
+            "/api/auth/prelogin",
+            None,
+            Some("application/json"),
+            Some(big.into_bytes()),
+        )
+        .await
+        .expect("send");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error().expect("body").error.code, "payload_too_large");
+    let r = app
+        .client
+        .request(Method::GET, "/api/auth/login", None, None)
+        .await
+        .expect("send");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.error().expect("body").error.code, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_frontend_is_served_from_the_binary_with_content_types() {
+    let app = spawn_app().await;
+    for (path, ctype) in [
+        ("/", "text/html"),
+        ("/register.html", "text/html"),
+        ("/login.html", "text/html"),
+        ("/styles.css", "text/css"),
+        ("/js/crypto.js", "javascript"),
+    ] {
+        let r = app
+            .client
+            .request(Method::GET, path, None, None)
+            .await
+            .expect("send");
+        assert_eq!(r.status, 200, "{path}");
+        let got = r.header("content-type").unwrap_or_default();
+        assert!(got.contains(ctype), "{path}: {got}");
+    }
+    let r = app
+        .client
+        .request(Method::GET, "/../Cargo.toml", None, None)
+        .await
+        .expect("send");
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let r = app
+            .client
+            .request(Method::GET, path, None, None)
+            .await
+            .expect("send");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json().expect("json")["status"], "ok");
+    }
+}
+
+/// Every path and method the OpenAPI document lists exists (answers something other than
+/// "route not found"/405), and routes that exist but are not listed are caught by the list
+/// of known paths below matching the document exactly.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .request(Method::GET, "/api/openapi.json", None, None)
+        .await
+        .expect("send");
+    assert_eq!(r.status, 200);
+    let spec: Value = r.json().expect("json");
+    assert_eq!(spec["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut listed = Vec::new();
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().expect("ops") {
+            listed.push(format!("{} {path}", method.to_uppercase()));
+            let concrete = path.replace("{name}", "nobody");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let r = app
+                .client
+                .request(m, &concrete, None, None)
+                .await
+                .expect("send");
+            let code = r.error().map(|e| e.error.code).unwrap_or_default();
+            assert!(
+                r.status != 405
+                    && !(r.status == 404 && code == "not_found" && r.text().contains("route")),
+                "{method} {path} is documented but answers {} {}",
+                r.status,
+                r.text()
+            );
+            let documented: Vec<&String> = op["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .collect();
+            assert!(
+                documented
+                    .iter()
+                    .any(|s| s.as_str() == r.status.to_string()),
+                "{method} {path} answered {} which is not documented ({documented:?})",
+                r.status
+            );
+        }
+    }
+    listed.sort();
+    let mut served = vec![
+        "GET /healthz",
+        "GET /readyz",
+        "GET /api/openapi.json",
+        "POST /api/auth/prelogin",
+        "POST /api/auth/register",
+        "POST /api/auth/login",
+        "POST /api/auth/refresh",
+        "POST /api/auth/logout",
+        "POST /api/auth/logout-all",
+        "GET /api/me",
+        "GET /api/users",
+        "GET /api/users/{name}/keys",
+        "GET /api/users/{name}/key-changes",
+        "POST /api/keys/rotate",
+    ];
+    served.sort();
+    assert_eq!(
+        listed, served,
+        "the document and the server's routes differ"
+    );
+}

@@ -1,0 +1,100 @@
+//! The test harness: `spawn_app()` builds the real server on 127.0.0.1:0 with a fresh data
+//! dir, and hands back a client for it.
+
+use std::path::PathBuf;
+
+use securechat::{App, Config};
+use securechat_client::{Client, Session};
+use tokio::sync::oneshot;
+
+/// The JWT secret tests configure, so they can forge tokens against it.
+pub const TEST_JWT_SECRET: &str = "test-only-5d41402abc4b2a76b9719d911017c592";
+pub const ITERATIONS: u32 = 1000;
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    /// Dropping the sender (with the TestApp) also stops the server.
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut c = Config::default();
+    c.server.port = 0;
+    c.storage.data_dir = data_dir;
+    c.storage.synchronous = securechat::config::Synchronous::Normal;
+    c.auth.bcrypt_cost = 4;
+    c.auth.min_kdf_iterations = ITERATIONS;
+    c.auth.jwt_secret = TEST_JWT_SECRET.into();
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path().join("data"));
+    tweak(&mut config);
+    start(dir, config).await
+}
+
+async fn start(dir: tempfile::TempDir, config: Config) -> TestApp {
+    let app = App::build(config.clone()).await.expect("app builds");
+    let base = format!("http://{}", app.addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        client: Client::new(&base).expect("client"),
+        dir,
+        config,
+        shutdown: Some(tx),
+        handle,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and starts a new one on the same data dir.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.handle).await;
+        let mut config = self.config.clone();
+        config.server.port = 0;
+        start(self.dir, config).await
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.database_path()
+    }
+
+    /// A direct connection to the server's SQLite file, for asserting what is stored.
+    pub fn sqlite(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.db_path()).expect("open db")
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.sqlite()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    pub async fn register(&self, username: &str) -> securechat_client::Registered {
+        self.client
+            .register(username, PASSWORD, ITERATIONS)
+            .await
+            .expect("register")
+    }
+
+    pub async fn register_and_login(&self, username: &str) -> Session {
+        self.register(username).await;
+        self.client.login(username, PASSWORD).await.expect("login")
+    }
+}
