@@ -188,9 +188,19 @@ impl Config {
                 }
             }
         }
+        // Every setting lives in a section, so a setting's variable always has a `__`
+        // (SECURECHAT_SERVER__PORT). Others (SECURECHAT_CONFIG, or a script's own
+        // SECURECHAT_BIN) are not settings: they are left alone, with a note.
+        for (name, _) in std::env::vars() {
+            if let Some(rest) = name.strip_prefix("SECURECHAT_") {
+                if !rest.contains("__") && rest != "CONFIG" {
+                    eprintln!("securechat: note: {name} is not a setting (settings look like SECURECHAT_SECTION__KEY); ignored");
+                }
+            }
+        }
         figment = figment.merge(
             Env::prefixed("SECURECHAT_")
-                .ignore(&["CONFIG"])
+                .filter(|key| key.as_str().contains("__"))
                 .split("__")
                 .lowercase(true),
         );

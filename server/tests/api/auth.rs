@@ -133,25 +133,19 @@ async fn a_wrong_auth_key_and_an_unknown_user_get_the_same_401_body() {
     let app = spawn_app().await;
     app.register("alice").await;
     let wrong = app
-        .client
-        .request(
-            Method::POST,
+        .post(
             "/api/auth/login",
             None,
-            Some(&json!({"username": "alice", "auth_key": b64::encode([7u8; 32])})),
+            &json!({"username": "alice", "auth_key": b64::encode([7u8; 32])}),
         )
-        .await
-        .expect("send");
+        .await;
     let unknown = app
-        .client
-        .request(
-            Method::POST,
+        .post(
             "/api/auth/login",
             None,
-            Some(&json!({"username": "nobody", "auth_key": b64::encode([7u8; 32])})),
+            &json!({"username": "nobody", "auth_key": b64::encode([7u8; 32])}),
         )
-        .await
-        .expect("send");
+        .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(unknown.status, 401);
     assert_eq!(wrong.body, unknown.body);
@@ -188,11 +182,7 @@ async fn prelogin_for_an_unknown_user_is_deterministic_and_looks_like_a_real_ans
 }
 
 async fn post(app: &crate::helpers::TestApp, path: &str, body: &Value) -> (u16, String) {
-    let r = app
-        .client
-        .request(Method::POST, path, None, Some(body))
-        .await
-        .expect("send");
+    let r = app.post(path, None, body).await;
     let code = r.error().map(|e| e.error.code).unwrap_or_default();
     (r.status, code)
 }
@@ -395,18 +385,7 @@ async fn logout_kills_that_sessions_access_and_refresh_tokens_only() {
         .logout(&a.access_token, Some(&a.refresh_token))
         .await
         .expect("logout");
-    assert!(app
-        .client
-        .me(&a.access_token)
-        .await
-        .expect_err("dead")
-        .is_api(401, "unauthorized"));
-    assert!(app
-        .client
-        .refresh(&a.refresh_token)
-        .await
-        .expect_err("dead")
-        .is_api(401, "unauthorized"));
+    app.assert_session_dead(&a).await;
     app.client
         .me(&b.access_token)
         .await
@@ -426,20 +405,8 @@ async fn logout_all_ends_every_session() {
         .logout_all(&a.access_token)
         .await
         .expect("logout-all");
-    for s in [&a, &b] {
-        assert!(app
-            .client
-            .me(&s.access_token)
-            .await
-            .expect_err("dead")
-            .is_api(401, "unauthorized"));
-        assert!(app
-            .client
-            .refresh(&s.refresh_token)
-            .await
-            .expect_err("dead")
-            .is_api(401, "unauthorized"));
-    }
+    app.assert_session_dead(&a).await;
+    app.assert_session_dead(&b).await;
 }
 
 fn forge(claims: &Value, secret: &[u8], alg: jsonwebtoken::Algorithm) -> String {

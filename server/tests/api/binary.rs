@@ -52,6 +52,18 @@ fn config_prints_the_effective_values_with_env_overrides_and_hides_secrets() {
 #[test]
 fn an_unknown_or_bad_setting_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // A variable that is not a setting (no section) is noted and left alone.
+    let out = securechat(&dir.path().join("data"))
+        .env("SECURECHAT_BIN", "/usr/bin/whatever")
+        .arg("config")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SECURECHAT_BIN is not a setting"));
     let out = securechat(&dir.path().join("data"))
         .env("SECURECHAT_SERVER__PROT", "1")
         .arg("config")
@@ -66,6 +78,35 @@ fn an_unknown_or_bad_setting_stops_start_up_naming_the_key() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.bcrypt_cost"));
+}
+
+#[test]
+fn a_config_file_is_read_from_the_flag_or_the_environment_and_must_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("custom.toml");
+    std::fs::write(&file, "[server]\nport = 7123\n").expect("write");
+    for use_env in [false, true] {
+        let mut cmd = securechat(&dir.path().join("data"));
+        cmd.env_remove("SECURECHAT_SERVER__PORT");
+        if use_env {
+            cmd.env("SECURECHAT_CONFIG", &file);
+        } else {
+            cmd.arg("--config").arg(&file);
+        }
+        let out = cmd.arg("config").output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("port = 7123"));
+    }
+    let out = securechat(&dir.path().join("data"))
+        .args(["--config", "/nonexistent/securechat.toml", "config"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
 #[test]

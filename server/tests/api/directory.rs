@@ -158,30 +158,16 @@ async fn a_rotation_not_signed_by_the_previous_key_or_for_a_stale_version_is_ref
     // prev_sig made by a key that is not alice's current one.
     let forged = RotateRequest::build("alice", 2, &stranger, &new, &alice.kek).expect("req");
     let r = app
-        .client
-        .request(
-            Method::POST,
-            "/api/keys/rotate",
-            Some(&alice.access_token),
-            Some(&serde_json::to_value(&forged).expect("json")),
-        )
-        .await
-        .expect("send");
+        .post("/api/keys/rotate", Some(&alice.access_token), &forged)
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error().expect("body").error.code, "invalid_signature");
 
     // Skipping a version.
     let skip = RotateRequest::build("alice", 3, &alice.identity, &new, &alice.kek).expect("req");
     let r = app
-        .client
-        .request(
-            Method::POST,
-            "/api/keys/rotate",
-            Some(&alice.access_token),
-            Some(&serde_json::to_value(&skip).expect("json")),
-        )
-        .await
-        .expect("send");
+        .post("/api/keys/rotate", Some(&alice.access_token), &skip)
+        .await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error().expect("body").error.code, "key_version_conflict");
 

@@ -93,6 +93,36 @@ impl TestApp {
             .expect("register")
     }
 
+    /// POSTs `body` as JSON, with a bearer token if given; any status comes back as is.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> securechat_client::RawResponse {
+        let body = serde_json::to_value(body).expect("json");
+        self.client
+            .request(securechat_client::Method::POST, path, token, Some(&body))
+            .await
+            .expect("send")
+    }
+
+    /// Asserts that both tokens of `s` are refused with 401 `unauthorized`.
+    pub async fn assert_session_dead(&self, s: &Session) {
+        let e = self
+            .client
+            .me(&s.access_token)
+            .await
+            .expect_err("access token must be dead");
+        assert!(e.is_api(401, "unauthorized"), "{e}");
+        let e = self
+            .client
+            .refresh(&s.refresh_token)
+            .await
+            .expect_err("refresh token must be dead");
+        assert!(e.is_api(401, "unauthorized"), "{e}");
+    }
+
     pub async fn register_and_login(&self, username: &str) -> Session {
         self.register(username).await;
         self.client.login(username, PASSWORD).await.expect("login")

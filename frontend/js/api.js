@@ -1,0 +1,204 @@
+// The REST client: JSON in and out, the one error shape {"error":{"code","message"}} turned
+// into an ApiError, Bearer auth, and the rotating refresh token (docs/API-CONTRACT.md).
+//
+// Token handling: an access token that is known to be expired is refreshed before the call;
+// a call that still gets 401 refreshes once and is retried once. Every refresh answer carries
+// a new refresh token (the old one is dead), which is handed to `saveTokens` before anything
+// else happens. Refreshes are single-flight inside a page and, through `withLock` (the Web
+// Locks API in the browser), across tabs: a tab that finds a newer refresh token in storage
+// uses it instead of spending a dead one.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Access tokens this close to expiry are refreshed before use. */
+const EXPIRY_MARGIN_MS = 10000;
+
+/** Tokens as stored: the refresh answer plus an absolute expiry. */
+export function tokensFrom(answer, now = Date.now()) {
+  if (!answer || typeof answer.access_token !== 'string' || typeof answer.refresh_token !== 'string') {
+    throw new ApiError(0, 'invalid_response', 'The server sent an incomplete token answer');
+  }
+  const expiresIn = Number.isFinite(answer.expires_in) ? answer.expires_in : 0;
+  return {
+    access_token: answer.access_token,
+    refresh_token: answer.refresh_token,
+    access_expires_at: expiresIn > 0 ? now + expiresIn * 1000 : 0,
+  };
+}
+
+async function parseBody(response) {
+  if (response.status === 204) return null;
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function errorFrom(response, body) {
+  const err = body && typeof body === 'object' ? body.error : undefined;
+  if (err && typeof err.code === 'string') {
+    return new ApiError(response.status, err.code, typeof err.message === 'string' && err.message ? err.message : err.code);
+  }
+  return new ApiError(
+    response.status,
+    `http_${response.status}`,
+    `The server answered ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`,
+  );
+}
+
+export class Api {
+  /**
+   * @param {object} options
+   * @param {string} [options.baseUrl]  '' in the browser (same origin)
+   * @param {Function} [options.fetch]
+   * @param {object|null} [options.tokens]  {access_token, refresh_token, access_expires_at}
+   * @param {Function} [options.saveTokens]  async (tokens) => void, called with every rotated pair
+   * @param {Function} [options.loadTokens]  async () => tokens|null, the stored pair (other tabs may have rotated it)
+   * @param {Function} [options.withLock]  async (fn) => fn(), serializes refreshes across tabs
+   * @param {Function} [options.onSessionEnded]  called when the session is definitely dead (refresh refused)
+   * @param {Function} [options.now]
+   */
+  constructor(options = {}) {
+    this.baseUrl = options.baseUrl ?? '';
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.tokens = options.tokens ?? null;
+    this.saveTokens = options.saveTokens ?? null;
+    this.loadTokens = options.loadTokens ?? null;
+    this.withLock = options.withLock ?? ((fn) => fn());
+    this.onSessionEnded = options.onSessionEnded ?? null;
+    this.now = options.now ?? Date.now;
+    this.refreshing = null;
+  }
+
+  setTokens(tokens) {
+    this.tokens = tokens;
+  }
+
+  get(path, options) {
+    return this.request('GET', path, options);
+  }
+
+  post(path, body, options) {
+    return this.request('POST', path, { ...options, body });
+  }
+
+  /**
+   * One call. `auth: true` sends the access token (refreshing it as needed). `body` may be a
+   * function, evaluated at each send (so a body that quotes the tokens sees refreshed ones).
+   */
+  async request(method, path, { body, auth = false } = {}) {
+    if (auth) {
+      if (!this.tokens) throw new ApiError(401, 'unauthorized', 'You are not signed in');
+      if (this.tokens.access_expires_at && this.now() >= this.tokens.access_expires_at - EXPIRY_MARGIN_MS) {
+        await this.refresh();
+      }
+    }
+    let response = await this.send(method, path, body, auth);
+    if (auth && response.status === 401) {
+      await response.body?.cancel?.().catch(() => {});
+      await this.refresh(this.tokens?.access_token);
+      response = await this.send(method, path, body, auth);
+    }
+    const parsed = await parseBody(response);
+    if (!response.ok) {
+      const err = errorFrom(response, parsed);
+      if (auth && response.status === 401) this.ended();
+      throw err;
+    }
+    if (parsed === undefined) throw new ApiError(response.status, 'invalid_response', 'The server sent a response that is not JSON');
+    return parsed;
+  }
+
+  async send(method, path, body, auth) {
+    if (typeof body === 'function') body = body();
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (auth) headers.Authorization = `Bearer ${this.tokens.access_token}`;
+    try {
+      return await this.fetch(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+        cache: 'no-store',
+        redirect: 'error',
+      });
+    } catch (cause) {
+      const err = new ApiError(0, 'network', 'Could not reach the server');
+      err.cause = cause;
+      throw err;
+    }
+  }
+
+  /**
+   * Spends the refresh token for a new pair. `staleAccess` is the access token a 401 came back
+   * for: if the tokens changed meanwhile (another call refreshed them) nothing is spent.
+   */
+  refresh(staleAccess) {
+    if (!this.refreshing) {
+      this.refreshing = this.withLock(() => this.refreshLocked(staleAccess)).finally(() => {
+        this.refreshing = null;
+      });
+    }
+    return this.refreshing;
+  }
+
+  async refreshLocked(staleAccess) {
+    if (this.loadTokens) {
+      const stored = await this.loadTokens();
+      if (!stored) {
+        this.tokens = null;
+        this.ended();
+        throw new ApiError(401, 'unauthorized', 'You have been signed out');
+      }
+      if (this.tokens && stored.refresh_token !== this.tokens.refresh_token) {
+        this.tokens = stored; // another tab rotated them already
+        return;
+      }
+    }
+    if (!this.tokens) throw new ApiError(401, 'unauthorized', 'You are not signed in');
+    if (staleAccess !== undefined && staleAccess !== this.tokens.access_token) return;
+    const response = await this.send('POST', '/api/auth/refresh', { refresh_token: this.tokens.refresh_token }, false);
+    const parsed = await parseBody(response);
+    if (!response.ok) {
+      const err = errorFrom(response, parsed);
+      if (response.status === 401 || response.status === 400) {
+        this.tokens = null;
+        this.ended();
+      }
+      throw err;
+    }
+    const tokens = tokensFrom(parsed, this.now());
+    this.tokens = tokens;
+    if (this.saveTokens) await this.saveTokens(tokens);
+  }
+
+  ended() {
+    if (this.onSessionEnded) {
+      try {
+        this.onSessionEnded();
+      } catch {
+        // a listener's failure must not hide the API error
+      }
+    }
+  }
+}
+
+/** A user-facing sentence for any error thrown by the API layer or the crypto layer. */
+export function describeError(err) {
+  if (err instanceof ApiError) {
+    if (err.code === 'network') return 'Could not reach the server. Check your connection and try again.';
+    return err.message;
+  }
+  return 'Something went wrong. Please try again.';
+}

@@ -1,0 +1,365 @@
+// All client-side cryptography of securechat, on the Web Crypto API only.
+// The byte layouts follow DESIGN.md §2 and §8 exactly; the Rust test client
+// implements the same functions and testdata/crypto-vectors.json pins both.
+//
+// Runs unchanged in the browser and in Node >= 20 (globalThis.crypto.subtle).
+
+import { encode as b64encode, decode as b64decode } from './b64.js';
+
+const subtle = globalThis.crypto.subtle;
+const encoder = new TextEncoder();
+
+export const KDF_ALG = 'PBKDF2-SHA256';
+/** Iterations used for every account this client creates. */
+export const DEFAULT_ITERATIONS = 600000;
+/** A login refuses KDF parameters weaker than this (a server must not be able to downgrade us). */
+export const MIN_ITERATIONS = 600000;
+/** ... or absurdly expensive ones (a server must not be able to hang the tab). */
+export const MAX_ITERATIONS = 10000000;
+export const SALT_BYTES = 16;
+export const FINGERPRINT_ITERATIONS = 5200; // SHA-512(d), then 5199 more rounds
+
+const INFO_AUTH = 'securechat/v1/auth';
+const INFO_WRAP = 'securechat/v1/wrap';
+
+const RSA_ALG = { name: 'RSA-OAEP', hash: 'SHA-256' };
+const RSA_GEN = { ...RSA_ALG, modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]) };
+const EC_ALG = { name: 'ECDSA', namedCurve: 'P-256' };
+const ECDSA_SIGN = { name: 'ECDSA', hash: 'SHA-256' };
+
+/** Raised when the key bundle does not decrypt or is malformed (wrong password, or tampering). */
+export class UnwrapError extends Error {
+  constructor(message = 'the key bundle could not be decrypted') {
+    super(message);
+    this.name = 'UnwrapError';
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+export function utf8(text) {
+  return encoder.encode(text);
+}
+
+export function concatBytes(...parts) {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
+export function bytesEqual(a, b) {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+export function randomBytes(n) {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}
+
+function asBytes(value, what) {
+  if (typeof value === 'string') return b64decode(value);
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  throw new TypeError(`${what} must be bytes or a base64url string`);
+}
+
+function checkKeyVersion(keyVersion) {
+  if (!Number.isSafeInteger(keyVersion) || keyVersion < 1) {
+    throw new TypeError('key_version must be a positive integer');
+  }
+  return String(keyVersion); // decimal, no sign, no leading zeros
+}
+
+/** Bytewise comparison of two user names (DESIGN §8: "first" means bytewise order). */
+export function compareUsernames(a, b) {
+  const x = utf8(a);
+  const y = utf8(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+// ---------------------------------------------------------------- password KDF
+
+/**
+ * master = PBKDF2-HMAC-SHA256(NFC(password), salt, iterations, 32 bytes);
+ * auth_key = HKDF-SHA256(master, salt = empty, info "securechat/v1/auth", 32);
+ * kek = HKDF-SHA256(master, salt = empty, info "securechat/v1/wrap", 32).
+ * Returns { authKey, kek } as 32-byte Uint8Arrays; callers should .fill(0) them when done.
+ */
+export async function deriveKeys(password, salt, iterations) {
+  if (typeof password !== 'string') throw new TypeError('password must be a string');
+  const saltBytes = asBytes(salt, 'salt');
+  if (!Number.isSafeInteger(iterations) || iterations < 1) throw new TypeError('iterations must be a positive integer');
+  const passwordBytes = utf8(password.normalize('NFC'));
+  const pbkdf2Key = await subtle.importKey('raw', passwordBytes, 'PBKDF2', false, ['deriveBits']);
+  passwordBytes.fill(0);
+  const master = new Uint8Array(
+    await subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt: saltBytes, iterations }, pbkdf2Key, 256),
+  );
+  const hkdfKey = await subtle.importKey('raw', master, 'HKDF', false, ['deriveBits']);
+  master.fill(0);
+  const hkdf = async (info) =>
+    new Uint8Array(
+      await subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0), info: utf8(info) }, hkdfKey, 256),
+    );
+  return { authKey: await hkdf(INFO_AUTH), kek: await hkdf(INFO_WRAP) };
+}
+
+/** Checks KDF parameters that came from a server; returns the salt bytes or throws. */
+export function checkKdfParams(kdf, { minIterations = MIN_ITERATIONS } = {}) {
+  if (!kdf || typeof kdf !== 'object') throw new TypeError('missing KDF parameters');
+  if (kdf.alg !== KDF_ALG) throw new TypeError(`unsupported KDF algorithm ${String(kdf.alg)}`);
+  if (!Number.isSafeInteger(kdf.iterations) || kdf.iterations < minIterations || kdf.iterations > MAX_ITERATIONS) {
+    throw new RangeError(`the server asked for ${String(kdf.iterations)} KDF iterations, outside [${minIterations}, ${MAX_ITERATIONS}]`);
+  }
+  const salt = b64decode(kdf.salt);
+  if (salt.length !== SALT_BYTES) throw new RangeError('the KDF salt must be 16 bytes');
+  return salt;
+}
+
+async function kekKey(kek, usages) {
+  if (kek instanceof Uint8Array) {
+    if (kek.length !== 32) throw new TypeError('kek must be 32 bytes');
+    return subtle.importKey('raw', kek, { name: 'AES-GCM' }, false, usages);
+  }
+  return kek; // already a CryptoKey
+}
+
+// ---------------------------------------------------------------- identity keys
+
+/**
+ * Fresh identity: RSA-OAEP-2048 (SHA-256, e = 65537) for key wrapping and ECDSA P-256 for signing.
+ * The generated keys are extractable only so that they can be wrapped once at registration;
+ * the session keeps the non-extractable copies that unwrapBundle() makes.
+ */
+export async function generateIdentity() {
+  const enc = await subtle.generateKey(RSA_GEN, true, ['encrypt', 'decrypt', 'wrapKey', 'unwrapKey']);
+  const sign = await subtle.generateKey(EC_ALG, true, ['sign', 'verify']);
+  return {
+    encPkcs8: new Uint8Array(await subtle.exportKey('pkcs8', enc.privateKey)),
+    signPkcs8: new Uint8Array(await subtle.exportKey('pkcs8', sign.privateKey)),
+    encSpki: new Uint8Array(await subtle.exportKey('spki', enc.publicKey)),
+    signSpki: new Uint8Array(await subtle.exportKey('spki', sign.publicKey)),
+    signPrivateKey: sign.privateKey,
+  };
+}
+
+export function importEncPublicKey(spki) {
+  return subtle.importKey('spki', asBytes(spki, 'enc_public_key'), RSA_ALG, true, ['encrypt', 'wrapKey']);
+}
+
+export function importSignPublicKey(spki) {
+  return subtle.importKey('spki', asBytes(spki, 'sign_public_key'), EC_ALG, true, ['verify']);
+}
+
+export async function exportSpki(publicKey) {
+  return new Uint8Array(await subtle.exportKey('spki', publicKey));
+}
+
+/** PKCS#8 private keys -> CryptoKeys (non-extractable unless asked). */
+export async function importPrivateKeys(encPkcs8, signPkcs8, { extractable = false } = {}) {
+  const encPrivateKey = await subtle.importKey('pkcs8', encPkcs8, RSA_ALG, extractable, ['decrypt', 'unwrapKey']);
+  const signPrivateKey = await subtle.importKey('pkcs8', signPkcs8, EC_ALG, extractable, ['sign']);
+  return { encPrivateKey, signPrivateKey };
+}
+
+/** The SPKI of the public half of PKCS#8 private keys (through a transient JWK). */
+export async function publicSpkisOf(encPkcs8, signPkcs8) {
+  const { encPrivateKey, signPrivateKey } = await importPrivateKeys(encPkcs8, signPkcs8, { extractable: true });
+  const encJwk = await subtle.exportKey('jwk', encPrivateKey);
+  const signJwk = await subtle.exportKey('jwk', signPrivateKey);
+  const encPublic = await subtle.importKey('jwk', { kty: 'RSA', n: encJwk.n, e: encJwk.e, ext: true }, RSA_ALG, true, ['encrypt']);
+  const signPublic = await subtle.importKey(
+    'jwk',
+    { kty: 'EC', crv: signJwk.crv, x: signJwk.x, y: signJwk.y, ext: true },
+    EC_ALG,
+    true,
+    ['verify'],
+  );
+  return { encSpki: await exportSpki(encPublic), signSpki: await exportSpki(signPublic) };
+}
+
+// ---------------------------------------------------------------- key bundle
+
+export function bundleAad(username, keyVersion) {
+  return utf8(`securechat/v1/keys|${username}|${checkKeyVersion(keyVersion)}`);
+}
+
+/**
+ * key_bundle = AES-256-GCM(kek, iv, JSON {"enc": b64(PKCS#8 RSA), "sign": b64(PKCS#8 P-256)},
+ *                          aad = "securechat/v1/keys|" || username || "|" || key_version).
+ * Returns { iv, ct } as base64url strings.
+ */
+export async function wrapBundle(kek, username, keyVersion, encPkcs8, signPkcs8, iv = randomBytes(12)) {
+  if (iv.length !== 12) throw new TypeError('iv must be 12 bytes');
+  const key = await kekKey(kek, ['encrypt']);
+  const plaintext = utf8(JSON.stringify({ enc: b64encode(encPkcs8), sign: b64encode(signPkcs8) }));
+  const ct = new Uint8Array(
+    await subtle.encrypt({ name: 'AES-GCM', iv, additionalData: bundleAad(username, keyVersion), tagLength: 128 }, key, plaintext),
+  );
+  plaintext.fill(0);
+  return { iv: b64encode(iv), ct: b64encode(ct) };
+}
+
+/** Decrypts a key bundle to its raw PKCS#8 bytes. Throws UnwrapError. Prefer unwrapBundle(). */
+export async function decryptBundle(kek, username, keyVersion, bundle) {
+  let iv;
+  let ct;
+  try {
+    iv = asBytes(bundle?.iv, 'key_bundle.iv');
+    ct = asBytes(bundle?.ct, 'key_bundle.ct');
+  } catch {
+    throw new UnwrapError('the key bundle is malformed');
+  }
+  if (iv.length !== 12) throw new UnwrapError('the key bundle iv must be 12 bytes');
+  const key = await kekKey(kek, ['decrypt']);
+  let plaintext;
+  try {
+    plaintext = new Uint8Array(
+      await subtle.decrypt({ name: 'AES-GCM', iv, additionalData: bundleAad(username, keyVersion), tagLength: 128 }, key, ct),
+    );
+  } catch {
+    throw new UnwrapError();
+  }
+  try {
+    const parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(plaintext));
+    if (typeof parsed?.enc !== 'string' || typeof parsed?.sign !== 'string') throw new Error('fields');
+    return { encPkcs8: b64decode(parsed.enc), signPkcs8: b64decode(parsed.sign) };
+  } catch {
+    throw new UnwrapError('the key bundle decrypted to something that is not a key bundle');
+  } finally {
+    plaintext.fill(0);
+  }
+}
+
+/**
+ * Decrypts the key bundle and returns NON-extractable private CryptoKeys plus the SPKIs of
+ * their public halves (to be compared with the directory): { encPrivateKey, signPrivateKey,
+ * encSpki, signSpki }. Throws UnwrapError on a wrong kek or a malformed bundle.
+ */
+export async function unwrapBundle(kek, username, keyVersion, bundle) {
+  const { encPkcs8, signPkcs8 } = await decryptBundle(kek, username, keyVersion, bundle);
+  try {
+    const { encSpki, signSpki } = await publicSpkisOf(encPkcs8, signPkcs8);
+    const { encPrivateKey, signPrivateKey } = await importPrivateKeys(encPkcs8, signPkcs8, { extractable: false });
+    return { encPrivateKey, signPrivateKey, encSpki, signSpki };
+  } catch (err) {
+    if (err instanceof UnwrapError) throw err;
+    throw new UnwrapError('the key bundle holds keys of the wrong type');
+  } finally {
+    encPkcs8.fill(0);
+    signPkcs8.fill(0);
+  }
+}
+
+// ---------------------------------------------------------------- self-signature
+
+export function selfSigMessage(username, keyVersion, encSpki, signSpki) {
+  return concatBytes(
+    utf8(`securechat/v1/self|${username}|${checkKeyVersion(keyVersion)}|`),
+    asBytes(encSpki, 'enc_public_key'),
+    asBytes(signSpki, 'sign_public_key'),
+  );
+}
+
+/** self_sig = ECDSA-P256-SHA256(sign_private, "securechat/v1/self|" || username || "|" || key_version || "|" || enc_spki || sign_spki), raw r||s. */
+export async function selfSig(signPrivateKey, username, keyVersion, encSpki, signSpki) {
+  const message = selfSigMessage(username, keyVersion, encSpki, signSpki);
+  return new Uint8Array(await subtle.sign(ECDSA_SIGN, signPrivateKey, message));
+}
+
+/** True when sig is a valid self-signature by the signing key given as SPKI (or a CryptoKey). */
+export async function verifySelfSig(signPublicKey, sig, username, keyVersion, encSpki, signSpki) {
+  try {
+    const signature = asBytes(sig, 'self_sig');
+    if (signature.length !== 64) return false;
+    const key =
+      signPublicKey instanceof Uint8Array || typeof signPublicKey === 'string'
+        ? await importSignPublicKey(signPublicKey)
+        : signPublicKey;
+    return await subtle.verify(ECDSA_SIGN, key, signature, selfSigMessage(username, keyVersion, encSpki, signSpki));
+  } catch {
+    return false;
+  }
+}
+
+/** The bytes a key rotation's prev_sig covers (docs/API-CONTRACT.md, key rotation). */
+export function prevSigMessage(username, newVersion, newEncSpki, newSignSpki) {
+  return concatBytes(
+    utf8(`securechat/v1/rotate|${username}|${checkKeyVersion(newVersion)}|`),
+    asBytes(newEncSpki, 'enc_public_key'),
+    asBytes(newSignSpki, 'sign_public_key'),
+  );
+}
+
+/** prev_sig = ECDSA-P256-SHA256(OLD sign_private, "securechat/v1/rotate|" || username || "|" || new_version || "|" || new_enc_spki || new_sign_spki). */
+export async function prevSig(oldSignPrivateKey, username, newVersion, newEncSpki, newSignSpki) {
+  const message = prevSigMessage(username, newVersion, newEncSpki, newSignSpki);
+  return new Uint8Array(await subtle.sign(ECDSA_SIGN, oldSignPrivateKey, message));
+}
+
+/** True when sig shows that the holder of the old signing key (SPKI or CryptoKey) made the new keys. */
+export async function verifyPrevSig(oldSignPublicKey, sig, username, newVersion, newEncSpki, newSignSpki) {
+  try {
+    const signature = asBytes(sig, 'prev_sig');
+    if (signature.length !== 64) return false;
+    const key =
+      oldSignPublicKey instanceof Uint8Array || typeof oldSignPublicKey === 'string'
+        ? await importSignPublicKey(oldSignPublicKey)
+        : oldSignPublicKey;
+    return await subtle.verify(ECDSA_SIGN, key, signature, prevSigMessage(username, newVersion, newEncSpki, newSignSpki));
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- fingerprints
+
+/**
+ * 30-digit fingerprint (DESIGN §8): d = "securechat/v1/fp|" || username || "|" || enc_spki || sign_spki;
+ * h = SHA-512(d), then 5199 more times h = SHA-512(h || enc_spki || sign_spki); the first 30 bytes
+ * as six 5-byte big-endian numbers, each mod 100000, written as 5 digits.
+ */
+export async function fingerprint(username, encSpki, signSpki) {
+  const keys = concatBytes(asBytes(encSpki, 'enc_public_key'), asBytes(signSpki, 'sign_public_key'));
+  let h = new Uint8Array(await subtle.digest('SHA-512', concatBytes(utf8(`securechat/v1/fp|${username}|`), keys)));
+  const buf = new Uint8Array(64 + keys.length);
+  buf.set(keys, 64);
+  for (let i = 1; i < FINGERPRINT_ITERATIONS; i++) {
+    buf.set(h, 0);
+    h = new Uint8Array(await subtle.digest('SHA-512', buf));
+  }
+  let digits = '';
+  for (let chunk = 0; chunk < 6; chunk++) {
+    let n = 0;
+    for (let j = 0; j < 5; j++) n = n * 256 + h[chunk * 5 + j]; // < 2^40: exact in a double
+    digits += String(n % 100000).padStart(5, '0');
+  }
+  return digits;
+}
+
+/** 60-digit safety number: the two users' fingerprints, the bytewise-lower user name first. */
+export function safetyNumber(a, b) {
+  for (const side of [a, b]) {
+    if (!side || typeof side.username !== 'string' || !/^\d{30}$/.test(side.fingerprint ?? '')) {
+      throw new TypeError('safetyNumber expects {username, fingerprint (30 digits)} twice');
+    }
+  }
+  return compareUsernames(a.username, b.username) <= 0 ? a.fingerprint + b.fingerprint : b.fingerprint + a.fingerprint;
+}
+
+/** "123456789012345..." -> ["12345", "67890", ...] */
+export function digitGroups(digits, size = 5) {
+  const groups = [];
+  for (let i = 0; i < digits.length; i += size) groups.push(digits.slice(i, i + size));
+  return groups;
+}

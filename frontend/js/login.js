@@ -1,0 +1,83 @@
+// login.html: prelogin -> derive -> login -> unwrap -> verify against the directory -> store -> app.
+import { Api } from './api.js';
+import { AuthError, WRONG_CREDENTIALS, authErrorMessage, normalizeUsername, signIn } from './auth.js';
+import { clearSession, loadSession, saveSession } from './store.js';
+import { $, markInvalid, queryFlag, say, setBusy, show } from './ui.js';
+
+const form = $('login-form');
+const username = $('username');
+const password = $('password');
+const submit = $('submit');
+const error = $('form-error');
+const status = $('form-status');
+
+const STEPS = {
+  prelogin: 'Contacting the server…',
+  kdf: 'Deriving your keys from your password…',
+  login: 'Unlocking your keys…',
+};
+
+if (queryFlag('expired')) say(status, 'Your session has ended. Please sign in again.');
+if (queryFlag('signed_out')) say(status, 'You have been signed out.');
+
+const existing = await loadSession();
+if (existing?.username) {
+  $('signed-in-user').textContent = existing.username;
+  show($('signed-in-note'));
+}
+
+function fail(message, field) {
+  say(error, message);
+  say(status, '');
+  if (field) {
+    markInvalid(field, true, 'form-error');
+    field.focus();
+  }
+}
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (submit.disabled) return;
+  say(error, '');
+  markInvalid(username, false);
+  markInvalid(password, false);
+
+  const name = normalizeUsername(username.value);
+  username.value = name;
+  if (!name) return fail('Enter your username', username);
+  if (!password.value) return fail('Enter your password', password);
+
+  setBusy(submit, true, 'Signing in…');
+  form.setAttribute('aria-busy', 'true');
+  say(status, STEPS.prelogin);
+  try {
+    const api = new Api();
+    const session = await signIn(api, {
+      username: name,
+      password: password.value,
+      onProgress: (step) => say(status, STEPS[step] ?? ''),
+    });
+    const previous = await loadSession();
+    await clearSession();
+    await saveSession(session);
+    password.value = '';
+    if (previous?.refresh_token && previous.username !== session.username) {
+      // end the replaced session on the server too (best effort)
+      const old = new Api({ tokens: previous });
+      await old.post('/api/auth/logout', { refresh_token: previous.refresh_token }, { auth: true }).catch(() => {});
+    }
+    say(status, 'Signed in. Opening securechat…');
+    location.assign('chat.html');
+  } catch (err) {
+    setBusy(submit, false);
+    form.removeAttribute('aria-busy');
+    const message = authErrorMessage(err);
+    if (message === WRONG_CREDENTIALS) {
+      password.value = '';
+      fail(message, password);
+    } else {
+      fail(message);
+    }
+    if (!(err instanceof AuthError)) console.warn('sign-in failed:', err?.name, err?.message);
+  }
+});

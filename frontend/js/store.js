@@ -1,0 +1,121 @@
+// The session in IndexedDB: user name, key version, tokens and the NON-extractable private
+// CryptoKeys (IndexedDB structured-clones CryptoKey objects; their key material never becomes
+// readable to script). Never the password, never raw key bytes; nothing in localStorage or
+// sessionStorage.
+//
+// Record layout (object store "session", key "current"):
+//   { username, key_version, access_token, refresh_token, access_expires_at,
+//     encPrivateKey: CryptoKey (RSA-OAEP, private, extractable false),
+//     signPrivateKey: CryptoKey (ECDSA P-256, private, extractable false),
+//     encPublicKey: CryptoKey, signPublicKey: CryptoKey (public halves),
+//     fingerprint: "30 digits", signed_in_at: ms }
+
+const DB_NAME = 'securechat';
+const DB_VERSION = 1;
+const STORE = 'session';
+const KEY = 'current';
+
+let dbPromise = null;
+
+function openDb() {
+  if (!dbPromise) {
+    dbPromise = new Promise((resolve, reject) => {
+      const request = indexedDB.open(DB_NAME, DB_VERSION);
+      request.onupgradeneeded = () => {
+        const db = request.result;
+        if (!db.objectStoreNames.contains(STORE)) db.createObjectStore(STORE);
+      };
+      request.onsuccess = () => {
+        const db = request.result;
+        db.onversionchange = () => {
+          db.close();
+          dbPromise = null;
+        };
+        resolve(db);
+      };
+      request.onerror = () => reject(request.error);
+      request.onblocked = () => reject(new Error('the session database is blocked by another tab'));
+    }).catch((err) => {
+      dbPromise = null;
+      throw err;
+    });
+  }
+  return dbPromise;
+}
+
+async function transact(mode, fn) {
+  const db = await openDb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction(STORE, mode);
+    const store = tx.objectStore(STORE);
+    let result;
+    Promise.resolve(fn(store, (value) => (result = value))).catch(reject);
+    tx.oncomplete = () => resolve(result);
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error ?? new Error('the session transaction was aborted'));
+  });
+}
+
+function assertStorable(session) {
+  for (const name of ['encPrivateKey', 'signPrivateKey']) {
+    const key = session[name];
+    if (!(key instanceof CryptoKey) || key.type !== 'private' || key.extractable) {
+      throw new TypeError(`${name} must be a non-extractable private CryptoKey`);
+    }
+  }
+  for (const [name, value] of Object.entries(session)) {
+    if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+      throw new TypeError(`refusing to store raw bytes (${name}) in the session`);
+    }
+  }
+}
+
+/** The stored session, or null. */
+export async function loadSession() {
+  try {
+    return await transact('readonly', (store, done) => {
+      const req = store.get(KEY);
+      req.onsuccess = () => done(req.result ?? null);
+    });
+  } catch {
+    return null;
+  }
+}
+
+export async function saveSession(session) {
+  assertStorable(session);
+  await transact('readwrite', (store) => {
+    store.put(session, KEY);
+  });
+}
+
+/** Replaces the tokens of the stored session in one transaction (after a refresh rotated them). */
+export async function saveTokens(tokens) {
+  await transact('readwrite', (store) => {
+    const req = store.get(KEY);
+    req.onsuccess = () => {
+      if (!req.result) return;
+      store.put({ ...req.result, ...tokens }, KEY);
+    };
+  });
+}
+
+/** The stored tokens only, or null. */
+export async function loadTokens() {
+  const session = await loadSession();
+  if (!session) return null;
+  const { access_token, refresh_token, access_expires_at } = session;
+  return { access_token, refresh_token, access_expires_at };
+}
+
+export async function clearSession() {
+  await transact('readwrite', (store) => {
+    store.delete(KEY);
+  });
+}
+
+/** Serializes token refreshes across tabs (Web Locks API when present). */
+export function withRefreshLock(fn) {
+  if (globalThis.navigator?.locks?.request) return navigator.locks.request('securechat-token-refresh', fn);
+  return fn();
+}

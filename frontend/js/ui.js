@@ -1,0 +1,61 @@
+// Small DOM helpers shared by the pages. No inline styles: visibility goes through the
+// `hidden` attribute and classes only (the CSP forbids inline style).
+
+import { digitGroups } from './crypto.js';
+
+export function $(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`missing element #${id}`);
+  return el;
+}
+
+export function show(el, visible = true) {
+  el.hidden = !visible;
+}
+
+/** Writes a message into a live region (role=status or role=alert); '' clears it. */
+export function say(el, text) {
+  el.textContent = text ?? '';
+}
+
+/** Marks a form field invalid (or valid again) and links it to its message. */
+export function markInvalid(input, invalid, messageId) {
+  if (invalid) {
+    input.setAttribute('aria-invalid', 'true');
+    if (messageId) input.setAttribute('aria-errormessage', messageId);
+  } else {
+    input.removeAttribute('aria-invalid');
+    input.removeAttribute('aria-errormessage');
+  }
+}
+
+/** Puts a submit button into (or out of) its busy state. */
+export function setBusy(button, busy, busyText) {
+  if (!button.dataset.idleText) button.dataset.idleText = button.textContent;
+  button.disabled = busy;
+  button.setAttribute('aria-busy', busy ? 'true' : 'false');
+  button.textContent = busy ? busyText : button.dataset.idleText;
+}
+
+/**
+ * Renders digits (a fingerprint or safety number) as groups of 5. The whole string is kept in
+ * data-digits, and the accessible label reads the groups one by one.
+ */
+export function renderDigits(container, digits) {
+  container.replaceChildren();
+  container.dataset.digits = digits;
+  const groups = digitGroups(digits);
+  container.setAttribute('aria-label', groups.join(' '));
+  container.setAttribute('role', 'img');
+  for (const group of groups) {
+    const span = document.createElement('span');
+    span.className = 'group';
+    span.textContent = group;
+    container.append(span);
+  }
+}
+
+/** The text of a URL query flag such as ?expired=1 */
+export function queryFlag(name) {
+  return new URLSearchParams(location.search).has(name);
+}

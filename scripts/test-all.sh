@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test securechat has: Rust (all features, and without default features), the
+# JavaScript unit tests, and the browser tests in headless Chromium.
+# On a fresh Debian machine, run as root: it installs what is missing (Node.js, npm,
+# Chromium, ChromeDriver). Browser tests fail — never skip — if Chromium is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing ${missing[*]}: install them (as root: apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+echo "==> Rust tests, all features"
+cargo test --workspace --all-features --locked
+
+echo "==> Rust tests of the server without default features"
+cargo test -p securechat --no-default-features --locked
+
+echo "==> building the binaries the browser tests drive"
+cargo build -p securechat -p securechat-client --locked
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+export SECURECHAT_BIN="$target_dir/debug/securechat"
+export SECURECHAT_CLIENT_BIN="$target_dir/debug/securechat-client"
+
+echo "==> JavaScript unit tests and browser tests"
+cd tests-web
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent test:unit
+npm run --silent test:browser

@@ -1,0 +1,194 @@
+// Shared browser-test plumbing: one headless Chromium per test file, one context per scenario,
+// a watcher for console errors / page errors / CSP violations, and UI flows.
+import { existsSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { startServer } from './server.mjs';
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** Launches Chromium; a missing browser is a test failure, never a skip. */
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium chromium-driver, or set CHROMIUM`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true, timeout: 60000 });
+}
+
+/** The server and the browser of a test file; if either fails to start, the other is stopped. */
+export async function startServerAndBrowser() {
+  const [server, browser] = await Promise.allSettled([startServer(), launchBrowser()]);
+  if (server.status === 'rejected' || browser.status === 'rejected') {
+    if (server.status === 'fulfilled') await server.value.stop();
+    if (browser.status === 'fulfilled') await browser.value.close();
+    throw server.status === 'rejected' ? server.reason : browser.reason;
+  }
+  return { server: server.value, browser: browser.value };
+}
+
+/**
+ * A fresh context (its own IndexedDB) and page, with `problems` collecting console errors,
+ * uncaught page errors and CSP violations (reported by the securitypolicyviolation event).
+ */
+export async function newPage(browser) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  context.setDefaultTimeout(30000);
+  const problems = [];
+  await context.exposeBinding('__securechatCspViolation', (_source, v) => {
+    problems.push({ kind: 'csp', text: `${v.directive} blocked ${v.blocked} (${v.source}:${v.line}) ${v.sample}` });
+  });
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__securechatCspViolation?.({
+        directive: e.violatedDirective,
+        blocked: e.blockedURI,
+        source: e.sourceFile,
+        line: e.lineNumber,
+        sample: e.sample,
+      });
+    });
+  });
+  const page = await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || /Content Security Policy/i.test(msg.text())) {
+      problems.push({ kind: 'console', text: msg.text(), url: msg.location()?.url });
+    }
+  });
+  page.on('pageerror', (err) => problems.push({ kind: 'pageerror', text: String(err?.stack ?? err) }));
+  return { context, page, problems };
+}
+
+/**
+ * Asserts that nothing went wrong in the page. `allowStatuses` lists HTTP statuses that the
+ * scenario provokes on purpose (Chromium logs every 4xx fetch as a console error).
+ */
+export function assertClean(problems, { allowStatuses = [] } = {}) {
+  const allowed = (p) =>
+    p.kind === 'console' &&
+    allowStatuses.some((s) => p.text.includes(`Failed to load resource: the server responded with a status of ${s}`));
+  const real = problems.filter((p) => !allowed(p));
+  assert.deepEqual(real, [], `page problems:\n${real.map((p) => `${p.kind}: ${p.text} ${p.url ?? ''}`).join('\n')}`);
+}
+
+export async function fingerprintOn(page, selector = '#own-fingerprint') {
+  const handle = await page.waitForFunction(
+    (sel) => {
+      const el = document.querySelector(sel);
+      const digits = el?.dataset.digits ?? '';
+      return /^\d+$/.test(digits) ? digits : null;
+    },
+    selector,
+  );
+  return handle.jsonValue();
+}
+
+/** Digits as the user sees them: the text of the element, separators removed. */
+export async function visibleDigits(page, selector) {
+  const text = await page.locator(selector).innerText();
+  return text.replace(/\D/g, '');
+}
+
+export async function waitForChat(page) {
+  await page.waitForURL(/\/chat\.html$/);
+  await page.locator('#app').waitFor({ state: 'visible' });
+  return fingerprintOn(page);
+}
+
+export async function registerViaUi(page, base, username, password, confirmation = password) {
+  await page.goto(`${base}/register.html`);
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await page.fill('#password2', confirmation);
+  await page.click('#submit');
+}
+
+export async function loginViaUi(page, base, username, password) {
+  await page.goto(`${base}/login.html`);
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await page.click('#submit');
+}
+
+/** Everything in every IndexedDB database of the page's origin, with CryptoKeys and bytes described. */
+export async function dumpStorage(page) {
+  return page.evaluate(async () => {
+    function describe(value) {
+      if (value instanceof CryptoKey) {
+        return {
+          $cryptoKey: { type: value.type, extractable: value.extractable, algorithm: value.algorithm.name, usages: value.usages },
+        };
+      }
+      if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return { $bytes: value.byteLength };
+      if (typeof Blob !== 'undefined' && value instanceof Blob) return { $blob: value.size };
+      if (Array.isArray(value)) return value.map(describe);
+      if (value && typeof value === 'object') {
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, describe(v)]));
+      }
+      return value;
+    }
+    const request = (r) =>
+      new Promise((resolve, reject) => {
+        r.onsuccess = () => resolve(r.result);
+        r.onerror = () => reject(r.error);
+      });
+    const records = [];
+    for (const { name } of await indexedDB.databases()) {
+      const db = await request(indexedDB.open(name));
+      for (const storeName of db.objectStoreNames) {
+        const tx = db.transaction(storeName);
+        const store = tx.objectStore(storeName);
+        const [keys, values] = await Promise.all([request(store.getAllKeys()), request(store.getAll())]);
+        keys.forEach((key, i) => records.push({ db: name, store: storeName, key, value: describe(values[i]) }));
+      }
+      db.close();
+    }
+    const dump = (s) => Object.fromEntries(Object.keys(s).map((k) => [k, s.getItem(k)]));
+    return { records, localStorage: dump(localStorage), sessionStorage: dump(sessionStorage) };
+  });
+}
+
+/** The stored session record (described), or null. */
+export async function storedSession(page) {
+  const { records } = await dumpStorage(page);
+  return records.find((r) => r.db === 'securechat' && r.store === 'session' && r.key === 'current')?.value ?? null;
+}
+
+/** Changes fields of the stored session (to simulate an expired or revoked access token). */
+export async function patchSession(page, patch) {
+  await page.evaluate(async (fields) => {
+    const db = await new Promise((resolve, reject) => {
+      const r = indexedDB.open('securechat');
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction('session', 'readwrite');
+      const store = tx.objectStore('session');
+      const get = store.get('current');
+      get.onsuccess = () => store.put({ ...get.result, ...fields }, 'current');
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+    db.close();
+  }, patch);
+}
+
+/** POST /api/auth/refresh from Node (outside the browser). */
+export async function refreshFromNode(base, refreshToken) {
+  const res = await fetch(`${base}/api/auth/refresh`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: refreshToken }),
+  });
+  return { status: res.status, body: await res.json().catch(() => null) };
+}

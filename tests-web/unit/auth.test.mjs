@@ -1,0 +1,206 @@
+// register() and signIn() end to end against an in-memory fake of the REST contract.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { frontendModule } from './paths.mjs';
+import { refDeriveKeys, refOpenBundle, refVerifySelfSig, refFingerprint } from './reference.mjs';
+
+const { Api } = await frontendModule('api.js');
+const auth = await frontendModule('auth.js');
+const b64 = await frontendModule('b64.js');
+const c = await frontendModule('crypto.js');
+
+const ITER = 600000;
+
+function json(status, body) {
+  return new Response(body === undefined ? null : JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+}
+const error = (status, code, message) => json(status, { error: { code, message } });
+
+function fakeServer() {
+  const users = new Map();
+  const sessions = new Map();
+  const log = [];
+  let n = 0;
+  const server = {
+    users,
+    log,
+    tamper: null,
+    fetch: async (url, init) => {
+      const body = init.body ? JSON.parse(init.body) : undefined;
+      log.push({ url, method: init.method, body });
+      const bearer = init.headers.Authorization?.replace(/^Bearer /, '');
+      const who = bearer && sessions.get(bearer);
+      if (url === '/api/auth/register') {
+        if (users.has(body.username)) return error(409, 'username_taken', 'username taken');
+        users.set(body.username, { ...body, key_version: 1 });
+        return json(201, { username: body.username, key_version: 1 });
+      }
+      if (url === '/api/auth/prelogin') {
+        const u = users.get(body.username);
+        return json(200, { kdf: u ? u.kdf : { alg: 'PBKDF2-SHA256', iterations: ITER, salt: b64.encode(new Uint8Array(16)) } });
+      }
+      if (url === '/api/auth/login') {
+        const u = users.get(body.username);
+        if (!u || u.auth_key !== body.auth_key) return error(401, 'invalid_credentials', 'invalid credentials');
+        const access = `A${++n}`;
+        sessions.set(access, body.username);
+        return json(200, { access_token: access, refresh_token: `R${n}`, expires_in: 900, key_version: u.key_version, key_bundle: u.key_bundle, kdf: u.kdf });
+      }
+      if (url === '/api/auth/logout') {
+        if (!who) return error(401, 'unauthorized', 'no');
+        sessions.delete(bearer);
+        return new Response(null, { status: 204 });
+      }
+      const m = url.match(/^\/api\/users\/([^/]+)\/keys$/);
+      if (m) {
+        if (!who) return error(401, 'unauthorized', 'no');
+        const u = users.get(decodeURIComponent(m[1]));
+        if (!u) return error(404, 'not_found', 'no such user');
+        let keys = {
+          username: u.username,
+          key_version: u.key_version,
+          enc_public_key: u.enc_public_key,
+          sign_public_key: u.sign_public_key,
+          self_sig: u.self_sig,
+          fingerprint: refFingerprint(u.username, b64.decode(u.enc_public_key), b64.decode(u.sign_public_key)),
+        };
+        if (server.tamper) keys = server.tamper(keys);
+        return json(200, keys);
+      }
+      return error(404, 'not_found', url);
+    },
+  };
+  server.sessions = sessions;
+  return server;
+}
+
+test('register sends the DESIGN §8 body, then signs in and returns a storable session', async () => {
+  const server = fakeServer();
+  const steps = [];
+  const session = await auth.register(new Api({ fetch: server.fetch }), {
+    username: 'alice',
+    password: 'correct horse battery',
+    onProgress: (s) => steps.push(s),
+  });
+  assert.deepEqual(steps, ['keys', 'kdf', 'register', 'login']);
+
+  const reg = server.log.find((l) => l.url === '/api/auth/register').body;
+  assert.deepEqual(Object.keys(reg).sort(), ['auth_key', 'enc_public_key', 'kdf', 'key_bundle', 'self_sig', 'sign_public_key', 'username']);
+  assert.deepEqual(Object.keys(reg.kdf).sort(), ['alg', 'iterations', 'salt']);
+  assert.equal(reg.kdf.alg, 'PBKDF2-SHA256');
+  assert.equal(reg.kdf.iterations, 600000);
+  const salt = b64.decode(reg.kdf.salt);
+  assert.equal(salt.length, 16);
+  const { authKey, kek } = refDeriveKeys('correct horse battery', salt, 600000);
+  assert.equal(reg.auth_key, b64.encode(authKey));
+  const bundle = refOpenBundle(kek, 'alice', 1, b64.decode(reg.key_bundle.iv), b64.decode(reg.key_bundle.ct));
+  assert.deepEqual(Object.keys(bundle), ['enc', 'sign']);
+  const encSpki = b64.decode(reg.enc_public_key);
+  const signSpki = b64.decode(reg.sign_public_key);
+  assert.equal(b64.decode(reg.self_sig).length, 64);
+  assert.ok(refVerifySelfSig(signSpki, b64.decode(reg.self_sig), 'alice', 1, encSpki));
+  // the password-derived secrets are never sent, the password itself neither
+  const everything = JSON.stringify(server.log);
+  assert.ok(!everything.includes('correct horse'));
+  assert.ok(!everything.includes(b64.encode(kek)));
+
+  assert.equal(session.username, 'alice');
+  assert.equal(session.key_version, 1);
+  assert.equal(session.access_token, 'A1');
+  assert.equal(session.refresh_token, 'R1');
+  assert.equal(session.fingerprint, refFingerprint('alice', encSpki, signSpki));
+  assert.equal(session.encPrivateKey.extractable, false);
+  assert.equal(session.signPrivateKey.extractable, false);
+  for (const [k, v] of Object.entries(session)) {
+    assert.ok(!(v instanceof Uint8Array || v instanceof ArrayBuffer), `${k} holds raw bytes`);
+  }
+});
+
+test('signIn: prelogin -> derive -> login -> unwrap -> verify; same fingerprint as at registration', async () => {
+  const server = fakeServer();
+  const first = await auth.register(new Api({ fetch: server.fetch }), { username: 'bob', password: 'twelve chars!!' });
+  const session = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'bob', password: 'twelve chars!!' });
+  assert.equal(session.fingerprint, first.fingerprint);
+  assert.deepEqual(
+    server.log.slice(-3).map((l) => l.url),
+    ['/api/auth/prelogin', '/api/auth/login', '/api/users/bob/keys'],
+  );
+});
+
+test('wrong password -> "Wrong username or password"', async () => {
+  const server = fakeServer();
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'carol', password: 'right password' });
+  const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'carol', password: 'wrong password' }).catch((e) => e);
+  assert.ok(err instanceof auth.AuthError);
+  assert.equal(err.message, 'Wrong username or password');
+  assert.equal(auth.authErrorMessage(err), 'Wrong username or password');
+});
+
+test('a bundle that does not decrypt also reads "Wrong username or password", and the session is revoked', async () => {
+  const server = fakeServer();
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'dave', password: 'right password' });
+  const u = server.users.get('dave');
+  const ct = b64.decode(u.key_bundle.ct);
+  ct[0] ^= 1;
+  u.key_bundle = { iv: u.key_bundle.iv, ct: b64.encode(ct) };
+  const before = server.sessions.size;
+  const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'dave', password: 'right password' }).catch((e) => e);
+  assert.equal(auth.authErrorMessage(err), 'Wrong username or password');
+  assert.equal(server.log.at(-1).url, '/api/auth/logout');
+  assert.equal(server.sessions.size, before);
+});
+
+test('a directory that swaps a public key is refused', async () => {
+  const server = fakeServer();
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'erin', password: 'right password' });
+  const other = await c.generateIdentity();
+  server.tamper = (k) => ({ ...k, enc_public_key: b64.encode(other.encSpki) });
+  const before = server.sessions.size;
+  const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'erin', password: 'right password' }).catch((e) => e);
+  assert.equal(err.code, 'key_mismatch');
+  assert.equal(server.sessions.size, before);
+  server.tamper = (k) => ({ ...k, self_sig: b64.encode(new Uint8Array(64)) });
+  const err2 = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'erin', password: 'right password' }).catch((e) => e);
+  assert.equal(err2.code, 'bad_self_sig');
+});
+
+test('a downgraded KDF from prelogin is refused before anything is derived or sent', async () => {
+  const server = fakeServer();
+  server.users.set('frank', { kdf: { alg: 'PBKDF2-SHA256', iterations: 1000, salt: b64.encode(new Uint8Array(16)) } });
+  const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'frank', password: 'whatever password' }).catch((e) => e);
+  assert.equal(err.code, 'weak_kdf');
+  assert.equal(server.log.at(-1).url, '/api/auth/prelogin');
+});
+
+test('a taken name reads "That username is taken"', async () => {
+  const server = fakeServer();
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'gina', password: 'right password' });
+  const err = await auth.register(new Api({ fetch: server.fetch }), { username: 'gina', password: 'other password' }).catch((e) => e);
+  assert.equal(auth.authErrorMessage(err), 'That username is taken');
+});
+
+test('fetchVerifiedKeys computes the fingerprint locally and checks the self-signature', async () => {
+  const server = fakeServer();
+  const me = await auth.register(new Api({ fetch: server.fetch }), { username: 'hank', password: 'right password' });
+  const api = new Api({ fetch: server.fetch, tokens: me });
+  const k = await auth.fetchVerifiedKeys(api, 'hank');
+  assert.equal(k.fingerprint, me.fingerprint);
+  assert.ok(k.selfSigValid);
+  assert.ok(k.serverFingerprintMatches);
+  server.tamper = (keys) => ({ ...keys, fingerprint: '0'.repeat(30) });
+  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).serverFingerprintMatches, false);
+  server.tamper = (keys) => ({ ...keys, self_sig: keys.self_sig.replace(/^./, (ch) => (ch === 'A' ? 'B' : 'A')) });
+  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).selfSigValid, false);
+});
+
+test('client-side validation of user names and passwords', () => {
+  assert.equal(auth.normalizeUsername('  Alice.B_9-  '), 'alice.b_9-');
+  assert.equal(auth.normalizeUsername('\u212Aevin'), '\u212Aevin'); // no Unicode folding into ASCII
+  assert.equal(auth.usernameProblem('alice'), null);
+  for (const bad of ['al', 'a'.repeat(33), 'al ice', 'alice!', '\u212Aevin', 'ALICE']) assert.ok(auth.usernameProblem(bad), bad);
+  assert.equal(auth.usernameProblem('a'.repeat(32)), null);
+  assert.ok(auth.passwordProblem('short'));
+  assert.ok(auth.passwordProblem('twelve chars', 'twelve charz').includes('match'));
+  assert.equal(auth.passwordProblem('twelve chars', 'twelve chars'), null);
+  assert.equal(auth.passwordProblem('twelve chars'), null);
+});
