@@ -7,9 +7,11 @@
 use anyhow::Context as _;
 use p256::ecdsa::Signature;
 use rand::{RngCore as _, SeedableRng as _};
+use securechat_client::envelope::{open, seal_with, Reader, SealInputs};
 use securechat_client::{
     b64, bundle::bundle_plaintext, derive_keys, fingerprint, kdf::normalize_password, prev_sig,
-    rsa_oaep_decrypt, safety_number, self_sig, wrap_bundle_with_iv, Identity, RegisterRequest,
+    rsa_oaep_decrypt, safety_number, self_sig, wrap_bundle_with_iv, Envelope, Identity,
+    RegisterRequest,
 };
 use serde::Serialize;
 
@@ -39,6 +41,7 @@ struct Vectors {
     safety_number: String,
     rotation: Rotation,
     oaep: Oaep,
+    message: Message,
 }
 
 #[derive(Serialize)]
@@ -61,6 +64,73 @@ struct Rotation {
 struct Oaep {
     key: String,
     ct: String,
+}
+
+#[derive(Serialize)]
+struct Message {
+    description: &'static str,
+    #[serde(flatten)]
+    received: Sealed,
+    note: Sealed,
+}
+
+/// One sealed envelope with the intermediate values that produced it.
+#[derive(Serialize)]
+struct Sealed {
+    key: String,
+    plaintext: String,
+    aad: String,
+    k_list: String,
+    signed: String,
+    envelope: Envelope,
+}
+
+const MESSAGE_DESCRIPTION: &str = "Message envelopes (DESIGN.md section 8). The top level is a message from `peer` (bob) to \
+the user (carol), signed with bob's key (verify with `peer.sign_spki`), which carol opens with `enc_pkcs8`; `note` is a note \
+from carol to herself (one reader). `key` is K, `plaintext` the exact plaintext bytes (compact JSON), `aad` the AAD text, \
+`k_list` the K_list text, `signed` the exact bytes `sig` signs. `ct` is reproducible from key, iv, plaintext and aad; \
+`keys` values are randomized RSA-OAEP (decrypt them); `note.envelope.sig` is RFC 6979 deterministic (carol's key), \
+the top-level one is verifiable only (bob's private key is not in this file).";
+
+fn sealed(
+    rng: &mut rand::rngs::StdRng,
+    from: (&str, &Identity),
+    to: (&str, &Identity),
+    text: &str,
+    sent_at: u64,
+) -> anyhow::Result<Sealed> {
+    let inputs = SealInputs::fresh_with(rng, sent_at);
+    let (from_enc, to_enc) = (from.1.enc.to_public_key(), to.1.enc.to_public_key());
+    let mut readers = vec![Reader {
+        name: from.0,
+        enc: &from_enc,
+    }];
+    if to.0 != from.0 {
+        readers.push(Reader {
+            name: to.0,
+            enc: &to_enc,
+        });
+    }
+    let plaintext = serde_json::to_string(&serde_json::json!({ "text": text }))?;
+    let envelope = seal_with(
+        rng,
+        &inputs,
+        from.0,
+        &from.1.sign,
+        to.0,
+        &readers,
+        plaintext.as_bytes(),
+    )?;
+    let opened = open(&envelope, to.0, to.1, &from.1.sign_spki()?)?;
+    anyhow::ensure!(opened.text() == Some(text));
+    Ok(Sealed {
+        key: b64::encode(inputs.key),
+        plaintext,
+        aad: String::from_utf8(envelope.aad())?,
+        k_list: String::from_utf8(envelope.keys.k_list())?,
+        signed: b64::encode(envelope.signed_bytes()?),
+        envelope,
+    })
 }
 
 const DESCRIPTION: &str = "securechat v1 crypto test vectors (DESIGN.md section 8). All binary values are base64url without padding. \
@@ -160,6 +230,22 @@ fn main() -> anyhow::Result<()> {
             .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &oaep_key)?;
     anyhow::ensure!(rsa_oaep_decrypt(&id.enc, &oaep_ct)? == oaep_key);
 
+    // Message envelopes: drawn after every value above, so those stay as they were.
+    let received = sealed(
+        &mut rng,
+        (&peer_name, &peer),
+        (&username, &id),
+        "Gr\u{fc}\u{df}e, carol \u{1f44b}",
+        1_764_100_000_000,
+    )?;
+    let note = sealed(
+        &mut rng,
+        (&username, &id),
+        (&username, &id),
+        "note to self",
+        1_764_100_000_123,
+    )?;
+
     let vectors = Vectors {
         description: DESCRIPTION,
         password,
@@ -197,6 +283,11 @@ fn main() -> anyhow::Result<()> {
         oaep: Oaep {
             key: b64::encode(oaep_key),
             ct: b64::encode(oaep_ct),
+        },
+        message: Message {
+            description: MESSAGE_DESCRIPTION,
+            received,
+            note,
         },
     };
     let text = ascii_json(&serde_json::to_string_pretty(&vectors)?) + "\n";

@@ -34,6 +34,15 @@ pub enum Error {
     /// A signature, key or fingerprint that does not verify.
     #[error("verification failed: {0}")]
     Verification(String),
+    /// A WebSocket protocol or transport failure.
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    /// Nothing arrived in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The WebSocket was closed (by a close frame, with its code, or by the stream ending).
+    #[error("websocket closed (code {code:?}): {reason}")]
+    Closed { code: Option<u16>, reason: String },
 }
 
 impl Error {

@@ -6,18 +6,23 @@
 //! Modules: [`b64`] (strict base64url), [`kdf`] (password to `auth_key` and `kek`),
 //! [`identity`] (keys and their encodings, RSA-OAEP), [`bundle`] (wrapped private keys),
 //! [`sig`] (`self_sig`, `prev_sig`), [`mod@fingerprint`] (fingerprints, safety numbers),
-//! [`requests`] (register / rotate bodies), [`api`] (answers), [`client`] (HTTP).
+//! [`requests`] (register / rotate bodies), [`api`] (answers), [`client`] (HTTP),
+//! [`envelope`] (message envelopes: seal, open, replay guard), [`ws`] (tickets, the
+//! WebSocket and its frames), [`history`] (conversations and message history).
 
 pub mod api;
 pub mod b64;
 pub mod bundle;
 pub mod client;
+pub mod envelope;
 pub mod error;
 pub mod fingerprint;
+pub mod history;
 pub mod identity;
 pub mod kdf;
 pub mod requests;
 pub mod sig;
+pub mod ws;
 
 pub use api::{
     ErrorBody, ErrorDetail, KeyChange, KeyChanges, LoginRequest, LoginResponse, Me,
@@ -25,8 +30,10 @@ pub use api::{
 };
 pub use bundle::{bundle_aad, unwrap_bundle, wrap_bundle, wrap_bundle_with_iv, KeyBundle};
 pub use client::{Client, RawResponse, Registered, Session};
+pub use envelope::{open, seal, seal_text, Envelope, Opened, ReaderKeys, ReplayGuard};
 pub use error::{Error, Result};
 pub use fingerprint::{fingerprint, safety_number};
+pub use history::{Conversation, Conversations, History, HistoryItem};
 pub use identity::{
     parse_enc_spki, parse_sign_spki, rsa_oaep_decrypt, rsa_oaep_encrypt, Identity, PublicKeys,
 };
@@ -34,6 +41,7 @@ pub use kdf::derive_keys;
 pub use requests::{KdfParams, RegisterRequest, RotateRequest};
 pub use reqwest::Method;
 pub use sig::{prev_sig, self_sig, verify_prev_sig, verify_self_sig};
+pub use ws::{ClientFrame, RawEnvelope, ServerFrame, Ticket, WsClient, WsEvent, WsOptions};
 
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -2,12 +2,14 @@
 //! and checks the rest (signatures verify, ciphertexts decrypt).
 
 use securechat_client::bundle::bundle_plaintext;
+use securechat_client::envelope::{message_aad, open};
 use securechat_client::kdf::normalize_password;
 use securechat_client::{
     b64, derive_keys, fingerprint, prev_sig, rsa_oaep_decrypt, safety_number, self_sig,
     unwrap_bundle, verify_prev_sig, verify_self_sig, wrap_bundle_with_iv, Identity, KeyBundle,
     RegisterRequest,
 };
+use securechat_client::{Envelope, Error};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -38,6 +40,32 @@ struct Vectors {
     safety_number: String,
     rotation: Rotation,
     oaep: Oaep,
+    message: Message,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    #[allow(dead_code)]
+    description: String,
+    key: String,
+    plaintext: String,
+    aad: String,
+    k_list: String,
+    signed: String,
+    envelope: serde_json::Value,
+    note: Sealed,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    key: String,
+    plaintext: String,
+    aad: String,
+    k_list: String,
+    signed: String,
+    envelope: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -188,4 +216,137 @@ fn vectors_recompute() {
     // RSA-OAEP.
     let key = rsa_oaep_decrypt(&id.enc, &d(&v.oaep.ct)).unwrap();
     assert_eq!(b64::encode(key), v.oaep.key);
+}
+
+/// Everything about one vector envelope that can be recomputed without the signer's
+/// private key; returns the parsed envelope.
+#[allow(clippy::unwrap_used)] // test helper
+fn check_sealed(
+    s: &Sealed,
+    reader: &str,
+    reader_id: &Identity,
+    signer_spki: &[u8],
+    expect_from: &str,
+    expect_to: &str,
+) -> Envelope {
+    use aes_gcm::aead::{Aead as _, Payload};
+    use aes_gcm::{Aes256Gcm, KeyInit as _, Nonce};
+
+    // Field order on the wire is the documented one.
+    let order: Vec<&str> = s
+        .envelope
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    let env: Envelope = serde_json::from_value(s.envelope.clone()).expect("strict envelope");
+    let compact = env.to_json().unwrap();
+    assert!(compact.starts_with(r#"{"v":1,"id":""#), "{compact}");
+    let positions: Vec<usize> = [
+        "\"v\":",
+        "\"id\":",
+        "\"from\":",
+        "\"to\":",
+        "\"sent_at\":",
+        "\"iv\":",
+        "\"ct\":",
+        "\"keys\":",
+        "\"sig\":",
+    ]
+    .iter()
+    .map(|f| compact.find(f).unwrap())
+    .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "field order in {compact}"
+    );
+    assert_eq!(sorted.len(), 9);
+    assert_eq!(
+        (env.from.as_str(), env.to.as_str()),
+        (expect_from, expect_to)
+    );
+    env.check_shape().unwrap();
+
+    assert_eq!(
+        s.aad.as_bytes(),
+        message_aad(&env.id, &env.from, &env.to, env.sent_at)
+    );
+    assert_eq!(
+        s.aad,
+        format!(
+            "securechat/v1/msg|{}|{}|{}|{}",
+            env.id, env.from, env.to, env.sent_at
+        )
+    );
+    assert_eq!(s.k_list.as_bytes(), env.keys.k_list());
+    assert_eq!(d(&s.signed), env.signed_bytes().unwrap());
+    env.verify(signer_spki).unwrap();
+
+    // K unwraps from the reader's entry; ct is AES-GCM(K, iv, plaintext, aad) exactly.
+    let key = rsa_oaep_decrypt(&reader_id.enc, &d(env.keys.get(reader).unwrap())).unwrap();
+    assert_eq!(b64::encode(key), s.key);
+    let iv: [u8; 12] = d(&env.iv).try_into().unwrap();
+    let ct = Aes256Gcm::new((&key).into())
+        .encrypt(
+            &Nonce::from(iv),
+            Payload {
+                msg: s.plaintext.as_bytes(),
+                aad: s.aad.as_bytes(),
+            },
+        )
+        .unwrap();
+    assert_eq!(b64::encode(ct), env.ct);
+
+    let opened = open(&env, reader, reader_id, signer_spki).unwrap();
+    assert_eq!(
+        serde_json::to_string(&opened.plaintext).unwrap(),
+        s.plaintext
+    );
+    // Not for anyone else; not under another signer.
+    assert!(open(&env, "dave", reader_id, signer_spki).is_err());
+    env
+}
+
+#[test]
+fn message_vectors() {
+    let v = load();
+    let id = Identity::from_pkcs8(&d(&v.enc_pkcs8), &d(&v.sign_pkcs8)).unwrap();
+    let m = &v.message;
+    let received = Sealed {
+        key: m.key.clone(),
+        plaintext: m.plaintext.clone(),
+        aad: m.aad.clone(),
+        k_list: m.k_list.clone(),
+        signed: m.signed.clone(),
+        envelope: m.envelope.clone(),
+    };
+    let env = check_sealed(
+        &received,
+        &v.username,
+        &id,
+        &d(&v.peer.sign_spki),
+        &v.peer.username,
+        &v.username,
+    );
+    assert_eq!(env.keys.names().collect::<Vec<_>>(), ["bob", "carol"]);
+    assert!(!m.plaintext.is_ascii(), "the message text exercises UTF-8");
+    // Carol's own key does not verify bob's signature.
+    let e = env.verify(&d(&v.sign_spki)).unwrap_err();
+    assert!(matches!(e, Error::Verification(_)), "{e}");
+
+    // The note to self: one reader, and carol's signature is reproducible (RFC 6979).
+    let note = check_sealed(
+        &m.note,
+        &v.username,
+        &id,
+        &d(&v.sign_spki),
+        &v.username,
+        &v.username,
+    );
+    assert_eq!(note.keys.len(), 1);
+    let sig = securechat_client::sig::sign_raw(&id.sign, &d(&m.note.signed));
+    assert_eq!(b64::encode(sig), note.sig);
 }

@@ -16,6 +16,7 @@ import {
   generateIdentity,
   importEncPublicKey,
   importSignPublicKey,
+  prevSig,
   randomBytes,
   selfSig,
   unwrapBundle,
@@ -217,6 +218,43 @@ export async function fetchVerifiedKeys(api, username) {
     selfSigValid,
     serverFingerprintMatches: dir.fingerprint === fp,
   };
+}
+
+/**
+ * Key rotation (docs/API-CONTRACT.md): fresh keys, wrapped under the same kek (derived again
+ * from the password) for version current+1, self-signed with the new signing key and chained
+ * with prev_sig by the current one. The session's keys are the old ones afterwards: sign in
+ * again to use the new ones. Returns the server's answer {username, key_version}.
+ */
+export async function rotateKeys(api, { session, password }) {
+  const username = session.username;
+  const pre = await api.post('/api/auth/prelogin', { username });
+  const salt = checkKdfParams(pre?.kdf);
+  const { authKey, kek } = await deriveKeys(password, salt, pre.kdf.iterations);
+  authKey.fill(0);
+  try {
+    const version = session.key_version + 1;
+    const identity = await generateIdentity();
+    const keyBundle = await wrapBundle(kek, username, version, identity.encPkcs8, identity.signPkcs8);
+    identity.encPkcs8.fill(0);
+    identity.signPkcs8.fill(0);
+    const self = await selfSig(identity.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
+    const prev = await prevSig(session.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
+    return await api.post(
+      '/api/keys/rotate',
+      {
+        key_version: version,
+        enc_public_key: b64encode(identity.encSpki),
+        sign_public_key: b64encode(identity.signSpki),
+        key_bundle: keyBundle,
+        self_sig: b64encode(self),
+        prev_sig: b64encode(prev),
+      },
+      { auth: true },
+    );
+  } finally {
+    kek.fill(0);
+  }
 }
 
 /** Describes an error for the page: AuthError and ApiError messages are shown as they are. */

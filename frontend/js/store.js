@@ -9,11 +9,20 @@
 //     signPrivateKey: CryptoKey (ECDSA P-256, private, extractable false),
 //     encPublicKey: CryptoKey, signPublicKey: CryptoKey (public halves),
 //     fingerprint: "30 digits", signed_in_at: ms }
+//
+// Messaging adds two stores, both keyed by "<me>\n<...>" so that accounts used in the same
+// browser never see each other's records, and both holding public data only:
+//   "pins": "<me>\n<peer>" -> the peer's pinned keys (see pins.js): versions, fingerprints and
+//           public keys (base64url text), never private material;
+//   "seen": "<me>\n<from>\n<message id>" -> seq, the replay guard of envelope.js (no plaintext).
 
 const DB_NAME = 'securechat';
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 const STORE = 'session';
 const KEY = 'current';
+export const PINS = 'pins';
+export const SEEN = 'seen';
+const STORES = [STORE, PINS, SEEN];
 
 let dbPromise = null;
 
@@ -23,7 +32,7 @@ function openDb() {
       const request = indexedDB.open(DB_NAME, DB_VERSION);
       request.onupgradeneeded = () => {
         const db = request.result;
-        if (!db.objectStoreNames.contains(STORE)) db.createObjectStore(STORE);
+        for (const name of STORES) if (!db.objectStoreNames.contains(name)) db.createObjectStore(name);
       };
       request.onsuccess = () => {
         const db = request.result;
@@ -43,11 +52,11 @@ function openDb() {
   return dbPromise;
 }
 
-async function transact(mode, fn) {
+async function transact(mode, fn, storeName = STORE) {
   const db = await openDb();
   return new Promise((resolve, reject) => {
-    const tx = db.transaction(STORE, mode);
-    const store = tx.objectStore(STORE);
+    const tx = db.transaction(storeName, mode);
+    const store = tx.objectStore(storeName);
     let result;
     Promise.resolve(fn(store, (value) => (result = value))).catch(reject);
     tx.oncomplete = () => resolve(result);
@@ -118,4 +127,36 @@ export async function clearSession() {
 export function withRefreshLock(fn) {
   if (globalThis.navigator?.locks?.request) return navigator.locks.request('securechat-token-refresh', fn);
   return fn();
+}
+
+/** One record of a messaging store (PINS or SEEN), or undefined. */
+export async function getRecord(storeName, key) {
+  return transact(
+    'readonly',
+    (store, done) => {
+      const req = store.get(key);
+      req.onsuccess = () => done(req.result);
+    },
+    storeName,
+  );
+}
+
+/** Writes one record of a messaging store. Refuses raw bytes and private keys. */
+export async function putRecord(storeName, key, value) {
+  const text = JSON.stringify(value, (_k, v) => {
+    if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) throw new TypeError('refusing to store raw bytes');
+    if (typeof CryptoKey !== 'undefined' && v instanceof CryptoKey) throw new TypeError('refusing to store a key object here');
+    return v;
+  });
+  await transact('readwrite', (store) => {
+    store.put(JSON.parse(text), key);
+  }, storeName);
+}
+
+/** A { get, put } view of one messaging store under a per-user prefix (for pins.js and envelope.js). */
+export function recordStore(storeName, prefix) {
+  return {
+    get: (key) => getRecord(storeName, `${prefix}\n${key}`),
+    put: (key, value) => putRecord(storeName, `${prefix}\n${key}`, value),
+  };
 }

@@ -18,7 +18,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    pub messages: MessagesConfig,
+    pub relay: RelayConfig,
     pub log: LogConfig,
+    pub jobs: JobsConfig,
     pub plugins: PluginsConfig,
 }
 
@@ -131,6 +134,55 @@ impl Default for AuthConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Largest envelope accepted, in bytes of its JSON text; a larger WebSocket frame
+    /// closes the connection with 1009.
+    pub max_envelope_bytes: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Lifetime of a WebSocket ticket, seconds (single use).
+    pub ticket_ttl_secs: u64,
+    /// Seconds between server pings on an idle connection.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Frames queued for one connection before it counts as too slow and is dropped.
+    pub outgoing_queue: usize,
+    /// Sends one connection may have waiting for their commit at once.
+    pub max_in_flight: usize,
+    /// Bad frames tolerated per minute before the connection is closed with 1008.
+    pub max_bad_frames_per_minute: u32,
+    /// Read buffer per connection, bytes (memory per idle connection).
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            ticket_ttl_secs: 30,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            outgoing_queue: 1024,
+            max_in_flight: 64,
+            max_bad_frames_per_minute: 10,
+            read_buffer_bytes: 4096,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -155,6 +207,98 @@ impl Default for LogConfig {
         }
     }
 }
+
+// --- [jobs] (the job queue, server/src/jobs/) ----------------------------------------------
+
+/// The durable job queue (`jobs/`): queues and their workers, leases, retries, pruning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Seconds a claimed job may run without a heartbeat before the reaper takes it back.
+    pub lease_secs: u64,
+    /// Attempts a job gets when its enqueuer does not say (a crash while running counts).
+    pub max_attempts: u32,
+    /// First retry delay in ms; it doubles per attempt (plus up to 50% jitter).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub retry_max_secs: u64,
+    /// Done and cancelled jobs are deleted this many seconds after they finished.
+    pub prune_done_after_secs: u64,
+    /// Failed jobs are kept longer, for `securechat jobs retry`.
+    pub prune_failed_after_secs: u64,
+    /// How often the internal prune job runs, in seconds.
+    pub prune_interval_secs: u64,
+    /// Rows deleted per prune transaction (small, so other writers never wait long).
+    pub prune_batch: u32,
+    /// Seconds running jobs get to finish at shutdown before their leases are released.
+    pub shutdown_grace_secs: u64,
+    /// Handlers running at once, per queue. Jobs can only be enqueued into queues named here.
+    pub workers: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 60,
+            max_attempts: 5,
+            retry_base_ms: 1000,
+            retry_max_secs: 3600,
+            prune_done_after_secs: 7 * 24 * 3600,
+            prune_failed_after_secs: 30 * 24 * 3600,
+            prune_interval_secs: 3600,
+            prune_batch: 500,
+            shutdown_grace_secs: 10,
+            workers: [("default".to_string(), 4)].into_iter().collect(),
+        }
+    }
+}
+
+impl JobsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("jobs.{key}: {why}")));
+        if !(1..=86_400).contains(&self.lease_secs) {
+            return fail("lease_secs", "must be between 1 and 86400");
+        }
+        if !(1..=1000).contains(&self.max_attempts) {
+            return fail("max_attempts", "must be between 1 and 1000");
+        }
+        if self.retry_base_ms == 0 {
+            return fail("retry_base_ms", "must be at least 1");
+        }
+        if self.retry_max_secs.saturating_mul(1000) < self.retry_base_ms {
+            return fail("retry_max_secs", "must be at least retry_base_ms");
+        }
+        if self.prune_interval_secs == 0 {
+            return fail("prune_interval_secs", "must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.prune_batch) {
+            return fail("prune_batch", "must be between 1 and 100000");
+        }
+        if self.workers.is_empty() {
+            return fail("workers", "must name at least one queue");
+        }
+        for (name, n) in &self.workers {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && !name.starts_with('_')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+            if !valid_name {
+                return fail(
+                    &format!("workers.{name}"),
+                    "a queue name is 1-64 of [a-z0-9_.-] and does not start with '_'",
+                );
+            }
+            if !(1..=1024).contains(n) {
+                return fail(&format!("workers.{name}"), "must be between 1 and 1024");
+            }
+        }
+        Ok(())
+    }
+}
+
+// --- end [jobs] ----------------------------------------------------------------------------
 
 /// Per-plugin tables, `[plugins.<name>]`; each plugin parses its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -282,9 +426,38 @@ impl Config {
         if self.storage.max_batch == 0 {
             return fail("storage.max_batch", "must be at least 1");
         }
+        if !(1024..=16 * 1024 * 1024).contains(&self.messages.max_envelope_bytes) {
+            return fail(
+                "messages.max_envelope_bytes",
+                "must be between 1024 and 16777216",
+            );
+        }
+        let r = &self.relay;
+        if r.ticket_ttl_secs == 0 || r.ticket_ttl_secs > 600 {
+            return fail("relay.ticket_ttl_secs", "must be between 1 and 600");
+        }
+        if r.ping_interval_secs == 0 {
+            return fail("relay.ping_interval_secs", "must be at least 1");
+        }
+        if r.idle_timeout_secs <= r.ping_interval_secs {
+            return fail(
+                "relay.idle_timeout_secs",
+                "must be longer than relay.ping_interval_secs",
+            );
+        }
+        if r.outgoing_queue < 8 {
+            return fail("relay.outgoing_queue", "must be at least 8");
+        }
+        if r.max_in_flight == 0 {
+            return fail("relay.max_in_flight", "must be at least 1");
+        }
+        if r.read_buffer_bytes < 1024 {
+            return fail("relay.read_buffer_bytes", "must be at least 1024");
+        }
         if self.log.level.trim().is_empty() {
             return fail("log.level", "must not be empty");
         }
+        self.jobs.validate()?;
         Ok(())
     }
 
@@ -321,7 +494,9 @@ mod tests {
         assert_eq!(parsed, Config::default());
         // And not merely because defaults filled everything: every section is spelled out.
         let table: toml::Table = toml::from_str(text).expect("valid toml");
-        for section in ["server", "storage", "auth", "log"] {
+        for section in [
+            "server", "storage", "auth", "messages", "relay", "log", "jobs",
+        ] {
             assert!(table.contains_key(section), "config.toml lacks [{section}]");
         }
     }
@@ -340,6 +515,17 @@ mod tests {
         assert!(err.to_string().contains("port"), "{err}");
         let err = Config::from_toml_str("[auth]\njwt_secret = \"short\"\n").expect_err("must fail");
         assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_jobs_value_is_refused_by_name() {
+        let err = Config::from_toml_str("[jobs]\nlease_secs = 0\n").expect_err("must fail");
+        assert!(err.to_string().contains("jobs.lease_secs"), "{err}");
+        let err =
+            Config::from_toml_str("[jobs.workers]\n\"Bad Name\" = 2\n").expect_err("must fail");
+        assert!(err.to_string().contains("jobs.workers.Bad Name"), "{err}");
+        let err = Config::from_toml_str("[jobs.workers]\nfiles = 0\n").expect_err("must fail");
+        assert!(err.to_string().contains("jobs.workers.files"), "{err}");
     }
 
     #[test]

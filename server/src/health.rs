@@ -9,6 +9,9 @@ use warp::{Filter, Reply};
 
 use crate::db::Db;
 
+/// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz")];
+
 pub fn routes(db: Db) -> BoxedFilter<(Response,)> {
     let healthz = warp::path!("healthz")
         .and(warp::get())

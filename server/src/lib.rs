@@ -14,9 +14,13 @@ pub mod directory;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod logging;
+pub mod messages;
+pub mod metrics;
 pub mod openapi;
 pub mod plugins;
+pub mod relay;
 pub mod serve;
 
 use std::future::Future;
@@ -39,7 +43,11 @@ use crate::auth::Auth;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::error::ApiError;
+use crate::messages::Messages;
 use crate::plugins::Plugins;
+use crate::relay::tickets::Tickets;
+use crate::relay::upgrade::WsEndpoint;
+use crate::relay::Hub;
 use crate::serve::PeerAddr;
 
 /// Everything a request may need, built once and passed down.
@@ -49,7 +57,12 @@ pub struct AppState {
     pub db: Db,
     pub auth: Arc<Auth>,
     pub directory: Directory,
+    pub messages: Messages,
+    pub hub: Arc<Hub>,
+    pub tickets: Arc<Tickets>,
     pub plugins: Arc<Plugins>,
+    /// The durable job queue (started in `build`, drained in `run` after HTTP stops).
+    pub jobs: jobs::Queue,
 }
 
 /// A built server: bound to its port, database open and migrated, not yet serving.
@@ -87,9 +100,18 @@ impl App {
             cores,
         )
         .await?;
+        // The job queue; features register their job kinds here as they arrive.
+        let jobs = jobs::Queue::new(db.clone(), &config.jobs, jobs::Registry::new())?;
+        jobs.start().await.context("starting the job queue")?;
         let state = AppState {
             directory: Directory::new(db.clone()),
+            messages: Messages::new(db.clone()),
+            hub: Hub::new(db.clone(), config.relay.clone(), config.messages.clone()),
+            tickets: Arc::new(Tickets::new(Duration::from_secs(
+                config.relay.ticket_ttl_secs,
+            ))),
             plugins: Arc::new(Plugins::compiled_in()),
+            jobs,
             config: config.clone(),
             db,
             auth,
@@ -123,8 +145,19 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
         let filter = routes(&self.state);
+        let ws = Arc::new(WsEndpoint::new(
+            self.state.hub.clone(),
+            self.state.tickets.clone(),
+            allowed_origins(&self.state.config, self.addr.port()),
+            http::security_headers(self.state.config.server.behind_tls),
+        ));
         tracing::info!(addr = %self.addr, plugins = ?self.state.plugins.names(), "serving");
-        serve::serve(self.listener, filter, shutdown, grace).await;
+        serve::serve(self.listener, filter, ws, shutdown, grace).await;
+        // Upgraded sockets are not HTTP connections: tell them to close (1001).
+        self.state.hub.close_all();
+        // Jobs drain after the HTTP server has stopped, so no request enqueues meanwhile.
+        let jobs_grace = Duration::from_secs(self.state.config.jobs.shutdown_grace_secs);
+        self.state.jobs.shutdown(jobs_grace).await;
     }
 
     /// Serves until SIGTERM or Ctrl-C.
@@ -157,6 +190,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Every (method, path) the server answers, as OpenAPI spells paths.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    [
+        health::ROUTES,
+        metrics::ROUTES,
+        openapi::ROUTES,
+        auth::routes::ROUTES,
+        directory::routes::ROUTES,
+        relay::routes::ROUTES,
+        messages::routes::ROUTES,
+    ]
+    .concat()
+}
+
+/// Origins allowed to open WebSockets: the public origin, the configured extras, and the
+/// loopback origins of the port actually bound.
+pub fn allowed_origins(config: &Config, port: u16) -> Vec<String> {
+    let mut origins = vec![config.server.public_origin.clone()];
+    origins.extend(config.server.allowed_origins.iter().cloned());
+    origins.push(format!("http://localhost:{port}"));
+    origins.push(format!("http://127.0.0.1:{port}"));
+    origins
+}
+
 /// Creates the data dir if needed and makes it private (0700).
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
@@ -181,6 +238,16 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         ))
         .unify()
         .or(openapi::route())
+        .unify()
+        .or(relay::routes::routes(
+            state.tickets.clone(),
+            state.auth.clone(),
+        ))
+        .unify()
+        .or(messages::routes::routes(
+            state.messages.clone(),
+            state.auth.clone(),
+        ))
         .unify()
         .map(|r: Response| no_store(r))
         .boxed();
@@ -210,6 +277,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
     admission
         .and(
             health::routes(state.db.clone())
+                .or(metrics::route(state.clone()))
+                .unify()
                 .or(api)
                 .unify()
                 .or(assets::routes())

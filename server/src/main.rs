@@ -1,4 +1,5 @@
-//! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`.
+//! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`,
+//! `jobs list|retry|cancel`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,31 @@ enum Command {
     },
     /// Print the effective configuration, secrets hidden.
     Config,
+    /// Inspect and steer the job queue (works while the server runs).
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state: available, running, done, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Give a failed or cancelled job a fresh set of attempts, to run now.
+    Retry { id: i64 },
+    /// Cancel an available or running job.
+    Cancel { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +95,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config),
             Command::Admin { action } => admin(config, action).await,
+            Command::Jobs { action } => jobs(config, action).await,
             Command::Config => {
                 print!("{}", config.redacted_toml());
                 Ok(())
@@ -85,6 +112,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Every WebSocket is a file descriptor; the usual soft limit of 1024 is far too low.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let app = App::build(config).await?;
     // Scripts and tests read this line to learn the port (also when port = 0).
     println!("securechat listening on http://{}", app.addr());
@@ -123,5 +155,42 @@ async fn admin(config: Config, action: AdminAction) -> anyhow::Result<()> {
         "{username} is {} an admin",
         if grant { "now" } else { "no longer" }
     );
+    Ok(())
+}
+
+/// `securechat jobs …`: reads and edits the job table; a running server sees a retried job at
+/// its next wake-up and a cancelled running job at its next heartbeat or completion.
+async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
+    use securechat::jobs::{CancelOutcome, JobState, Queue, Registry};
+    let database = db::Db::open(&config.database_path(), &config.storage).await?;
+    let queue = Queue::new(database, &config.jobs, Registry::new())?;
+    match action {
+        JobsAction::List {
+            state,
+            queue: name,
+            limit,
+        } => {
+            let state = state.map(|s| s.parse::<JobState>()).transpose()?;
+            let list = queue.list(state, name, limit).await?;
+            print!("{}", securechat::jobs::render_list(&list));
+        }
+        JobsAction::Retry { id } => {
+            queue.retry(id).await?;
+            println!("job {id} is available again");
+        }
+        JobsAction::Cancel { id } => match queue.cancel(id).await? {
+            CancelOutcome::Cancelled { was_running } => println!(
+                "job {id} cancelled{}",
+                if was_running {
+                    " (it was running; its worker will stop at its next heartbeat)"
+                } else {
+                    ""
+                }
+            ),
+            CancelOutcome::AlreadyFinished(state) => {
+                anyhow::bail!("job {id} is already {state}; nothing to cancel")
+            }
+        },
+    }
     Ok(())
 }

@@ -6,6 +6,9 @@ use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::reply::Response;
 use warp::Filter;
 
+/// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/api/openapi.json")];
+
 pub const SPEC: &str = include_str!("../openapi.json");
 
 pub fn route() -> BoxedFilter<(Response,)> {

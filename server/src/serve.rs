@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,6 +19,8 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::relay::upgrade::WsEndpoint;
+
 /// The peer address of a connection, available to filters as a request extension.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
@@ -26,6 +29,7 @@ pub struct PeerAddr(pub SocketAddr);
 pub async fn serve(
     listener: TcpListener,
     filter: BoxedFilter<(Response,)>,
+    ws: Arc<WsEndpoint>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -49,10 +53,20 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let svc = service.clone();
-        let hyper_service = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            let mut svc = svc.clone();
-            async move { Ok::<_, Infallible>(svc.call(req).await.unwrap_or_else(|e| match e {})) }
+        let ws = ws.clone();
+        let hyper_service = hyper::service::service_fn(move |mut req: http::Request<_>| {
+            let routed = if ws.handles(&req) {
+                Err(ws.upgrade(req))
+            } else {
+                req.extensions_mut().insert(PeerAddr(peer));
+                Ok(svc.clone().call(req))
+            };
+            async move {
+                match routed {
+                    Err(upgrade_response) => Ok::<_, Infallible>(upgrade_response),
+                    Ok(filtered) => Ok(filtered.await.unwrap_or_else(|e| match e {})),
+                }
+            }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);

@@ -65,8 +65,9 @@ describe('accounts in the browser', () => {
     assert.equal(shown.length, 6);
     assert.equal(shown.join(''), fp);
     for (const group of shown) assert.match(group, /^\d{5}$/);
-    // messaging is not there yet, and must not be faked
-    assert.equal(await page.locator('textarea, [data-role="composer"]').count(), 0);
+    // no conversation is open yet: no composer on screen (messaging.test.mjs covers messaging)
+    assert.equal(await page.locator('[data-role="composer"]').isVisible(), false);
+    assert.equal(await page.locator('#conversations li').count(), 0);
     fingerprints.alice = fp;
     assertClean(problems);
     await context.close();
@@ -79,7 +80,9 @@ describe('accounts in the browser', () => {
     const dump = await dumpStorage(page);
     assert.deepEqual(dump.localStorage, {});
     assert.deepEqual(dump.sessionStorage, {});
+    // the session is the only record (the messaging stores, pins and seen ids, are still empty)
     assert.equal(dump.records.length, 1, JSON.stringify(dump.records));
+    assert.equal(dump.records[0].store, 'session');
     const session = dump.records[0].value;
     assert.equal(session.username, 'alice');
     assert.equal(session.key_version, 1);

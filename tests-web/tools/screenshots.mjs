@@ -30,14 +30,56 @@ try {
   const other = await newPage(browser);
   await registerViaUi(other.page, server.url, 'bob', 'bob password 12345');
   await waitForChat(other.page);
-  await other.context.close();
+  await shot('chat-empty');
 
+  // a conversation opened from the directory shows the safety number with it
   await page.fill('#search', 'b');
   await page.locator('#results button.user[data-username="bob"]').click();
   await fingerprintOn(page, '#safety-number');
+  await shot('chat-safety-number');
+
+  const say = async (p, text) => {
+    await p.fill('#composer-input', text);
+    await p.press('#composer-input', 'Enter');
+  };
+  await say(page, 'Hi bob! Did the keys check out?');
+  await other.page.locator('#conversations button.conv[data-peer="alice"]').click();
+  await say(other.page, 'They did — our safety numbers match.\nSee you at 6?');
+  await page.locator('#messages li.msg.theirs').waitFor();
+  await say(page, 'Yes. <b>markup</b> stays text, by the way.');
+  await other.page.locator('#messages li.msg.theirs', { hasText: 'markup' }).waitFor();
+  await other.page.locator('#composer-input').pressSequentially('On my way', { delay: 20 });
+  await page.locator('#typing', { hasText: 'typing' }).waitFor();
+  await page.click('#conv-safety'); // fold the safety number away
+  await page.locator('#messages li.msg.mine[data-state="read"]').last().waitFor();
   await shot('chat');
   await page.setViewportSize({ width: 390, height: 844 });
   await shot('chat-mobile');
+  await page.click('#back');
+  await shot('chat-mobile-list');
+  await page.setViewportSize({ width: 1200, height: 900 });
+  await page.locator('#conversations button.conv[data-peer="bob"]').click();
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('chat-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  // bob's keys change: alice's page blocks sending and shows both safety numbers
+  await other.page.evaluate(async (password) => {
+    const { Api } = await import('/js/api.js');
+    const { rotateKeys } = await import('/js/auth.js');
+    const store = await import('/js/store.js');
+    const session = await store.loadSession();
+    const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
+    return rotateKeys(api, { session, password });
+  }, 'bob password 12345');
+  await other.context.close();
+  await page.reload();
+  await waitForChat(page);
+  await page.locator('#conversations button.conv[data-peer="bob"]').click();
+  await page.locator('#key-log li[data-version="2"]').waitFor();
+  await shot('chat-key-changed');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot('chat-key-changed-mobile');
   await page.setViewportSize({ width: 1200, height: 900 });
 
   await page.click('#sign-out');

@@ -121,11 +121,51 @@ eq(rq.enc_public_key, v.enc_spki, 'register enc');
 eq(rq.sign_public_key, v.sign_spki, 'register sign');
 eq(JSON.stringify(rq.key_bundle), JSON.stringify({ iv: v.bundle_iv, ct: v.bundle_ct }), 'register key_bundle');
 
+// Message envelopes (DESIGN §8): rebuild aad, K_list and the signed bytes from the
+// envelope, verify the signature, unwrap K as carol, re-encrypt the plaintext to the same ct.
+const AES = { name: 'AES-GCM' };
+const kList = (keys) => Object.keys(keys)
+  .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+  .map((n) => `${n}=${keys[n]};`).join('');
+const signedBytes = (env) => cat(
+  te.encode(`securechat/v1/msg|${env.id}|${env.from}|${env.to}|${env.sent_at}`), new Uint8Array([0]),
+  b64u.dec(env.iv), b64u.dec(env.ct), new Uint8Array([0]), te.encode(kList(env.keys)));
+async function checkSealed(s, signerSpki, what) {
+  const env = s.envelope;
+  eq(JSON.stringify(Object.keys(env)), JSON.stringify(['v', 'id', 'from', 'to', 'sent_at', 'iv', 'ct', 'keys', 'sig']), `${what} field order`);
+  eq(s.aad, `securechat/v1/msg|${env.id}|${env.from}|${env.to}|${env.sent_at}`, `${what} aad`);
+  eq(s.k_list, kList(env.keys), `${what} k_list`);
+  eq(signedBytes(env), s.signed, `${what} signed bytes`);
+  ok(await verify(signerSpki, signedBytes(env), b64u.dec(env.sig)), `${what} sig does not verify`);
+  const k = new Uint8Array(await subtle.decrypt({ name: 'RSA-OAEP' }, encPriv, b64u.dec(env.keys[v.username])));
+  eq(k, s.key, `${what} K`);
+  const kKey = await subtle.importKey('raw', k, AES, false, ['encrypt', 'decrypt']);
+  const params = { ...AES, iv: b64u.dec(env.iv), additionalData: te.encode(s.aad) };
+  eq(new Uint8Array(await subtle.encrypt(params, kKey, te.encode(s.plaintext))), env.ct, `${what} ct`);
+  eq(new Uint8Array(await subtle.decrypt(params, kKey, b64u.dec(env.ct))), te.encode(s.plaintext), `${what} decrypt`);
+}
+await checkSealed(v.message, b64u.dec(v.peer.sign_spki), 'message');
+await checkSealed(v.message.note, signSpki, 'message.note');
+ok(Object.keys(v.message.note.envelope.keys).length === 1, 'a note has one key');
+
 // Values made by Web Crypto for the Rust side.
 const signPriv = await subtle.importKey('pkcs8', signPkcs8, EC, false, ['sign']);
 const wcSelfSig = new Uint8Array(await subtle.sign(SIG, signPriv, selfMsg));
 const encPub = await subtle.importKey('spki', encSpki, RSA, false, ['encrypt']);
 const wcOaep = new Uint8Array(await subtle.encrypt({ name: 'RSA-OAEP' }, encPub, b64u.dec(v.oaep.key)));
+// A note from carol to herself, sealed by Web Crypto alone.
+const noteKey = crypto.getRandomValues(new Uint8Array(32));
+const noteIv = crypto.getRandomValues(new Uint8Array(12));
+const note = {
+  v: 1, id: crypto.randomUUID(), from: v.username, to: v.username, sent_at: Date.now(),
+  iv: b64u.enc(noteIv), ct: '', keys: {}, sig: '',
+};
+const noteAes = await subtle.importKey('raw', noteKey, AES, false, ['encrypt']);
+note.ct = b64u.enc(new Uint8Array(await subtle.encrypt(
+  { ...AES, iv: noteIv, additionalData: te.encode(`securechat/v1/msg|${note.id}|${note.from}|${note.to}|${note.sent_at}`) },
+  noteAes, te.encode(JSON.stringify({ text: 'from Web Crypto' })))));
+note.keys[v.username] = b64u.enc(new Uint8Array(await subtle.encrypt({ name: 'RSA-OAEP' }, encPub, noteKey)));
+note.sig = b64u.enc(new Uint8Array(await subtle.sign(SIG, signPriv, signedBytes(note))));
 const fresh = {
   enc: await subtle.generateKey({ ...RSA, modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]) }, true, ['encrypt', 'decrypt']),
   sign: await subtle.generateKey(EC, true, ['sign', 'verify']),
@@ -133,6 +173,7 @@ const fresh = {
 console.log(JSON.stringify({
   self_sig: b64u.enc(wcSelfSig),
   oaep_ct: b64u.enc(wcOaep),
+  note: JSON.stringify(note),
   fresh: {
     enc_pkcs8: b64u.enc(new Uint8Array(await subtle.exportKey('pkcs8', fresh.enc.privateKey))),
     sign_pkcs8: b64u.enc(new Uint8Array(await subtle.exportKey('pkcs8', fresh.sign.privateKey))),

@@ -34,6 +34,17 @@ struct LogoutRequest {
     refresh_token: Option<String>,
 }
 
+/// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/auth/prelogin"),
+    ("POST", "/api/auth/register"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/refresh"),
+    ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/logout-all"),
+    ("GET", "/api/me"),
+];
+
 fn reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
     Ok(result.unwrap_or_else(|e| e.into_response()))
 }

@@ -9,8 +9,15 @@ use rusqlite::Connection;
 use super::{DbError, DbResult};
 
 /// (version, name, SQL) in ascending order; version N is `migrations/000N_*.sql`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/0001_init.sql")),
+    (2, "jobs", include_str!("../../../migrations/0002_jobs.sql")),
+    (
+        3,
+        "messages",
+        include_str!("../../../migrations/0003_messages.sql"),
+    ),
+];
 
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
@@ -55,7 +62,8 @@ mod tests {
     #[test]
     fn migrating_twice_applies_nothing_the_second_time() {
         let mut c = Connection::open_in_memory().expect("open");
-        assert_eq!(migrate(&mut c).expect("first"), vec![1]);
+        let all: Vec<i64> = (1..=latest_version()).collect();
+        assert_eq!(migrate(&mut c).expect("first"), all);
         assert!(migrate(&mut c).expect("second").is_empty());
     }
 

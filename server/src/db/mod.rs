@@ -4,6 +4,8 @@
 //! Invariants: this module never imports warp; every write goes through [`Writer`]
 //! (one connection, one thread, group commit); a caller is answered only after COMMIT.
 
+mod checkpoint;
+pub mod messages;
 mod migrate;
 pub mod sessions;
 pub mod users;
@@ -16,7 +18,7 @@ use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use rusqlite::Connection;
 
 pub use migrate::{latest_version, migrate_file};
-pub use writer::{Writer, WriterStats};
+pub use writer::{Pending, Writer, WriterStats};
 
 use crate::config::StorageConfig;
 
@@ -71,7 +73,8 @@ impl Db {
         })
         .await
         .map_err(|e| DbError::Startup(format!("migration task failed: {e}")))??;
-        let writer = Writer::start(conn, storage.max_batch)?;
+        let checkpointer = checkpoint::spawn(path)?;
+        let writer = Writer::start(conn, storage.max_batch, Some(checkpointer))?;
         let reader = deadpool_sqlite::Config::new(path)
             .builder(Runtime::Tokio1)
             .map_err(|e| DbError::Pool(e.to_string()))?
@@ -141,9 +144,13 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
             "SQLite refused WAL mode (journal_mode is {mode:?}); is the data dir on a network or read-only filesystem?"
         )));
     }
+    // Checkpoints run on their own thread (see `checkpoint`); the writer only does one
+    // itself if that thread falls far behind. A larger page cache keeps the indexes the
+    // writer touches in memory.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
-        storage.synchronous.pragma_value()
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;          PRAGMA wal_autocheckpoint = {}; PRAGMA cache_size = -32768;",
+        storage.synchronous.pragma_value(),
+        checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
     ))?;
     let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     if fk != 1 {

@@ -33,18 +33,20 @@ where
 {
     fn run(&mut self, conn: &Connection) {
         let Some(f) = self.f.take() else { return };
-        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        // Cached statements: a batch runs these hundreds of times.
+        let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        if let Err(e) = run("SAVEPOINT op") {
             self.result = Some(Err(e.into()));
             return;
         }
         let result = f(conn);
         let closed = if result.is_ok() {
-            conn.execute_batch("RELEASE op")
+            run("RELEASE op")
         } else {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+            run("ROLLBACK TO op").and_then(|_| run("RELEASE op"))
         };
         self.result = Some(match (result, closed) {
-            (Ok(_), Err(e)) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(DbError::from(e)),
             (r, _) => r,
         });
     }
@@ -70,6 +72,22 @@ pub struct Writer {
     stats: Arc<Stats>,
 }
 
+/// The outcome of a submitted write, available after its transaction commits.
+pub struct Pending<T>(oneshot::Receiver<DbResult<T>>);
+
+impl<T> std::future::Future for Pending<T> {
+    type Output = DbResult<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(DbError::WriterGone)))
+    }
+}
+
 /// Counters of the writer's work since start (for metrics and tests).
 #[derive(Debug, Default)]
 struct Stats {
@@ -85,14 +103,19 @@ pub struct WriterStats {
 }
 
 impl Writer {
-    /// Starts the writer thread that owns `conn`.
-    pub fn start(conn: Connection, max_batch: usize) -> DbResult<Writer> {
+    /// Starts the writer thread that owns `conn`. After each commit it nudges
+    /// `after_commit` (the checkpoint thread), if given, without ever waiting on it.
+    pub fn start(
+        conn: Connection,
+        max_batch: usize,
+        after_commit: Option<std::sync::mpsc::SyncSender<()>>,
+    ) -> DbResult<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>(4096);
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch.max(1), &thread_stats))
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1), &thread_stats, after_commit))
             .map_err(|e| DbError::Startup(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { tx, stats })
     }
@@ -110,6 +133,17 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
     {
+        self.submit(f).await?.await
+    }
+
+    /// Queues `f` and returns at once (after waiting only for room in the queue) with a
+    /// future of its outcome after COMMIT. Operations submitted in order by one caller run
+    /// in that order, so a caller can pipeline writes and still see them commit in order.
+    pub async fn submit<T, F>(&self, f: F) -> DbResult<Pending<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Typed {
             f: Some(f),
@@ -117,7 +151,7 @@ impl Writer {
             reply,
         });
         self.tx.send(op).await.map_err(|_| DbError::WriterGone)?;
-        answer.await.map_err(|_| DbError::WriterGone)?
+        Ok(Pending(answer))
     }
 }
 
@@ -126,6 +160,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
     max_batch: usize,
     stats: &Stats,
+    after_commit: Option<std::sync::mpsc::SyncSender<()>>,
 ) {
     let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -141,8 +176,14 @@ fn writer_loop(
         stats
             .operations
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, ops = batch.len(), "write batch failed");
+        match &committed {
+            Ok(()) => {
+                if let Some(nudge) = &after_commit {
+                    // Full means a checkpoint is already due; either way, never wait.
+                    let _ = nudge.try_send(());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, ops = batch.len(), "write batch failed"),
         }
         for op in batch.drain(..) {
             op.finish(committed.clone());
@@ -175,7 +216,7 @@ mod tests {
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x INTEGER UNIQUE);")
             .expect("schema");
-        (Writer::start(conn, 64).expect("start"), path)
+        (Writer::start(conn, 64, None).expect("start"), path)
     }
 
     #[tokio::test]

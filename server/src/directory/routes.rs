@@ -22,6 +22,14 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/users"),
+    ("GET", "/api/users/{name}/keys"),
+    ("GET", "/api/users/{name}/key-changes"),
+    ("POST", "/api/keys/rotate"),
+];
+
 fn reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
     Ok(result.unwrap_or_else(|e| e.into_response()))
 }

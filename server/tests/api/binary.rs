@@ -259,3 +259,75 @@ async fn logs_hold_no_secrets_and_sigterm_shuts_down_cleanly() {
     let enc = securechat_client::b64::encode(&pk.enc_spki);
     assert!(!log.contains(&enc[..40]), "the log contains key material");
 }
+
+/// Store-then-ack: once the sender has its ack, a kill -9 of the server loses nothing.
+#[tokio::test]
+async fn an_acknowledged_message_survives_kill_9_of_the_server() {
+    use securechat_client::ws::ServerFrame;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // FULL synchronous mode: durable even across power loss, not only a process crash.
+    let sync = [("SECURECHAT_STORAGE__SYNCHRONOUS", "full")];
+    let mut server = start(&data, &sync);
+    let client = Client::new(&server.base).expect("client");
+    let alice = {
+        client
+            .register("alice", PASSWORD, ITERATIONS)
+            .await
+            .expect("register");
+        client.login("alice", PASSWORD).await.expect("login")
+    };
+    client
+        .register("bob", PASSWORD, ITERATIONS)
+        .await
+        .expect("register");
+    let bob_keys = client.keys(&alice.access_token, "bob").await.expect("keys");
+    let enc = securechat_client::parse_enc_spki(
+        &securechat_client::b64::decode(&bob_keys.enc_public_key).expect("b64"),
+    )
+    .expect("rsa");
+    let mut ws = client.connect_ws(&alice.access_token).await.expect("ws");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let env = securechat_client::envelope::seal_text(
+            "alice",
+            &alice.identity,
+            "bob",
+            &enc,
+            &format!("m{i}"),
+        )
+        .expect("seal");
+        ws.send_envelope(&env).await.expect("send");
+        acked.push(env.id);
+    }
+    let mut got = 0;
+    while got < acked.len() {
+        match ws.recv().await.expect("frame") {
+            ServerFrame::Ack { .. } => got += 1,
+            ServerFrame::Error { code, .. } => panic!("error {code}"),
+            _ => {}
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.child.wait();
+
+    let server = start(&data, &sync);
+    let client = Client::new(&server.base).expect("client");
+    let bob = client.login("bob", PASSWORD).await.expect("login");
+    let history = client
+        .history(&bob.access_token, "alice", Some(0), None, None)
+        .await
+        .expect("history");
+    let ids: Vec<String> = history
+        .messages
+        .iter()
+        .map(|m| m.envelope.parse().expect("envelope").id)
+        .collect();
+    assert_eq!(ids, acked, "every acknowledged message is there, in order");
+    let (status, _) = sigterm_and_wait(server);
+    assert!(status.success());
+}

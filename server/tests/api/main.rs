@@ -6,4 +6,5 @@ mod binary;
 mod directory;
 mod edge;
 mod helpers;
+mod relay;
 mod storage;

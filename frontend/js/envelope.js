@@ -1,0 +1,338 @@
+// Message envelopes (DESIGN §3 and §8), byte for byte as the Rust client builds them
+// (client/src/envelope.rs); testdata/crypto-vectors.json "message" pins both.
+//
+//   aad  = "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at
+//   ct   = AES-256-GCM(K, iv, plaintext = JSON {"text": ...}, aad)      (fresh 32-byte K, 12-byte iv)
+//   keys = { reader: b64(RSA-OAEP-SHA256(enc_public_key(reader), K)) }  (from and to; one entry for a note to oneself)
+//   sig  = ECDSA-P256-SHA256(sign_private(from), aad || 0x00 || iv || ct || 0x00 || K_list), raw r||s
+//   K_list = for each reader in byte order of names: name "=" keys[name] ";"
+//
+// Envelope fields are always written in the order v, id, from, to, sent_at, iv, ct, keys, sig.
+// Runs unchanged in the browser and in Node >= 20.
+
+import { decode as b64decode, encode as b64encode } from './b64.js';
+import { compareUsernames, concatBytes, randomBytes, utf8 } from './crypto.js';
+
+const subtle = globalThis.crypto.subtle;
+
+export const ENVELOPE_VERSION = 1;
+export const AAD_PREFIX = 'securechat/v1/msg|';
+export const KEY_BYTES = 32;
+export const IV_BYTES = 12;
+export const TAG_BYTES = 16;
+export const WRAPPED_KEY_BYTES = 256;
+export const SIG_BYTES = 64;
+/** The longest message text this client sends, in UTF-8 bytes (the envelope cap is 64 KiB). */
+export const MAX_TEXT_BYTES = 16 * 1024;
+
+const FIELDS = ['v', 'id', 'from', 'to', 'sent_at', 'iv', 'ct', 'keys', 'sig'];
+const USERNAME_RE = /^[a-z0-9_.-]{3,32}$/;
+const UUID_V4_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const RSA_ALG = { name: 'RSA-OAEP', hash: 'SHA-256' };
+const EC_ALG = { name: 'ECDSA', namedCurve: 'P-256' };
+const ECDSA_SIGN = { name: 'ECDSA', hash: 'SHA-256' };
+
+/**
+ * Why an envelope was refused. `code` is one of: invalid_envelope (shape), not_for_me,
+ * bad_signature (does not verify against the key given), no_key (no wrapped key for me),
+ * undecryptable (K or ct does not decrypt), invalid_plaintext (not a JSON object), replayed.
+ */
+export class EnvelopeError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'EnvelopeError';
+    this.code = code;
+  }
+}
+
+const refuse = (code, message) => new EnvelopeError(code, message);
+
+export function isUuidV4(id) {
+  return typeof id === 'string' && UUID_V4_RE.test(id);
+}
+
+export function isUsername(name) {
+  return typeof name === 'string' && USERNAME_RE.test(name);
+}
+
+/** A fresh lower-case hyphenated UUID v4 (crypto.randomUUID). */
+export function newMessageId() {
+  return globalThis.crypto.randomUUID();
+}
+
+/** The AAD: "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at (decimal). */
+export function messageAad(id, from, to, sentAt) {
+  if (!Number.isSafeInteger(sentAt) || sentAt < 0) throw new TypeError('sent_at must be a non-negative integer');
+  return utf8(`${AAD_PREFIX}${id}|${from}|${to}|${String(sentAt)}`);
+}
+
+/** K_list text: for each reader in byte order of names, name "=" keys[name] ";". */
+export function kList(keys) {
+  return Object.keys(keys)
+    .sort(compareUsernames)
+    .map((name) => `${name}=${keys[name]};`)
+    .join('');
+}
+
+/** The exact bytes sig signs: aad || 0x00 || iv || ct || 0x00 || K_list (iv and ct raw). */
+export function signedBytes(envelope) {
+  const aad = messageAad(envelope.id, envelope.from, envelope.to, envelope.sent_at);
+  const zero = new Uint8Array(1);
+  return concatBytes(aad, zero, b64decode(envelope.iv), b64decode(envelope.ct), zero, utf8(kList(envelope.keys)));
+}
+
+/** The readers a 1:1 envelope must name: from and to, once each, in byte order. */
+export function expectedReaders(from, to) {
+  return from === to ? [from] : [from, to].sort(compareUsernames);
+}
+
+function decodeExact(value, length, field) {
+  let bytes;
+  try {
+    bytes = b64decode(value);
+  } catch {
+    throw refuse('invalid_envelope', `${field} is not base64url`);
+  }
+  if (length !== undefined && bytes.length !== length) throw refuse('invalid_envelope', `${field} must be ${length} bytes`);
+  return bytes;
+}
+
+/**
+ * Checks every field of a parsed envelope against DESIGN §8 for a 1:1 message (as the
+ * server and the Rust client do): exactly the nine fields, version 1, a UUID v4 id, user
+ * names, an integer sent_at, a 12-byte iv, a ct of at least one tag, keys for exactly
+ * from and to (256 bytes each), a 64-byte sig. Throws EnvelopeError('invalid_envelope').
+ */
+export function checkShape(envelope) {
+  if (!envelope || typeof envelope !== 'object' || Array.isArray(envelope)) throw refuse('invalid_envelope', 'not an object');
+  const fields = Object.keys(envelope);
+  const extra = fields.filter((f) => !FIELDS.includes(f));
+  if (extra.length) throw refuse('invalid_envelope', `unknown field ${extra[0]}`);
+  const missing = FIELDS.filter((f) => !(f in envelope));
+  if (missing.length) throw refuse('invalid_envelope', `missing field ${missing[0]}`);
+  if (envelope.v !== ENVELOPE_VERSION) throw refuse('invalid_envelope', 'unsupported envelope version');
+  if (!isUuidV4(envelope.id)) throw refuse('invalid_envelope', 'id is not a lower-case UUID v4');
+  if (!isUsername(envelope.from) || !isUsername(envelope.to)) throw refuse('invalid_envelope', 'from/to are not user names');
+  if (!Number.isSafeInteger(envelope.sent_at) || envelope.sent_at < 0) throw refuse('invalid_envelope', 'sent_at is not an integer');
+  for (const f of ['iv', 'ct', 'sig']) {
+    if (typeof envelope[f] !== 'string') throw refuse('invalid_envelope', `${f} is not a string`);
+  }
+  decodeExact(envelope.iv, IV_BYTES, 'iv');
+  if (decodeExact(envelope.ct, undefined, 'ct').length < TAG_BYTES) throw refuse('invalid_envelope', 'ct is shorter than a tag');
+  decodeExact(envelope.sig, SIG_BYTES, 'sig');
+  const keys = envelope.keys;
+  if (!keys || typeof keys !== 'object' || Array.isArray(keys)) throw refuse('invalid_envelope', 'keys is not an object');
+  const names = Object.keys(keys).sort(compareUsernames);
+  const expected = expectedReaders(envelope.from, envelope.to);
+  if (names.length !== expected.length || names.some((n, i) => n !== expected[i])) {
+    throw refuse('invalid_envelope', `keys must name exactly ${expected.join(' and ')}`);
+  }
+  for (const name of names) {
+    if (typeof keys[name] !== 'string') throw refuse('invalid_envelope', `keys[${name}] is not a string`);
+    decodeExact(keys[name], WRAPPED_KEY_BYTES, `keys[${name}]`);
+  }
+  return envelope;
+}
+
+function importEnc(key) {
+  if (key instanceof CryptoKey) return key;
+  const spki = typeof key === 'string' ? b64decode(key) : key;
+  return subtle.importKey('spki', spki, RSA_ALG, false, ['encrypt']);
+}
+
+function importSign(key) {
+  if (key instanceof CryptoKey) return key;
+  const spki = typeof key === 'string' ? b64decode(key) : key;
+  return subtle.importKey('spki', spki, EC_ALG, false, ['verify']);
+}
+
+/** The envelope with its fields in the documented order (and keys in byte order of names). */
+export function ordered(envelope) {
+  const keys = {};
+  for (const name of Object.keys(envelope.keys).sort(compareUsernames)) keys[name] = envelope.keys[name];
+  const out = {};
+  for (const f of FIELDS) out[f] = f === 'keys' ? keys : envelope[f];
+  return out;
+}
+
+/** Compact JSON of an envelope, fields in the order v, id, from, to, sent_at, iv, ct, keys, sig. */
+export function envelopeJson(envelope) {
+  return JSON.stringify(ordered(envelope));
+}
+
+/** The plaintext of a text message: compact JSON {"text": text}. */
+export function textPlaintext(text) {
+  if (typeof text !== 'string') throw new TypeError('text must be a string');
+  return { text };
+}
+
+/**
+ * Seals a message.
+ * @param {object} p
+ * @param {string} p.from  the sender (me)
+ * @param {string} p.to    the recipient (may be `from`: a note to oneself)
+ * @param {object} p.plaintext  a JSON object, e.g. {text}
+ * @param {CryptoKey} p.signKey  my ECDSA P-256 private key
+ * @param {object} p.readers  { name: RSA-OAEP public CryptoKey or SPKI (bytes / b64) } for `from` and `to`
+ * @param {string} [p.id] [p.sentAt] [p.key] [p.iv]  fixed values for tests; fresh otherwise
+ * Returns the envelope object (fields in order).
+ */
+export async function seal({ from, to, plaintext, signKey, readers, id = newMessageId(), sentAt = Date.now(), key, iv }) {
+  if (!isUsername(from) || !isUsername(to)) throw new TypeError('from and to must be user names');
+  if (!isUuidV4(id)) throw new TypeError('id must be a lower-case UUID v4');
+  if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
+    throw new TypeError('the plaintext must be a JSON object');
+  }
+  const names = expectedReaders(from, to);
+  for (const name of names) if (!readers?.[name]) throw new TypeError(`no public key for reader ${name}`);
+  const k = key ?? randomBytes(KEY_BYTES);
+  const nonce = iv ?? randomBytes(IV_BYTES);
+  if (k.length !== KEY_BYTES || nonce.length !== IV_BYTES) throw new TypeError('K must be 32 bytes and iv 12 bytes');
+  const aad = messageAad(id, from, to, sentAt);
+  const body = utf8(JSON.stringify(plaintext));
+  const aesKey = await subtle.importKey('raw', k, 'AES-GCM', false, ['encrypt']);
+  const ct = new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad, tagLength: 128 }, aesKey, body));
+  body.fill(0);
+  const keys = {};
+  for (const name of names) {
+    const pub = await importEnc(readers[name]);
+    keys[name] = b64encode(new Uint8Array(await subtle.encrypt(RSA_ALG, pub, k)));
+  }
+  if (!key) k.fill(0);
+  const envelope = { v: ENVELOPE_VERSION, id, from, to, sent_at: sentAt, iv: b64encode(nonce), ct: b64encode(ct), keys, sig: '' };
+  const sig = new Uint8Array(await subtle.sign(ECDSA_SIGN, signKey, signedBytes(envelope)));
+  envelope.sig = b64encode(sig);
+  return ordered(envelope);
+}
+
+/** True when the envelope is well formed and its signature verifies under `signPublicKey` (CryptoKey or SPKI). */
+export async function verifyEnvelope(envelope, signPublicKey) {
+  try {
+    checkShape(envelope);
+    const key = await importSign(signPublicKey);
+    return await subtle.verify(ECDSA_SIGN, key, b64decode(envelope.sig), signedBytes(envelope));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Opens an envelope as `me`.
+ * @param {object} envelope  the parsed envelope
+ * @param {object} p
+ * @param {string} p.me
+ * @param {CryptoKey} p.encPrivateKey  my RSA-OAEP private key (non-extractable is fine)
+ * @param {CryptoKey|Uint8Array|string|Array} p.senderSignKeys  the sender's PINNED signing key(s)
+ *        (my own key for my own copies); the signature must verify under one of them
+ * Checks, in order: shape; `to` is me (or `from` is me: my own copy); the signature; my
+ * wrapped K; decryption; a JSON-object plaintext. Returns { envelope, plaintext, text, signKeyIndex }.
+ * Throws EnvelopeError.
+ */
+export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
+  checkShape(envelope);
+  if (envelope.to !== me && envelope.from !== me) {
+    throw refuse('not_for_me', `a message from ${envelope.from} to ${envelope.to} is not for ${me}`);
+  }
+  const candidates = Array.isArray(senderSignKeys) ? senderSignKeys : [senderSignKeys];
+  const signed = signedBytes(envelope);
+  const sig = b64decode(envelope.sig);
+  let signKeyIndex = -1;
+  for (let i = 0; i < candidates.length && signKeyIndex < 0; i++) {
+    if (!candidates[i]) continue;
+    try {
+      if (await subtle.verify(ECDSA_SIGN, await importSign(candidates[i]), sig, signed)) signKeyIndex = i;
+    } catch {
+      // a key that does not import does not verify
+    }
+  }
+  if (signKeyIndex < 0) throw refuse('bad_signature', `the signature does not verify with ${envelope.from}'s pinned key`);
+  const wrapped = envelope.keys[me];
+  if (!wrapped) throw refuse('no_key', 'the message carries no key for me');
+  let k;
+  try {
+    k = new Uint8Array(await subtle.decrypt(RSA_ALG, encPrivateKey, b64decode(wrapped)));
+  } catch {
+    throw refuse('undecryptable', 'the message key does not decrypt with my key');
+  }
+  if (k.length !== KEY_BYTES) throw refuse('undecryptable', 'the message key is not 32 bytes');
+  let body;
+  try {
+    const aesKey = await subtle.importKey('raw', k, 'AES-GCM', false, ['decrypt']);
+    body = new Uint8Array(
+      await subtle.decrypt(
+        { name: 'AES-GCM', iv: b64decode(envelope.iv), additionalData: messageAad(envelope.id, envelope.from, envelope.to, envelope.sent_at), tagLength: 128 },
+        aesKey,
+        b64decode(envelope.ct),
+      ),
+    );
+  } catch {
+    throw refuse('undecryptable', 'the message does not decrypt');
+  } finally {
+    k.fill(0);
+  }
+  let plaintext;
+  try {
+    plaintext = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch {
+    throw refuse('invalid_plaintext', 'the message is not JSON');
+  } finally {
+    body.fill(0);
+  }
+  if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
+    throw refuse('invalid_plaintext', 'the message is not a JSON object');
+  }
+  return { envelope, plaintext, text: typeof plaintext.text === 'string' ? plaintext.text : null, signKeyIndex };
+}
+
+/**
+ * Remembers (from, id) of opened messages, with the seq the server gave them, and refuses a
+ * second copy under another seq (a replay). The same seq again is the same stored message
+ * arriving twice (live and from history) and is reported as a duplicate, not a replay.
+ * `backing` (optional) persists the ids: { get(key) -> seq|undefined, put(key, seq) } (async).
+ */
+export class ReplayGuard {
+  constructor({ capacity = 10000, backing = null } = {}) {
+    this.capacity = capacity;
+    this.backing = backing;
+    this.seen = new Map();
+  }
+
+  static key(from, id) {
+    return `${from}\n${id}`;
+  }
+
+  async lookup(from, id) {
+    const key = ReplayGuard.key(from, id);
+    if (this.seen.has(key)) return this.seen.get(key);
+    if (this.backing) {
+      const seq = await this.backing.get(key).catch(() => undefined);
+      if (seq !== undefined) this.remember(key, seq);
+      return seq;
+    }
+    return undefined;
+  }
+
+  /** 'new', 'duplicate' (same seq seen before) or 'replayed' (the id came before under another seq). */
+  async check(from, id, seq) {
+    const known = await this.lookup(from, id);
+    if (known === undefined) return 'new';
+    return known === seq || seq === undefined || known === null ? 'duplicate' : 'replayed';
+  }
+
+  remember(key, seq) {
+    this.seen.delete(key);
+    this.seen.set(key, seq ?? null);
+    while (this.seen.size > this.capacity) this.seen.delete(this.seen.keys().next().value);
+  }
+
+  /** Records an opened message (only ever call this after open() succeeded). */
+  async record(from, id, seq) {
+    const key = ReplayGuard.key(from, id);
+    const known = await this.lookup(from, id);
+    if (known !== undefined && known !== null && seq !== undefined && known !== seq) {
+      throw refuse('replayed', `message ${id} from ${from} was already delivered as #${known}`);
+    }
+    this.remember(key, seq ?? known ?? null);
+    if (this.backing && seq !== undefined && known !== seq) await this.backing.put(key, seq).catch(() => {});
+  }
+}

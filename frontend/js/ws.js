@@ -1,0 +1,359 @@
+// The WebSocket connection manager (DESIGN §8, docs/API-CONTRACT.md):
+//   POST /api/ws-ticket (Bearer) -> new WebSocket(ws(s)://host/api/ws?ticket=...)
+// with reconnects (exponential backoff with jitter), sends kept until acknowledged and sent
+// again with the SAME envelope (same id) after a reconnect (the server acknowledges a resend
+// with the original seq and stores it once), receipts queued while offline, and every server
+// frame handed to listeners: ack, message, delivered, read, typing, presence, error.
+//
+// DOM-free: the WebSocket class, timers and randomness are injectable for the unit tests.
+
+import { ApiError } from './api.js';
+import { envelopeJson } from './envelope.js';
+
+export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'error'];
+
+/** A send the server refused for good (the `error` frame's code), or that could not be sent. */
+export class SendError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'SendError';
+    this.code = code;
+  }
+}
+
+/** ws:// or wss:// URL of the relay for a ticket, on the page's own origin. */
+export function relayUrl(ticket, loc = globalThis.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/api/ws?ticket=${encodeURIComponent(ticket)}`;
+}
+
+/** Delay before reconnect attempt `attempt` (0-based): exponential, capped, "equal jitter". */
+export function backoffDelay(attempt, { baseMs = 500, maxMs = 30000, random = Math.random } = {}) {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+const OPEN = 1;
+
+export class Relay {
+  /**
+   * @param {object} o
+   * @param {import('./api.js').Api} o.api
+   * @param {Function} [o.WebSocket]   the WebSocket class
+   * @param {Function} [o.url]         ticket -> URL (default: relayUrl on the page's origin)
+   * @param {object}   [o.timers]      { setTimeout, clearTimeout }
+   * @param {Function} [o.random]
+   * @param {Function} [o.now]
+   * @param {number}   [o.baseMs] [o.maxMs]  backoff bounds
+   * @param {number}   [o.ackTimeoutMs]  an open socket that leaves a send unacknowledged this long is replaced
+   * @param {number}   [o.stableMs]  a connection open this long resets the backoff
+   * @param {number}   [o.retryMs]  delay before resending after an `internal` error frame
+   */
+  constructor(o) {
+    this.api = o.api;
+    this.WebSocket = o.WebSocket ?? globalThis.WebSocket;
+    this.url = o.url ?? ((ticket) => relayUrl(ticket));
+    this.timers = o.timers ?? { setTimeout: (...a) => globalThis.setTimeout(...a), clearTimeout: (t) => globalThis.clearTimeout(t) };
+    this.random = o.random ?? Math.random;
+    this.now = o.now ?? Date.now;
+    this.baseMs = o.baseMs ?? 500;
+    this.maxMs = o.maxMs ?? 30000;
+    this.ackTimeoutMs = o.ackTimeoutMs ?? 20000;
+    this.stableMs = o.stableMs ?? 10000;
+    this.retryMs = o.retryMs ?? 1500;
+
+    this.state = 'idle'; // idle | connecting | open | waiting | stopped
+    this.ws = null;
+    this.attempt = 0;
+    this.openedAt = 0;
+    this.retryTimer = null;
+    this.ackTimer = null;
+    this.generation = 0;
+    /** id -> { envelope, text, resolve, reject, sentAt (ms of the last write), tries } in send order */
+    this.pending = new Map();
+    /** receipts waiting for a connection: "kind\nid" */
+    this.receipts = new Set();
+    this.listeners = new Map();
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /** Listens to 'state' (state), 'open' (), 'close' ({code, reason}), a frame type (frame), or 'frame' (any frame). */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type)?.delete(fn);
+  }
+
+  emit(type, value) {
+    for (const fn of [...(this.listeners.get(type) ?? [])]) {
+      try {
+        fn(value);
+      } catch (err) {
+        console.warn(`relay listener for ${type} failed:`, err);
+      }
+    }
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state', state);
+  }
+
+  get isOpen() {
+    return this.state === 'open';
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  start() {
+    if (this.state !== 'idle' && this.state !== 'stopped') return;
+    this.state = 'idle';
+    this.connect();
+  }
+
+  stop() {
+    this.generation++;
+    this.timers.clearTimeout(this.retryTimer);
+    this.timers.clearTimeout(this.ackTimer);
+    this.retryTimer = null;
+    this.ackTimer = null;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null;
+      try {
+        ws.close(1000, 'bye');
+      } catch {
+        // already closed
+      }
+    }
+    this.setState('stopped');
+  }
+
+  /** Reconnects now if the socket is down (the browser came back online, the tab became visible...). */
+  reconnectNow() {
+    if (this.state !== 'waiting') return;
+    this.timers.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.attempt = 0;
+    this.connect();
+  }
+
+  async connect() {
+    if (this.state === 'stopped') return;
+    const generation = ++this.generation;
+    this.setState('connecting');
+    let ticket;
+    try {
+      const answer = await this.api.post('/api/ws-ticket', undefined, { auth: true });
+      ticket = answer?.ticket;
+      if (typeof ticket !== 'string' || !ticket) throw new ApiError(0, 'invalid_response', 'no ticket in the answer');
+    } catch (err) {
+      if (generation !== this.generation) return;
+      if (err instanceof ApiError && err.status === 401) {
+        // the session is over (Api already told its owner); nothing to reconnect to
+        this.stop();
+        return;
+      }
+      this.scheduleReconnect();
+      return;
+    }
+    if (generation !== this.generation) return;
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url(ticket));
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (generation !== this.generation) return;
+      this.openedAt = this.now();
+      this.setState('open');
+      this.emit('open');
+      this.flush();
+    };
+    ws.onmessage = (event) => {
+      if (generation !== this.generation) return;
+      this.receive(event.data);
+    };
+    ws.onerror = () => {
+      // a close event always follows
+    };
+    ws.onclose = (event) => {
+      if (generation !== this.generation) return;
+      this.closed(event?.code ?? 1006, event?.reason ?? '');
+    };
+  }
+
+  closed(code, reason) {
+    this.ws = null;
+    this.timers.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    const wasOpen = this.state === 'open';
+    if (wasOpen && this.now() - this.openedAt >= this.stableMs) this.attempt = 0;
+    this.emit('close', { code, reason });
+    if (code === 1009) {
+      // frame too large: the largest waiting send caused it; sending it again would loop
+      let largest = null;
+      for (const p of this.pending.values()) if (!largest || p.text.length > largest.text.length) largest = p;
+      if (largest) this.fail(largest.envelope.id, new SendError('envelope_too_large', 'The message is too large to send'));
+    }
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    if (this.state === 'stopped') return;
+    this.setState('waiting');
+    const delay = backoffDelay(this.attempt++, { baseMs: this.baseMs, maxMs: this.maxMs, random: this.random });
+    this.timers.clearTimeout(this.retryTimer);
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  /** Replaces a socket that looks dead (no ack in time): close it and reconnect. */
+  recycle() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.generation++;
+    ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null;
+    try {
+      ws.close(4000, 'no acknowledgement');
+    } catch {
+      // already closed
+    }
+    this.closed(1006, 'no acknowledgement');
+  }
+
+  write(text) {
+    if (!this.ws || this.ws.readyState !== OPEN || this.state !== 'open') return false;
+    try {
+      this.ws.send(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes every waiting send (in send order) and receipt. */
+  flush() {
+    for (const p of this.pending.values()) {
+      if (!this.write(p.text)) return;
+      p.sentAt = this.now();
+      p.tries++;
+    }
+    for (const key of [...this.receipts]) {
+      const [type, id] = key.split('\n');
+      if (!this.write(JSON.stringify({ type, id }))) return;
+      this.receipts.delete(key);
+    }
+    this.armAckTimer();
+  }
+
+  armAckTimer() {
+    this.timers.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (!this.pending.size || !this.isOpen) return;
+    let oldest = Infinity;
+    for (const p of this.pending.values()) if (p.sentAt) oldest = Math.min(oldest, p.sentAt);
+    if (oldest === Infinity) return;
+    const wait = Math.max(0, oldest + this.ackTimeoutMs - this.now());
+    this.ackTimer = this.timers.setTimeout(() => {
+      this.ackTimer = null;
+      if (this.isOpen && this.pending.size) this.recycle();
+    }, wait);
+  }
+
+  // ---------------------------------------------------------------- frames in
+
+  receive(data) {
+    if (typeof data !== 'string') return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame.type !== 'string') return;
+    if (frame.type === 'ack') {
+      const p = this.pending.get(frame.id);
+      if (p) {
+        this.pending.delete(frame.id);
+        p.resolve({ seq: frame.seq, server_ts: frame.server_ts });
+        this.armAckTimer();
+      }
+    } else if (frame.type === 'error' && typeof frame.id === 'string' && this.pending.has(frame.id)) {
+      const p = this.pending.get(frame.id);
+      if (frame.code === 'internal') {
+        // not stored: send the same envelope again a little later
+        p.sentAt = 0;
+        this.timers.setTimeout(() => {
+          if (this.pending.get(frame.id) === p && this.write(p.text)) {
+            p.sentAt = this.now();
+            p.tries++;
+            this.armAckTimer();
+          }
+        }, this.retryMs);
+      } else {
+        this.fail(frame.id, new SendError(frame.code, typeof frame.message === 'string' ? frame.message : frame.code));
+      }
+    }
+    this.emit('frame', frame);
+    if (FRAME_TYPES.includes(frame.type)) this.emit(frame.type, frame);
+  }
+
+  fail(id, err) {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    p.reject(err);
+    this.armAckTimer();
+  }
+
+  // ---------------------------------------------------------------- frames out
+
+  /**
+   * Sends an envelope; resolves with { seq, server_ts } when the server acknowledged it
+   * (after a reconnect, the very same envelope is sent again). Rejects with SendError when the
+   * server refuses it for good, or when the relay is stopped.
+   */
+  send(envelope) {
+    if (this.pending.has(envelope.id)) return this.pending.get(envelope.id).promise;
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const text = `{"type":"send","envelope":${envelopeJson(envelope)}}`;
+    const p = { envelope, text, resolve, reject, promise, sentAt: 0, tries: 0 };
+    this.pending.set(envelope.id, p);
+    if (this.write(text)) {
+      p.sentAt = this.now();
+      p.tries++;
+      if (!this.ackTimer) this.armAckTimer();
+    }
+    return promise;
+  }
+
+  /** The envelopes still waiting for their ack, in send order. */
+  waiting() {
+    return [...this.pending.values()].map((p) => p.envelope);
+  }
+
+  /** A delivered / read receipt; queued until a connection is open. */
+  receipt(type, id) {
+    if (type !== 'delivered' && type !== 'read') throw new TypeError('a receipt is delivered or read');
+    if (!this.write(JSON.stringify({ type, id }))) this.receipts.add(`${type}\n${id}`);
+  }
+
+  /** A typing notice (dropped when offline: it is only worth anything now). */
+  typing(to) {
+    return this.write(JSON.stringify({ type: 'typing', to }));
+  }
+}

@@ -1,0 +1,63 @@
+//! Owns WAL checkpoints: a background thread with its own connection copies committed WAL
+//! frames into the database file, so the single writer never stalls on a checkpoint's
+//! reads, writes and fsync.
+//!
+//! Invariants: it runs only after commits (the writer nudges it), at most every
+//! `DEBOUNCE`, so an idle database sees no statement at all; checkpoints are PASSIVE and
+//! never block the writer or readers. The writer keeps a high `wal_autocheckpoint` as a
+//! safety net in case this thread falls behind.
+
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{DbError, DbResult};
+
+/// Least time between two background checkpoints.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// WAL pages after which the writer checkpoints inline (64 MiB at 4 KiB pages).
+pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
+/// Starts the checkpoint thread; the returned sender is the writer's nudge. The thread
+/// ends when the sender is dropped.
+pub fn spawn(path: &Path) -> DbResult<SyncSender<()>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let (tx, rx) = sync_channel(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || run(conn, rx))
+        .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(tx)
+}
+
+fn run(conn: Connection, rx: Receiver<()>) {
+    while rx.recv().is_ok() {
+        std::thread::sleep(DEBOUNCE);
+        match rx.try_recv() {
+            Ok(()) | Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                checkpoint(&conn);
+                break;
+            }
+        }
+        checkpoint(&conn);
+    }
+}
+
+fn checkpoint(conn: &Connection) {
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((_, log, done)) => tracing::trace!(log, done, "wal checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+    }
+}

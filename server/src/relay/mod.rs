@@ -1,0 +1,282 @@
+//! Owns the real-time relay: who is connected (per-user sets of connections), pushing
+//! frames to them, and presence. The WebSocket upgrade is in `upgrade`, one connection's
+//! loop in `socket`, tickets in `tickets`.
+//!
+//! Invariants: a user's second tab or device adds a connection and never evicts one; a
+//! push never waits on a slow connection — a connection whose queue is full is kicked
+//! (it catches up from history on reconnect); presence goes only to users who share a
+//! conversation.
+
+pub mod routes;
+pub mod socket;
+pub mod tickets;
+pub mod upgrade;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::{MessagesConfig, RelayConfig};
+use crate::db::{self, messages, now_ms, users, Db};
+
+/// What the hub hands a connection's task.
+#[derive(Debug)]
+pub enum Out {
+    Frame(Utf8Bytes),
+}
+
+#[derive(Clone)]
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Out>,
+    kick: Arc<Notify>,
+}
+
+/// A registered connection, as its task holds it.
+pub struct Registration {
+    pub conn_id: u64,
+    pub rx: mpsc::Receiver<Out>,
+    pub kick: Arc<Notify>,
+}
+
+pub struct Hub {
+    db: Db,
+    pub(crate) relay: RelayConfig,
+    pub(crate) messages: MessagesConfig,
+    conns: RwLock<HashMap<i64, Vec<Conn>>>,
+    next_conn: AtomicU64,
+    /// username -> id; users are never renamed, so entries never go stale.
+    ids: RwLock<HashMap<String, i64>>,
+    /// Set to true when the server shuts down; every connection task watches it.
+    shutdown: watch::Sender<bool>,
+    connections: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(db: Db, relay: RelayConfig, messages: MessagesConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            db,
+            relay,
+            messages,
+            conns: RwLock::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            ids: RwLock::new(HashMap::new()),
+            shutdown: watch::Sender::new(false),
+            connections: AtomicU64::new(0),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Open connections right now.
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Adds a connection for `user_id`; the bool says whether it is the user's first.
+    fn register(&self, user_id: i64) -> (Registration, bool) {
+        let (tx, rx) = mpsc::channel(self.relay.outgoing_queue);
+        let kick = Arc::new(Notify::new());
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        let set = conns.entry(user_id).or_default();
+        let first = set.is_empty();
+        set.push(Conn {
+            id: conn_id,
+            tx,
+            kick: kick.clone(),
+        });
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        (Registration { conn_id, rx, kick }, first)
+    }
+
+    /// Removes a connection (if still registered); the bool says whether it was the user's last.
+    fn unregister(&self, user_id: i64, conn_id: u64) -> bool {
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        let Some(set) = conns.get_mut(&user_id) else {
+            return false;
+        };
+        let before = set.len();
+        set.retain(|c| c.id != conn_id);
+        if set.len() < before {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        if set.is_empty() {
+            conns.remove(&user_id);
+            before > 0
+        } else {
+            false
+        }
+    }
+
+    pub fn is_online(&self, user_id: i64) -> bool {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+            .is_some_and(|s| !s.is_empty())
+    }
+
+    /// Queues `frame` for every connection of `user_id` but `except`. Never waits: a
+    /// connection whose queue is full is kicked and removed.
+    pub fn push(&self, user_id: i64, frame: &Utf8Bytes, except: Option<u64>) {
+        let mut too_slow = Vec::new();
+        {
+            let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+            let Some(set) = conns.get(&user_id) else {
+                return;
+            };
+            for c in set.iter().filter(|c| Some(c.id) != except) {
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    c.tx.try_send(Out::Frame(frame.clone()))
+                {
+                    too_slow.push(c.clone());
+                }
+            }
+        }
+        for c in too_slow {
+            tracing::info!(user_id, conn = c.id, "connection too slow; dropping it");
+            c.kick.notify_one();
+            self.unregister(user_id, c.id);
+        }
+    }
+
+    /// The id of `username`, from memory or the database.
+    pub async fn user_id(&self, username: &str) -> db::DbResult<Option<i64>> {
+        if let Some(id) = self
+            .ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(username)
+        {
+            return Ok(Some(*id));
+        }
+        let name = username.to_owned();
+        let found = self
+            .db
+            .read(move |c| users::by_name(c, &name))
+            .await?
+            .map(|u| u.id);
+        if let Some(id) = found {
+            self.ids
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(username.to_owned(), id);
+        }
+        Ok(found)
+    }
+
+    /// Presence of each of `user_id`'s conversation partners (online now, or offline
+    /// with when they were last seen), for a connection that just opened. If this is the
+    /// user's first connection, their online partners are told it came online.
+    async fn presence_on_connect(
+        &self,
+        user_id: i64,
+        username: &str,
+        first: bool,
+    ) -> db::DbResult<Vec<Utf8Bytes>> {
+        let partners = self
+            .db
+            .read(move |c| {
+                let mut out = Vec::new();
+                for id in messages::partners(c, user_id)? {
+                    if let Some(u) = users::by_id(c, id)? {
+                        out.push((id, u.username, u.last_seen_at));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let me = presence_frame(username, true, None);
+        let mut frames = Vec::with_capacity(partners.len());
+        for (pid, pname, last_seen) in partners {
+            let online = self.is_online(pid);
+            if online && first {
+                self.push(pid, &me, None);
+            }
+            frames.push(presence_frame(
+                &pname,
+                online,
+                if online { None } else { last_seen },
+            ));
+        }
+        Ok(frames)
+    }
+
+    /// A conversation just started (or this connection just learned of it): both sides
+    /// learn the other's presence.
+    pub(crate) async fn introduce(&self, a_name: &str, b: i64) -> Option<Utf8Bytes> {
+        let b_user = self
+            .db
+            .read(move |c| users::by_id(c, b))
+            .await
+            .ok()
+            .flatten()?;
+        let b_online = self.is_online(b);
+        if b_online {
+            self.push(b, &presence_frame(a_name, true, None), None);
+        }
+        Some(presence_frame(
+            &b_user.username,
+            b_online,
+            if b_online { None } else { b_user.last_seen_at },
+        ))
+    }
+
+    /// Records last-seen and tells online partners that `user_id` went offline.
+    async fn announce_offline(&self, user_id: i64, username: &str) -> db::DbResult<()> {
+        let at = now_ms();
+        self.db
+            .write(move |c| users::touch_last_seen(c, user_id, at))
+            .await?;
+        let frame = presence_frame(username, false, Some(at));
+        for (pid, _) in self.partners_online(user_id).await? {
+            self.push(pid, &frame, None);
+        }
+        Ok(())
+    }
+
+    async fn partners_online(&self, user_id: i64) -> db::DbResult<Vec<(i64, String)>> {
+        let ids = self
+            .db
+            .read(move |c| messages::partners(c, user_id))
+            .await?;
+        let online: Vec<i64> = ids.into_iter().filter(|id| self.is_online(*id)).collect();
+        if online.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.db
+            .read(move |c| {
+                let mut out = Vec::with_capacity(online.len());
+                for id in online {
+                    if let Some(u) = users::by_id(c, id)? {
+                        out.push((id, u.username));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Asks every connection to close (server shutdown).
+    pub fn close_all(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+pub fn presence_frame(user: &str, online: bool, last_seen: Option<i64>) -> Utf8Bytes {
+    Utf8Bytes::from(
+        json!({ "type": "presence", "user": user, "online": online, "last_seen": last_seen })
+            .to_string(),
+    )
+}

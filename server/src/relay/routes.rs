@@ -1,0 +1,27 @@
+//! Owns `POST /api/ws-ticket`: trades an access token for a single-use WebSocket ticket.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::reply::{json, Response};
+use warp::{Filter, Reply};
+
+use super::tickets::Tickets;
+use crate::auth::{Auth, Principal};
+use crate::http::authenticated;
+
+/// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/ws-ticket"), ("GET", "/api/ws")];
+
+pub fn routes(tickets: Arc<Tickets>, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "ws-ticket")
+        .and(warp::post())
+        .and(authenticated(auth))
+        .map(move |who: Principal| {
+            let ticket = tickets.issue(who.user_id, &who.username);
+            json(&json!({ "ticket": ticket, "expires_in": tickets.ttl().as_secs() }))
+                .into_response()
+        })
+        .boxed()
+}

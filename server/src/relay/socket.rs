@@ -1,0 +1,497 @@
+//! Owns one WebSocket connection's life: reading client frames, pipelining envelope
+//! stores through the writer, acknowledging after commit, fanning out, receipts, typing,
+//! keepalive, and closing on abuse, slowness or shutdown.
+//!
+//! Invariants: the user is the ticket's subject, never a field of a frame; an `ack` is
+//! sent only after the envelope's transaction committed; acks and fan-out follow the order
+//! the sends arrived in; a bad frame gets an `error` frame and changes nothing.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{Hub, Out, Registration};
+use crate::db::{messages, now_ms, DbResult};
+use crate::messages::envelope;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end.
+pub struct Peer {
+    pub user_id: i64,
+    pub username: String,
+}
+
+/// A client frame, parsed flat so the envelope can stay raw (byte for byte).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    envelope: Option<&'a RawValue>,
+    id: Option<String>,
+    to: Option<String>,
+}
+
+/// What a pipelined write turns into once committed.
+enum Done {
+    Stored {
+        id: String,
+        recipient_id: i64,
+        envelope: String,
+        result: DbResult<messages::StoreOutcome>,
+    },
+    Marked {
+        id: String,
+        read: bool,
+        at: i64,
+        result: DbResult<Option<i64>>,
+    },
+}
+
+type DoneFuture = Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
+
+struct Conn<S> {
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    peer: Peer,
+    conn_id: u64,
+    pending: FuturesOrdered<DoneFuture>,
+    bad: Vec<Instant>,
+    partners: HashSet<i64>,
+    last_heard: Instant,
+}
+
+/// Why the loop ended; decides the close frame.
+enum End {
+    Gone,
+    Close(CloseCode, &'static str),
+}
+
+/// Runs the connection until the peer leaves, misbehaves, is too slow, or shutdown.
+pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (
+        Registration {
+            conn_id,
+            mut rx,
+            kick,
+        },
+        first,
+    ) = hub.register(peer.user_id);
+    let presence = match hub
+        .presence_on_connect(peer.user_id, &peer.username, first)
+        .await
+    {
+        Ok(frames) => frames,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence lookup failed");
+            Vec::new()
+        }
+    };
+    let mut shutdown = hub.shutdown_signal();
+    let mut conn = Conn {
+        ws,
+        hub: hub.clone(),
+        peer,
+        conn_id,
+        pending: FuturesOrdered::new(),
+        bad: Vec::new(),
+        partners: HashSet::new(),
+        last_heard: Instant::now(),
+    };
+    for frame in presence {
+        if conn.send(Message::Text(frame)).await.is_err() {
+            break;
+        }
+    }
+    let ping_every = Duration::from_secs(hub.relay.ping_interval_secs);
+    let idle = Duration::from_secs(hub.relay.idle_timeout_secs);
+    let max_in_flight = hub.relay.max_in_flight;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let end = loop {
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.changed() => Err(End::Close(CloseCode::Away, "server shutting down")),
+            () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
+            Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish(done).await,
+            out = rx.recv() => match out {
+                Some(Out::Frame(f)) => conn.forward(f, &mut rx).await,
+                None => Err(End::Close(CloseCode::Again, "dropped by the server")),
+            },
+            msg = conn.ws.next(), if conn.pending.len() < max_in_flight => conn.receive(msg).await,
+            _ = ping.tick() => {
+                if conn.last_heard.elapsed() > idle {
+                    Err(End::Close(CloseCode::Normal, "idle timeout"))
+                } else {
+                    conn.send(Message::Ping(Default::default())).await
+                }
+            }
+        };
+        if let Err(end) = step {
+            break end;
+        }
+    };
+    // Sends already queued still get their answer if the peer is listening.
+    while let Some(done) = conn.pending.next().await {
+        if conn.finish(done).await.is_err() {
+            break;
+        }
+    }
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.ws.close(Some(frame))).await;
+    }
+    let Conn { peer, .. } = conn;
+    // A kicked connection was already unregistered; either way, offline is announced when
+    // the user has no connection left.
+    hub.unregister(peer.user_id, conn_id);
+    if !hub.is_online(peer.user_id) {
+        if let Err(e) = hub.announce_offline(peer.user_id, &peer.username).await {
+            tracing::warn!(error = %e, "presence announcement failed");
+        }
+    }
+}
+
+fn error_frame(code: &str, message: &str, id: Option<&str>) -> Message {
+    let mut v = json!({ "type": "error", "code": code, "message": message });
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    Message::Text(v.to_string().into())
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn send(&mut self, m: Message) -> Result<(), End> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Writes a pushed frame, and whatever else is queued, with one flush.
+    async fn forward(
+        &mut self,
+        first: Utf8Bytes,
+        rx: &mut tokio::sync::mpsc::Receiver<Out>,
+    ) -> Result<(), End> {
+        let work = async {
+            self.ws.feed(Message::Text(first)).await?;
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(Out::Frame(f)) => self.ws.feed(Message::Text(f)).await?,
+                    Err(_) => break,
+                }
+            }
+            self.ws.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    async fn receive(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match msg {
+            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Err(WsError::Capacity(_))) => Err(End::Close(CloseCode::Size, "frame too large")),
+            Some(Err(WsError::Protocol(_))) => {
+                Err(End::Close(CloseCode::Protocol, "protocol error"))
+            }
+            Some(Err(_)) => Err(End::Gone),
+            Some(Ok(Message::Text(text))) => self.handle_text(&text).await,
+            Some(Ok(Message::Binary(_))) => {
+                self.bad_frame("invalid_frame", "binary frames are not accepted", None)
+                    .await
+            }
+            // tungstenite queued the pong; flush it out.
+            Some(Ok(Message::Ping(_))) => match self.ws.flush().await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(End::Gone),
+            },
+            Some(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Answers a bad frame with an error frame; too many in a minute closes with 1008.
+    async fn bad_frame(&mut self, code: &str, message: &str, id: Option<&str>) -> Result<(), End> {
+        let now = Instant::now();
+        self.bad
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.bad.push(now);
+        self.send(error_frame(code, message, id)).await?;
+        if self.bad.len() > self.hub.relay.max_bad_frames_per_minute as usize {
+            tracing::info!(user = %self.peer.username, "closing a connection that keeps sending bad frames");
+            return Err(End::Close(CloseCode::Policy, "too many bad frames"));
+        }
+        Ok(())
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Result<(), End> {
+        let frame: ClientFrame<'_> = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) if e.is_data() => {
+                return self
+                    .bad_frame("invalid_frame", "unexpected or missing fields", None)
+                    .await
+            }
+            Err(_) => {
+                return self
+                    .bad_frame("invalid_json", "frame is not JSON", None)
+                    .await
+            }
+        };
+        match (frame.kind, frame.envelope, &frame.id, &frame.to) {
+            ("send", Some(raw), None, None) => self.handle_send(raw.get()).await,
+            ("delivered", None, Some(id), None) => self.handle_receipt(id.clone(), false).await,
+            ("read", None, Some(id), None) => self.handle_receipt(id.clone(), true).await,
+            ("typing", None, None, Some(to)) => self.handle_typing(to.clone()).await,
+            ("send" | "delivered" | "read" | "typing", ..) => {
+                self.bad_frame("invalid_frame", "unexpected or missing fields", None)
+                    .await
+            }
+            _ => {
+                self.bad_frame("unknown_type", "unknown frame type", None)
+                    .await
+            }
+        }
+    }
+
+    async fn handle_send(&mut self, raw: &str) -> Result<(), End> {
+        let env = match envelope::check(
+            raw,
+            &self.peer.username,
+            self.hub.messages.max_envelope_bytes,
+        ) {
+            Ok(e) => e,
+            Err(r) => {
+                let id = serde_json::from_str::<serde_json::Value>(raw)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+                return self.bad_frame(r.code, &r.message, id.as_deref()).await;
+            }
+        };
+        let recipient_id = match self.hub.user_id(&env.to).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return self
+                    .bad_frame("unknown_recipient", "no such recipient", Some(&env.id))
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recipient lookup failed");
+                return self
+                    .send(error_frame("internal", "try again", Some(&env.id)))
+                    .await;
+            }
+        };
+        let sender_id = self.peer.user_id;
+        let id = env.id;
+        let envelope = raw.to_owned();
+        let (op_id, op_env) = (id.clone(), envelope.clone());
+        let pending = self
+            .hub
+            .db()
+            .writer()
+            .submit(move |c| {
+                messages::store(
+                    c,
+                    &messages::NewMessage {
+                        sender_id,
+                        recipient_id,
+                        msg_id: &op_id,
+                        server_ts: now_ms(),
+                        envelope: &op_env,
+                    },
+                )
+            })
+            .await;
+        match pending {
+            Ok(p) => {
+                self.pending.push_back(Box::pin(async move {
+                    Done::Stored {
+                        id,
+                        recipient_id,
+                        envelope,
+                        result: p.await,
+                    }
+                }));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a message write");
+                self.send(error_frame("internal", "try again", Some(&id)))
+                    .await
+            }
+        }
+    }
+
+    async fn handle_receipt(&mut self, id: String, read: bool) -> Result<(), End> {
+        if !envelope::is_uuid_v4(&id) {
+            return self
+                .bad_frame("invalid_frame", "id must be a lower-case UUID v4", None)
+                .await;
+        }
+        let me = self.peer.user_id;
+        let at = now_ms();
+        let state = if read {
+            messages::STATE_READ
+        } else {
+            messages::STATE_DELIVERED
+        };
+        let op_id = id.clone();
+        match self
+            .hub
+            .db()
+            .writer()
+            .submit(move |c| messages::mark(c, me, &op_id, state, at))
+            .await
+        {
+            Ok(p) => {
+                self.pending.push_back(Box::pin(async move {
+                    Done::Marked {
+                        id,
+                        read,
+                        at,
+                        result: p.await,
+                    }
+                }));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue a receipt");
+                self.send(error_frame("internal", "try again", Some(&id)))
+                    .await
+            }
+        }
+    }
+
+    async fn handle_typing(&mut self, to: String) -> Result<(), End> {
+        let Ok(Some(to_id)) = self.hub.user_id(&to).await else {
+            return self
+                .bad_frame("unknown_recipient", "no such recipient", None)
+                .await;
+        };
+        if to_id == self.peer.user_id || !self.hub.is_online(to_id) {
+            return Ok(());
+        }
+        if !self.partners.contains(&to_id) {
+            let me = self.peer.user_id;
+            let shared = self
+                .hub
+                .db()
+                .read(move |c| messages::share_conversation(c, me, to_id))
+                .await
+                .unwrap_or(false);
+            if !shared {
+                // Typing goes only to people one already talks with; silently dropped.
+                return Ok(());
+            }
+            self.partners.insert(to_id);
+        }
+        let frame =
+            Utf8Bytes::from(json!({ "type": "typing", "from": self.peer.username }).to_string());
+        self.hub.push(to_id, &frame, None);
+        Ok(())
+    }
+
+    /// A pipelined write committed (or failed): answer and fan out.
+    async fn finish(&mut self, done: Done) -> Result<(), End> {
+        match done {
+            Done::Stored {
+                id,
+                recipient_id,
+                envelope,
+                result,
+            } => match result {
+                Ok(messages::StoreOutcome::IdTaken) => {
+                    self.bad_frame(
+                        "invalid_envelope",
+                        "that id is already used by another message; use a fresh uuid",
+                        Some(&id),
+                    )
+                    .await
+                }
+                Ok(messages::StoreOutcome::Stored(stored)) => {
+                    let ack = json!({ "type": "ack", "id": id, "seq": stored.seq, "server_ts": stored.server_ts });
+                    if stored.new {
+                        let frame = Utf8Bytes::from(format!(
+                            "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":{}}}",
+                            stored.seq, stored.server_ts, envelope
+                        ));
+                        if recipient_id != self.peer.user_id {
+                            self.hub.push(recipient_id, &frame, None);
+                        }
+                        // The sender's other tabs and devices see what it sent.
+                        self.hub.push(self.peer.user_id, &frame, Some(self.conn_id));
+                        if recipient_id != self.peer.user_id && self.partners.insert(recipient_id) {
+                            // Possibly a new conversation: both sides learn the other's presence.
+                            if let Some(p) =
+                                self.hub.introduce(&self.peer.username, recipient_id).await
+                            {
+                                self.send(Message::Text(p)).await?;
+                            }
+                        }
+                    }
+                    self.send(Message::Text(ack.to_string().into())).await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "storing a message failed");
+                    self.send(error_frame(
+                        "internal",
+                        "the message was not stored; send it again",
+                        Some(&id),
+                    ))
+                    .await
+                }
+            },
+            Done::Marked {
+                id,
+                read,
+                at,
+                result,
+            } => match result {
+                Ok(Some(sender_id)) => {
+                    let frame = Utf8Bytes::from(
+                        json!({ "type": if read { "read" } else { "delivered" }, "id": id, "by": self.peer.username, "at": at })
+                            .to_string(),
+                    );
+                    self.hub.push(sender_id, &frame, None);
+                    self.hub.push(self.peer.user_id, &frame, Some(self.conn_id));
+                    Ok(())
+                }
+                Ok(None) => {
+                    self.bad_frame("not_found", "no such message sent to you", Some(&id))
+                        .await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "storing a receipt failed");
+                    self.send(error_frame("internal", "try again", Some(&id)))
+                        .await
+                }
+            },
+        }
+    }
+}
