@@ -396,11 +396,6 @@ async fn latency(sync: Synchronous) -> ((f64, f64), (f64, f64)) {
         async { Ok(()) }
     })
     .expect("register");
-    if std::env::var_os("EXPERIMENT_NO_AUTOCHECKPOINT").is_some() {
-        f.db.write(|c| Ok(c.pragma_update(None, "wal_autocheckpoint", 0)?))
-            .await
-            .expect("pragma");
-    }
     let q = Queue::new(f.db.clone(), &jobs_config(), reg).expect("queue");
     q.start().await.expect("start");
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,6 +1,6 @@
 //! Owns `GET /metrics`: Prometheus text exposition of the server's counters (writer
-//! transactions and operations, open WebSockets). Other modules add their own lines
-//! through `render`'s sources.
+//! transactions and operations, open WebSockets) followed by the job queue's
+//! (`jobs::metrics`).
 
 use std::fmt::Write;
 
@@ -57,8 +57,14 @@ pub fn render(state: &AppState) -> String {
 pub fn route(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
-        .map(move || {
-            let mut r = Response::new(render(&state).into());
+        .and(warp::any().map(move || state.clone()))
+        .then(|state: AppState| async move {
+            let mut text = render(&state);
+            match crate::jobs::metrics::render_prometheus(&state.jobs).await {
+                Ok(jobs) => text.push_str(&jobs),
+                Err(e) => tracing::warn!(error = %e, "job metrics unavailable"),
+            }
+            let mut r = Response::new(text.into());
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -82,6 +82,7 @@ impl Db {
             .post_create(Hook::async_fn(|obj, _| {
                 Box::pin(async move {
                     obj.interact(|c| {
+                        c.set_prepared_statement_cache_capacity(64);
                         c.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
                     })
                     .await
@@ -138,6 +139,8 @@ impl Db {
 pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Auth, messages and jobs share this connection: keep all their statements prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(DbError::Startup(format!(

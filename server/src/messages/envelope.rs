@@ -112,7 +112,7 @@ pub fn check(raw: &str, sender: &str, max_bytes: usize) -> Result<Envelope, Refu
     if b64::decode_len(&e.iv, 12).is_none() {
         return Err(refuse("invalid_envelope", "iv must be 12 bytes, base64url"));
     }
-    if !b64::decode(&e.ct).is_some_and(|ct| ct.len() >= 16) {
+    if b64::decode(&e.ct).is_none_or(|ct| ct.len() < 16) {
         return Err(refuse(
             "invalid_envelope",
             "ct must be base64url AES-GCM ciphertext",

@@ -194,3 +194,34 @@ async fn the_openapi_document_matches_the_routes() {
         "the document and the server's route table differ"
     );
 }
+
+#[tokio::test]
+async fn metrics_expose_the_writer_the_relay_and_the_job_queue() {
+    let app = spawn_app().await;
+    app.register("alice").await;
+    let r = app
+        .client
+        .request(Method::GET, "/metrics", None, None)
+        .await
+        .expect("send");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+    let text = r.text();
+    for family in [
+        "securechat_db_write_transactions_total",
+        "securechat_db_write_operations_total",
+        "securechat_websocket_connections",
+        "securechat_jobs_",
+    ] {
+        assert!(text.contains(family), "missing {family} in\n{text}");
+    }
+    let ops: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("securechat_db_write_operations_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!(ops >= 1.0, "the registration was a write");
+}

@@ -209,7 +209,7 @@ async fn an_idle_queue_runs_no_sql_at_all() {
         .unwrap()
         .id;
     wait_for(&mut env.events, id, is_done).await;
-    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
 #[tokio::test]
