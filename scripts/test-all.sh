@@ -21,6 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js $node_major is too old: the web tests need Node.js >= 20 (Web Crypto as a global, node --test)." >&2
+  exit 1
+fi
+
 echo "==> Rust tests, all features"
 cargo test --workspace --all-features --locked
 
