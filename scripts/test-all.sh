@@ -35,6 +35,8 @@ cargo test -p securechat --no-default-features --locked
 
 echo "==> building the binaries the browser tests drive"
 cargo build -p securechat -p securechat-client --locked
+# The README's run command is `cargo run --release` at the root: it must pick the server.
+cargo run -q --locked -- config > /dev/null
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 export SECURECHAT_BIN="$target_dir/debug/securechat"
 export SECURECHAT_CLIENT_BIN="$target_dir/debug/securechat-client"
