@@ -26,6 +26,15 @@ fn securechat(data: &std::path::Path) -> Command {
     c
 }
 
+/// Asserts the command exited 0, showing its stderr otherwise.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn config_prints_the_effective_values_with_env_overrides_and_hides_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -38,11 +47,7 @@ fn config_prints_the_effective_values_with_env_overrides_and_hides_secrets() {
         .arg("config")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("port = 9000"), "{text}");
     assert!(text.contains("<hidden>"));
@@ -58,11 +63,7 @@ fn an_unknown_or_bad_setting_stops_start_up_naming_the_key() {
         .arg("config")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("SECURECHAT_BIN is not a setting"));
     let out = securechat(&dir.path().join("data"))
         .env("SECURECHAT_SERVER__PROT", "1")
@@ -94,11 +95,7 @@ fn a_config_file_is_read_from_the_flag_or_the_environment_and_must_exist() {
             cmd.arg("--config").arg(&file);
         }
         let out = cmd.arg("config").output().expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         assert!(String::from_utf8_lossy(&out.stdout).contains("port = 7123"));
     }
     let out = securechat(&dir.path().join("data"))
@@ -116,11 +113,7 @@ fn migrate_creates_the_schema_and_says_so() {
         .arg("migrate")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations"));
     let out = securechat(&dir.path().join("data"))
         .arg("migrate")
@@ -193,11 +186,7 @@ async fn admin_grant_and_revoke_change_the_flag_of_a_registered_user() {
         .args(["admin", "grant", "root_user"])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let s = client.login("root_user", PASSWORD).await.expect("login");
     assert!(client.me(&s.access_token).await.expect("me").is_admin);
     let out = securechat(&data)

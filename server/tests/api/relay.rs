@@ -24,6 +24,16 @@ async fn seal(
     seal_text(&from.username, &from.identity, to, &enc, text).expect("seal")
 }
 
+/// A server with alice and bob signed in and connected (alice's socket first).
+async fn alice_and_bob_online() -> (TestApp, Session, Session, WsClient, WsClient) {
+    let app = spawn_app().await;
+    let alice = app.register_and_login("alice").await;
+    let bob = app.register_and_login("bob").await;
+    let a = connect(&app, &alice).await;
+    let b = connect(&app, &bob).await;
+    (app, alice, bob, a, b)
+}
+
 async fn connect(app: &TestApp, s: &Session) -> WsClient {
     app.client
         .connect_ws(&s.access_token)
@@ -103,11 +113,7 @@ async fn error_code(ws: &mut WsClient) -> String {
 #[tokio::test]
 async fn two_users_exchange_signed_encrypted_messages_in_real_time_and_the_server_holds_no_plaintext(
 ) {
-    let app = spawn_app().await;
-    let alice = app.register_and_login("alice").await;
-    let bob = app.register_and_login("bob").await;
-    let mut a = connect(&app, &alice).await;
-    let mut b = connect(&app, &bob).await;
+    let (app, alice, bob, mut a, mut b) = alice_and_bob_online().await;
 
     let secret = "meet me at the old mill at noon";
     let env = seal(&app, &alice, "bob", secret).await;
@@ -309,11 +315,7 @@ async fn every_connection_of_the_recipient_and_the_senders_other_tabs_receive() 
 
 #[tokio::test]
 async fn a_resent_id_is_acknowledged_with_the_original_seq_and_stored_once() {
-    let app = spawn_app().await;
-    let alice = app.register_and_login("alice").await;
-    let bob = app.register_and_login("bob").await;
-    let mut a = connect(&app, &alice).await;
-    let mut b = connect(&app, &bob).await;
+    let (app, alice, bob, mut a, mut b) = alice_and_bob_online().await;
     let env = seal(&app, &alice, "bob", "once").await;
     a.send_envelope(&env).await.expect("send");
     let first = ack(&mut a).await;
@@ -326,15 +328,45 @@ async fn a_resent_id_is_acknowledged_with_the_original_seq_and_stored_once() {
     })
     .await;
     assert_eq!(app.count("messages"), 1);
+
+    // Another sender cannot reuse (or shadow) that id: refused, nothing stored.
+    let keys = app
+        .client
+        .keys(&bob.access_token, "alice")
+        .await
+        .expect("keys");
+    let alice_enc = parse_enc_spki(&b64::decode(&keys.enc_public_key).expect("b64")).expect("rsa");
+    let bob_enc = bob.identity.enc.to_public_key();
+    let mut inputs = securechat_client::envelope::SealInputs::fresh();
+    inputs.id = env.id.clone();
+    let readers = [
+        securechat_client::envelope::Reader {
+            name: "alice",
+            enc: &alice_enc,
+        },
+        securechat_client::envelope::Reader {
+            name: "bob",
+            enc: &bob_enc,
+        },
+    ];
+    let copycat = securechat_client::envelope::seal_with(
+        &mut rand::rngs::OsRng,
+        &inputs,
+        "bob",
+        &bob.identity.sign,
+        "alice",
+        &readers,
+        br#"{"text":"same id"}"#,
+    )
+    .expect("seal");
+    b.send_envelope(&copycat).await.expect("send");
+    assert_eq!(error_code(&mut b).await, "invalid_envelope");
+    assert_eq!(app.count("messages"), 1);
 }
 
 #[tokio::test]
 async fn receipts_move_the_state_forward_and_reach_the_sender() {
-    let app = spawn_app().await;
-    let alice = app.register_and_login("alice").await;
-    let bob = app.register_and_login("bob").await;
-    let mut a = connect(&app, &alice).await;
-    let mut b = connect(&app, &bob).await;
+    let (app, alice, bob, mut a, mut b) = alice_and_bob_online().await;
     let env = seal(&app, &alice, "bob", "did you get this?").await;
     a.send_envelope(&env).await.expect("send");
     ack(&mut a).await;
@@ -404,6 +436,16 @@ async fn typing_and_presence_reach_conversation_partners() {
         _ => None,
     })
     .await;
+    // A second tab of alice learns at once that bob is online.
+    let mut a2 = connect(&app, &alice).await;
+    next_matching(&mut a2, |f| match f {
+        ServerFrame::Presence {
+            user, online: true, ..
+        } if user == "bob" => Some(()),
+        _ => None,
+    })
+    .await;
+    drop(a2);
     b.send(&ClientFrame::Typing { to: "alice".into() })
         .await
         .expect("typing");
