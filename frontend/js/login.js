@@ -2,7 +2,7 @@
 import { Api } from './api.js';
 import { AuthError, WRONG_CREDENTIALS, authErrorMessage, normalizeUsername, signIn } from './auth.js';
 import { clearSession, loadSession, saveSession } from './store.js';
-import { $, markInvalid, queryFlag, say, setBusy, show } from './ui.js';
+import { $, formFailure, markInvalid, noteExistingSession, queryFlag, say, setBusy } from './ui.js';
 
 const form = $('login-form');
 const username = $('username');
@@ -20,20 +20,9 @@ const STEPS = {
 if (queryFlag('expired')) say(status, 'Your session has ended. Please sign in again.');
 if (queryFlag('signed_out')) say(status, 'You have been signed out.');
 
-const existing = await loadSession();
-if (existing?.username) {
-  $('signed-in-user').textContent = existing.username;
-  show($('signed-in-note'));
-}
+noteExistingSession(await loadSession());
 
-function fail(message, field) {
-  say(error, message);
-  say(status, '');
-  if (field) {
-    markInvalid(field, true, 'form-error');
-    field.focus();
-  }
-}
+const fail = formFailure(error, status);
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -10,7 +10,7 @@ import {
 } from './auth.js';
 import { DEFAULT_ITERATIONS } from './crypto.js';
 import { clearSession, loadSession, saveSession } from './store.js';
-import { $, markInvalid, say, setBusy, show } from './ui.js';
+import { $, formFailure, markInvalid, noteExistingSession, say, setBusy } from './ui.js';
 
 const form = $('register-form');
 const username = $('username');
@@ -27,20 +27,9 @@ const STEPS = {
   login: 'Signing you in…',
 };
 
-const existing = await loadSession();
-if (existing?.username) {
-  $('signed-in-user').textContent = existing.username;
-  show($('signed-in-note'));
-}
+noteExistingSession(await loadSession());
 
-function fail(message, field) {
-  say(error, message);
-  say(status, '');
-  if (field) {
-    markInvalid(field, true, 'form-error');
-    field.focus();
-  }
-}
+const fail = formFailure(error, status);
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -59,3 +59,24 @@ export function renderDigits(container, digits) {
 export function queryFlag(name) {
   return new URLSearchParams(location.search).has(name);
 }
+
+/** A form's failure reporter: shows `message` in `error`, clears `status`, and marks and
+ * focuses the offending field, if any. */
+export function formFailure(error, status) {
+  return (message, field) => {
+    say(error, message);
+    say(status, '');
+    if (field) {
+      markInvalid(field, true, 'form-error');
+      field.focus();
+    }
+  };
+}
+
+/** Shows the "already signed in as …" note when a session is stored. */
+export function noteExistingSession(session) {
+  if (session?.username) {
+    $('signed-in-user').textContent = session.username;
+    show($('signed-in-note'));
+  }
+}

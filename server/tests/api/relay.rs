@@ -85,6 +85,19 @@ async fn close_code(ws: &mut WsClient) -> Option<u16> {
     None
 }
 
+/// Waits for the presence frame saying `user` is online.
+async fn comes_online(ws: &mut WsClient, user: &str) {
+    next_matching(ws, |f| match f {
+        ServerFrame::Presence {
+            user: u,
+            online: true,
+            ..
+        } if u == user => Some(()),
+        _ => None,
+    })
+    .await
+}
+
 async fn ack(ws: &mut WsClient) -> (String, u64) {
     next_matching(ws, |f| match f {
         ServerFrame::Ack { id, seq, .. } => Some((id, seq)),
@@ -422,29 +435,11 @@ async fn typing_and_presence_reach_conversation_partners() {
     ack(&mut a).await;
 
     let mut b = connect(&app, &bob).await;
-    next_matching(&mut a, |f| match f {
-        ServerFrame::Presence {
-            user, online: true, ..
-        } if user == "bob" => Some(()),
-        _ => None,
-    })
-    .await;
-    next_matching(&mut b, |f| match f {
-        ServerFrame::Presence {
-            user, online: true, ..
-        } if user == "alice" => Some(()),
-        _ => None,
-    })
-    .await;
+    comes_online(&mut a, "bob").await;
+    comes_online(&mut b, "alice").await;
     // A second tab of alice learns at once that bob is online.
     let mut a2 = connect(&app, &alice).await;
-    next_matching(&mut a2, |f| match f {
-        ServerFrame::Presence {
-            user, online: true, ..
-        } if user == "bob" => Some(()),
-        _ => None,
-    })
-    .await;
+    comes_online(&mut a2, "bob").await;
     drop(a2);
     b.send(&ClientFrame::Typing { to: "alice".into() })
         .await
