@@ -436,6 +436,9 @@ where
                 }
                 Ok(messages::StoreOutcome::Stored(stored)) => {
                     let ack = json!({ "type": "ack", "id": id, "seq": stored.seq, "server_ts": stored.server_ts });
+                    // The ack goes out before anyone else hears of the message, so a
+                    // receipt can never reach the sender ahead of its own ack.
+                    self.send(Message::Text(ack.to_string().into())).await?;
                     if stored.new {
                         let frame = Utf8Bytes::from(format!(
                             "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":{}}}",
@@ -455,7 +458,7 @@ where
                             }
                         }
                     }
-                    self.send(Message::Text(ack.to_string().into())).await
+                    Ok(())
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "storing a message failed");
