@@ -466,11 +466,16 @@ export class Messenger {
       else if (state === 'read') this.refreshList().catch(() => {});
       return;
     }
+    // In line with the conversation's messages: a receipt may arrive while the copy of
+    // that message (from another tab of mine) is still being opened.
     const c = this.conversations.get(frame.by);
-    const m = c?.messages.get(keyOf(this.me, frame.id));
-    if (!m) return;
-    this.advance(m, state);
-    this.emit('conversation', frame.by);
+    if (!c) return undefined;
+    return this.serial(c, () => {
+      const m = c.messages.get(keyOf(this.me, frame.id));
+      if (!m) return;
+      this.advance(m, state);
+      this.emit('conversation', frame.by);
+    });
   }
 
   // ---------------------------------------------------------------- live frames
