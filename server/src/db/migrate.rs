@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages",
         include_str!("../../../migrations/0003_messages.sql"),
     ),
+    (
+        4,
+        "messages_compact",
+        include_str!("../../../migrations/0004_messages_compact.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -65,6 +70,70 @@ mod tests {
         let all: Vec<i64> = (1..=latest_version()).collect();
         assert_eq!(migrate(&mut c).expect("first"), all);
         assert!(migrate(&mut c).expect("second").is_empty());
+    }
+
+    #[test]
+    fn messages_stored_under_schema_3_keep_their_seq_id_and_conversation_after_4() {
+        let mut c = Connection::open_in_memory().expect("open");
+        c.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.0 <= 3) {
+            c.execute_batch(sql).expect("old migration");
+        }
+        c.pragma_update(None, "user_version", 3).expect("version");
+        for (id, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+            c.execute(
+                "INSERT INTO users (id, username, auth_hash, kdf_alg, kdf_iterations, kdf_salt, \
+                 key_version, enc_public_key, sign_public_key, bundle_iv, bundle_ct, self_sig, \
+                 fingerprint, created_at) VALUES (?1, ?2, '', '', 1, '', 1, '', '', '', '', '', '', 0)",
+                rusqlite::params![id, name],
+            )
+            .expect("user");
+        }
+        let ids = [
+            "0d6f8a52-1c1e-4c5e-9b7a-2f7d0c1e9a01",
+            "7c3e2b1a-9d8f-4e6d-8c5b-4a3b2c1d0e02",
+            "ffffffff-ffff-4fff-bfff-ffffffffff03",
+        ];
+        for (i, (from, to)) in [(1, 2), (2, 1), (3, 1)].into_iter().enumerate() {
+            c.execute(
+                "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, \
+                 size, envelope, state) VALUES (?1, ?2, min(?1, ?2), max(?1, ?2), ?3, 7, 2, '{}', 1)",
+                rusqlite::params![from, to, ids[i]],
+            )
+            .expect("message");
+        }
+        // The newest row is gone: its seq (3) must still never be handed out again.
+        c.execute("DELETE FROM messages WHERE seq = 3", [])
+            .expect("delete");
+
+        assert_eq!(migrate(&mut c).expect("migrate"), vec![4]);
+
+        let rows: Vec<(i64, Vec<u8>, i64)> = c
+            .prepare("SELECT seq, msg_id, state FROM messages ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let want = |s: &str| hex::decode(s.replace('-', "")).expect("hex");
+        assert_eq!(rows, vec![(1, want(ids[0]), 1), (2, want(ids[1]), 1)]);
+        let pairs: Vec<(i64, i64)> = c
+            .prepare("SELECT lo, hi FROM conversations ORDER BY lo, hi")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("pairs");
+        assert_eq!(pairs, vec![(1, 2)]);
+        let next: i64 = c
+            .query_row(
+                "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, \
+                 size, envelope) VALUES (1, 3, 1, 3, zeroblob(16), 8, 2, '{}') RETURNING seq",
+                [],
+                |r| r.get(0),
+            )
+            .expect("insert after migration");
+        assert_eq!(next, 4, "a deleted seq is never reused");
     }
 
     #[test]
