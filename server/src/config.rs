@@ -85,6 +85,10 @@ pub struct StorageConfig {
     pub read_pool_size: usize,
     /// Most write operations the writer folds into one transaction.
     pub max_batch: usize,
+    /// Milliseconds the background checkpoint waits after a commit before copying the WAL
+    /// into the database file (0-10000). Small keeps each checkpoint, and the writer's
+    /// stall behind it, small (BENCHMARKS.md has the sweep).
+    pub checkpoint_delay_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -93,7 +97,8 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             synchronous: Synchronous::Full,
             read_pool_size: 4,
-            max_batch: 256,
+            max_batch: 4096,
+            checkpoint_delay_ms: 5,
         }
     }
 }
@@ -423,6 +428,9 @@ impl Config {
         if self.storage.read_pool_size == 0 {
             return fail("storage.read_pool_size", "must be at least 1");
         }
+        if self.storage.checkpoint_delay_ms > 10_000 {
+            return fail("storage.checkpoint_delay_ms", "must be between 0 and 10000");
+        }
         if self.storage.max_batch == 0 {
             return fail("storage.max_batch", "must be at least 1");
         }
@@ -515,6 +523,12 @@ mod tests {
         assert!(err.to_string().contains("port"), "{err}");
         let err = Config::from_toml_str("[auth]\njwt_secret = \"short\"\n").expect_err("must fail");
         assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+        let err = Config::from_toml_str("[storage]\ncheckpoint_delay_ms = 10001\n")
+            .expect_err("must fail");
+        assert!(
+            err.to_string().contains("storage.checkpoint_delay_ms"),
+            "{err}"
+        );
     }
 
     #[test]

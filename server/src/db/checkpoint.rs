@@ -3,8 +3,8 @@
 //! reads, writes and fsync.
 //!
 //! Invariants: it runs only after commits (the writer nudges it), at most once per
-//! `DEBOUNCE` after a nudge, so an idle database sees no statement at all; checkpoints are PASSIVE and
-//! never block the writer or readers. The writer keeps a high `wal_autocheckpoint` as a
+//! `storage.checkpoint_delay_ms` after a nudge, so an idle database sees no statement at
+//! all; checkpoints are PASSIVE and never block the writer or readers. The writer keeps a high `wal_autocheckpoint` as a
 //! safety net in case this thread falls behind.
 
 use std::path::Path;
@@ -15,31 +15,25 @@ use rusqlite::Connection;
 
 use super::{DbError, DbResult};
 
-/// Least time between two background checkpoints. Small on purpose: the writer stalls
-/// briefly while a checkpoint flushes, and the stall grows with the checkpoint; measured
-/// with the relay at 10,000 msg/s (BENCHMARKS.md), 3 s gave p99 94 ms, 200 ms ~55 ms,
-/// 20 ms 24 ms, 5 ms 16–20 ms; 0 (back-to-back) was worse again (81 ms).
-const DEBOUNCE: Duration = Duration::from_millis(5);
-
 /// WAL pages after which the writer checkpoints inline (64 MiB at 4 KiB pages).
 pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// Starts the checkpoint thread; the returned sender is the writer's nudge. The thread
 /// ends when the sender is dropped.
-pub fn spawn(path: &Path) -> DbResult<SyncSender<()>> {
+pub fn spawn(path: &Path, delay: Duration) -> DbResult<SyncSender<()>> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let (tx, rx) = sync_channel(1);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(conn, rx, delay))
         .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(tx)
 }
 
-fn run(conn: Connection, rx: Receiver<()>) {
+fn run(conn: Connection, rx: Receiver<()>, delay: Duration) {
     while rx.recv().is_ok() {
-        std::thread::sleep(DEBOUNCE);
+        std::thread::sleep(delay);
         match rx.try_recv() {
             Ok(()) | Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => {

@@ -73,7 +73,10 @@ impl Db {
         })
         .await
         .map_err(|e| DbError::Startup(format!("migration task failed: {e}")))??;
-        let checkpointer = checkpoint::spawn(path)?;
+        let checkpointer = checkpoint::spawn(
+            path,
+            std::time::Duration::from_millis(storage.checkpoint_delay_ms),
+        )?;
         let writer = Writer::start(conn, storage.max_batch, Some(checkpointer))?;
         let reader = deadpool_sqlite::Config::new(path)
             .builder(Runtime::Tokio1)

@@ -51,7 +51,7 @@ enum Done {
     Stored {
         id: String,
         recipient_id: i64,
-        envelope: String,
+        envelope: Arc<str>,
         result: DbResult<messages::StoreOutcome>,
     },
     Marked {
@@ -309,7 +309,8 @@ where
         };
         let sender_id = self.peer.user_id;
         let id = env.id;
-        let envelope = raw.to_owned();
+        // One copy of the envelope, shared by the write and the fan-out.
+        let envelope: Arc<str> = Arc::from(raw);
         let (op_id, op_env) = (id.clone(), envelope.clone());
         let pending = self
             .hub
@@ -435,10 +436,14 @@ where
                     .await
                 }
                 Ok(messages::StoreOutcome::Stored(stored)) => {
-                    let ack = json!({ "type": "ack", "id": id, "seq": stored.seq, "server_ts": stored.server_ts });
+                    // `id` passed envelope::check (a lower-case UUID): nothing to escape.
+                    let ack = format!(
+                        "{{\"type\":\"ack\",\"id\":\"{id}\",\"seq\":{},\"server_ts\":{}}}",
+                        stored.seq, stored.server_ts
+                    );
                     // The ack goes out before anyone else hears of the message, so a
                     // receipt can never reach the sender ahead of its own ack.
-                    self.send(Message::Text(ack.to_string().into())).await?;
+                    self.send(Message::Text(ack.into())).await?;
                     if stored.new {
                         let frame = Utf8Bytes::from(format!(
                             "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":{}}}",
