@@ -15,8 +15,16 @@ use rusqlite::Connection;
 
 use super::{DbError, DbResult};
 
-/// WAL pages after which the writer checkpoints inline (64 MiB at 4 KiB pages).
-pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// WAL pages after which the writer checkpoints inline (256 MiB at 4 KiB pages).
+///
+/// This is also what starts the WAL over under steady writes: SQLite restarts the WAL only
+/// when a write finds every frame already copied, which a background PASSIVE checkpoint
+/// racing a busy writer rarely leaves behind, so the WAL grows until the writer's own
+/// checkpoint (little left to copy, but two fsyncs and the new header's) resets it. At
+/// 16,384 pages the relay at 10,000 msg/s (~33,000 WAL frames/s) paid that several-ms stall
+/// twice a second, a p99 of 8-10 ms; at 65,536, once every two seconds, p99 3.7-5.2 ms
+/// (BENCHMARKS.md). The WAL file keeps its largest size, so up to ~256 MiB of disk.
+pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 65_536;
 
 /// Starts the checkpoint thread; the returned sender is the writer's nudge. The thread
 /// ends when the sender is dropped.
