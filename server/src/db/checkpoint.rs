@@ -4,8 +4,8 @@
 //!
 //! Invariants: it runs only after commits (the writer nudges it), at most once per
 //! `storage.checkpoint_delay_ms` after a nudge, so an idle database sees no statement at
-//! all; checkpoints are PASSIVE and never block the writer or readers. The writer keeps a high `wal_autocheckpoint` as a
-//! safety net in case this thread falls behind.
+//! all; checkpoints are PASSIVE and never block the writer or readers. The writer keeps a
+//! high `wal_autocheckpoint` as a safety net in case this thread falls behind.
 
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};

@@ -50,16 +50,9 @@ pub enum StoreOutcome {
     IdTaken,
 }
 
-/// The 16 bytes of a UUID written as text (hyphens optional), or `None` if it is not one.
+/// The 16 bytes of a UUID written as text, or `None` if it is not one.
 fn id_bytes(id: &str) -> Option<[u8; 16]> {
-    let mut hex_digits = [0u8; 32];
-    let mut n = 0;
-    for b in id.bytes().filter(|b| *b != b'-') {
-        *hex_digits.get_mut(n)? = b;
-        n += 1;
-    }
-    let mut out = [0u8; 16];
-    (n == 32 && hex::decode_to_slice(hex_digits, &mut out).is_ok()).then_some(out)
+    uuid::Uuid::try_parse(id).ok().map(|u| *u.as_bytes())
 }
 
 fn invalid_id() -> super::DbError {
@@ -269,15 +262,7 @@ mod tests {
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().expect("open");
         super::super::migrate::migrate(&mut c).expect("migrate");
-        for (id, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
-            c.execute(
-                "INSERT INTO users (id, username, auth_hash, kdf_alg, kdf_iterations, kdf_salt, \
-                 key_version, enc_public_key, sign_public_key, bundle_iv, bundle_ct, self_sig, \
-                 fingerprint, created_at) VALUES (?1, ?2, '', '', 1, '', 1, '', '', '', '', '', '', 0)",
-                params![id, name],
-            )
-            .expect("user");
-        }
+        super::super::insert_test_users(&c);
         c
     }
 

@@ -80,15 +80,7 @@ mod tests {
             c.execute_batch(sql).expect("old migration");
         }
         c.pragma_update(None, "user_version", 3).expect("version");
-        for (id, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
-            c.execute(
-                "INSERT INTO users (id, username, auth_hash, kdf_alg, kdf_iterations, kdf_salt, \
-                 key_version, enc_public_key, sign_public_key, bundle_iv, bundle_ct, self_sig, \
-                 fingerprint, created_at) VALUES (?1, ?2, '', '', 1, '', 1, '', '', '', '', '', '', 0)",
-                rusqlite::params![id, name],
-            )
-            .expect("user");
-        }
+        super::super::insert_test_users(&c);
         let ids = [
             "0d6f8a52-1c1e-4c5e-9b7a-2f7d0c1e9a01",
             "7c3e2b1a-9d8f-4e6d-8c5b-4a3b2c1d0e02",

@@ -166,3 +166,18 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
     }
     Ok(conn)
 }
+
+/// Test fixture: users 1, 2, 3 (alice, bob, carol) with placeholder keys, for the SQL
+/// modules' unit tests.
+#[cfg(test)]
+fn insert_test_users(c: &Connection) {
+    for (id, name) in [(1, "alice"), (2, "bob"), (3, "carol")] {
+        c.execute(
+            "INSERT INTO users (id, username, auth_hash, kdf_alg, kdf_iterations, kdf_salt, \
+             key_version, enc_public_key, sign_public_key, bundle_iv, bundle_ct, self_sig, \
+             fingerprint, created_at) VALUES (?1, ?2, '', '', 1, '', 1, '', '', '', '', '', '', 0)",
+            rusqlite::params![id, name],
+        )
+        .expect("user");
+    }
+}
