@@ -5,6 +5,12 @@
 //! Invariants: no caller hears "ok" before its changes are durable; each operation runs in
 //! its own SAVEPOINT, so one failing operation never takes its batch-mates down with it;
 //! if COMMIT itself fails, every operation of the batch is told so.
+//!
+//! An operation may carry a `then` ([`Writer::submit_then`]) that runs on this thread once
+//! its batch has ended, with the outcome its caller is about to get — so work that must
+//! follow the commit (starting a job an enqueue claimed) does not wait for the caller's
+//! thread to wake up. It must be short and never block: it delays the rest of the batch's
+//! answers and the next batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,9 +26,14 @@ trait WriteOp: Send {
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
 
+/// What runs on the writer thread after an operation's batch ended, before its caller is
+/// answered (see [`Writer::submit_then`]).
+type Then<T> = Box<dyn FnOnce(&mut DbResult<T>) + Send>;
+
 struct Typed<T, F> {
     f: Option<F>,
     result: Option<DbResult<T>>,
+    then: Option<Then<T>>,
     reply: oneshot::Sender<DbResult<T>>,
 }
 
@@ -52,7 +63,13 @@ where
     }
 
     fn finish(self: Box<Self>, committed: Result<(), String>) {
-        let outcome = match (self.result, committed) {
+        let Typed {
+            result,
+            then,
+            reply,
+            ..
+        } = *self;
+        let mut outcome = match (result, committed) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(DbError::Startup(format!(
                 "transaction failed to commit: {e}"
@@ -60,8 +77,11 @@ where
             (Some(Ok(v)), Ok(())) => Ok(v),
             (None, Ok(())) => Err(DbError::WriterGone),
         };
+        if let Some(then) = then {
+            then(&mut outcome);
+        }
         // The caller may have gone away (request cancelled); the write stands regardless.
-        let _ = self.reply.send(outcome);
+        let _ = reply.send(outcome);
     }
 }
 
@@ -144,10 +164,35 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
     {
+        self.send(f, None).await
+    }
+
+    /// Like [`Writer::submit`], and `then` runs on the writer thread as soon as the batch has
+    /// ended — after COMMIT, or after the batch failed — with the outcome the caller is about
+    /// to receive (it may take parts of it), before the caller is answered. For work that
+    /// must follow the commit without waiting for the caller's thread to wake up (the job
+    /// queue starts the jobs an enqueue claimed). `then` delays every later operation, so it
+    /// must be short and never block. If the writer stops before running the operation,
+    /// `then` is dropped without being called.
+    pub async fn submit_then<T, F, G>(&self, f: F, then: G) -> DbResult<Pending<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+        G: FnOnce(&mut DbResult<T>) + Send + 'static,
+    {
+        self.send(f, Some(Box::new(then))).await
+    }
+
+    async fn send<T, F>(&self, f: F, then: Option<Then<T>>) -> DbResult<Pending<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Typed {
             f: Some(f),
             result: None,
+            then,
             reply,
         });
         self.tx.send(op).await.map_err(|_| DbError::WriterGone)?;
@@ -257,6 +302,51 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 180);
+    }
+
+    #[tokio::test]
+    async fn then_runs_after_the_commit_and_before_the_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, path) = writer_on(&dir);
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let pending = w
+            .submit_then(
+                |c| Ok(c.execute("INSERT INTO t(x) VALUES (7)", [])?),
+                move |out: &mut DbResult<usize>| {
+                    // Committed: a new connection already sees the row.
+                    let visible: i64 = Connection::open(&p)
+                        .and_then(|c| {
+                            c.query_row("SELECT count(*) FROM t WHERE x = 7", [], |r| r.get(0))
+                        })
+                        .expect("read");
+                    let _ = seen_tx.send((visible, out.as_ref().ok().copied()));
+                    if let Ok(n) = out {
+                        *n += 100;
+                    }
+                },
+            )
+            .await
+            .expect("submit");
+        assert_eq!(
+            pending.await.expect("write"),
+            101,
+            "the caller gets what then left"
+        );
+        assert_eq!(seen.recv().expect("then ran"), (1, Some(1)));
+        // A failed operation: then sees the error the caller gets.
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let pending = w
+            .submit_then(
+                |c| Ok(c.execute("INSERT INTO t(x) VALUES (7)", [])?),
+                move |out: &mut DbResult<usize>| {
+                    let _ = seen_tx.send(out.as_ref().err().map(DbError::is_unique_violation));
+                },
+            )
+            .await
+            .expect("submit");
+        assert!(pending.await.expect_err("duplicate").is_unique_violation());
+        assert_eq!(seen.recv().expect("then ran"), Some(true));
     }
 
     #[tokio::test]

@@ -47,7 +47,7 @@ pub use runner::{ShutdownReport, StartReport};
 pub use store::{CancelOutcome, JobRecord, QueueCounts};
 
 use crate::config::JobsConfig;
-use crate::db::{now_ms, Db, DbError};
+use crate::db::{now_ms, Db, DbError, DbResult};
 
 /// A job's id (the row id).
 pub type JobId = i64;
@@ -251,7 +251,8 @@ impl Queue {
 
     /// Stores one job (durable when this returns). A duplicate dedup key returns the live
     /// job's id with `existing: true`. If the job is due and its queue has a free worker,
-    /// the same transaction claims it and it starts as soon as this returns.
+    /// the same transaction claims it and it starts right after the commit (it may start
+    /// before this returns).
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, JobsError> {
         let row = self.shared.prepare(job)?;
         let mut out = self.enqueue_rows(vec![row]).await?;
@@ -279,36 +280,43 @@ impl Queue {
 
     async fn enqueue_rows(&self, rows: Vec<store::NewRow>) -> Result<Vec<Enqueued>, JobsError> {
         let now = now_ms();
-        // Direct dispatch when every job goes to one queue and some are due now.
+        // Direct dispatch when every job goes to one queue and some are due now; the claimed
+        // jobs run on the enqueuer's runtime.
         let queue = rows[0].queue.clone();
         let one_queue = rows.iter().all(|r| r.queue == queue);
         let due = rows.iter().filter(|r| r.run_at <= now).count();
-        let direct = if one_queue {
-            self.shared.reserve_direct(&queue, due)
-        } else {
-            None
+        let direct = match tokio::runtime::Handle::try_current() {
+            Ok(rt) if one_queue => self
+                .shared
+                .reserve_direct(&queue, due)
+                .map(|(q, n)| (q, n, rt)),
+            _ => None,
         };
-        let reserved = direct.as_ref().map_or(0, |d| d.1);
+        // The writer runs `after` on its own thread right after COMMIT (count, wake the
+        // workers, start the directly claimed jobs, give back unused reservations): a claimed
+        // job does not wait for this task to be woken, and a cancelled caller strands no
+        // claimed job and no worker. Dropped unrun, it gives the reservations back.
+        let after = shared::AfterEnqueue::new(self.shared.clone(), direct, now);
+        let reserved = after.reserved();
         let lease_ms = self.shared.lease_ms;
-        // From here on, the guard finishes the work after COMMIT (wake the workers, start
-        // the directly claimed jobs, give back unused reservations) even if this future is
-        // dropped half-way: a cancelled caller must not strand a claimed job or a worker.
-        let mut guard = shared::EnqueueGuard::new(self.shared.clone(), direct, now);
         let pending = self
             .shared
             .db
             .writer()
-            .submit(move |c| {
-                let outs = rows
-                    .iter()
-                    .map(|r| store::insert(c, r, now))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let claimed = store::claim(c, &queue, reserved, now, lease_ms)?;
-                Ok((rows, outs, claimed))
-            })
+            .submit_then(
+                move |c| {
+                    let outs = rows
+                        .iter()
+                        .map(|r| store::insert(c, r, now))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let claimed = store::claim(c, &queue, reserved, now, lease_ms)?;
+                    Ok((rows, outs, claimed))
+                },
+                move |outcome: &mut DbResult<shared::EnqueueResult>| after.run(outcome),
+            )
             .await?;
-        guard.submitted(pending);
-        guard.finish().await
+        let (_, outs, _) = pending.await?;
+        Ok(outs)
     }
 
     /// Enqueues inside a write the caller is already making (`Db::write`), so the job exists

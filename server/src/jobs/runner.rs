@@ -10,8 +10,9 @@
 //! earliest `run_at`; an idle queue runs no SQL at all.
 //!
 //! Direct dispatch: an enqueue of due jobs into a queue with a free place claims in its own
-//! transaction and starts the handlers itself, so a job on an idle queue starts one commit
-//! after `enqueue` is called, not two.
+//! transaction, and the writer thread starts the handlers right after that COMMIT (before it
+//! answers the enqueuer), so a job on an idle queue starts one commit after `enqueue` is
+//! called, not two, without waiting for the enqueuing task to be woken.
 //!
 //! Every claimed job is a task that waits for one of the queue's `workers` permits, runs the
 //! handler (panics caught), and hands the result to its queue's next round; a task that is
@@ -245,7 +246,7 @@ pub(super) async fn work_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             };
             q.next_due.fetch_min(next, Ordering::AcqRel);
         }
-        spawn_claimed(&shared, &q, out.claimed, now);
+        spawn_claimed(&shared, &q, out.claimed, now, None);
     }
     tracing::debug!(queue = %q.name, "job worker loop stopped");
 }

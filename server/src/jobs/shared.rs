@@ -206,30 +206,57 @@ impl Shared {
         (n > 0).then(|| (q.clone(), n))
     }
 
-    /// After an enqueue committed: counts the new jobs, wakes the loops of those not claimed
-    /// directly, and starts those that were.
-    pub fn after_enqueue(
+    /// After an enqueue committed (on the writer thread, see [`AfterEnqueue`]): counts the
+    /// new jobs, wakes the loops of those not claimed directly, and starts those that were.
+    fn after_enqueue(
         self: &Arc<Self>,
         rows: &[NewRow],
         outs: &[super::Enqueued],
-        direct: Option<(Arc<QueueState>, usize)>,
+        direct: Option<Direct>,
         claimed: Vec<store::Claimed>,
         now: i64,
     ) {
+        // Start the claimed jobs first: they are what someone is waiting for.
+        let claimed_ids: Vec<JobId> = claimed.iter().map(|c| c.id).collect();
+        if let Some((q, reserved, rt)) = direct {
+            q.unreserve(reserved.saturating_sub(claimed.len()));
+            spawn_claimed(self, &q, claimed, now, Some(&rt));
+        }
+        // A batch names one queue as a rule: count and wake once per run of rows of one queue,
+        // for the earliest job not claimed here.
+        let mut group: Option<(&str, u64, i64)> = None;
         for (row, out) in rows.iter().zip(outs) {
             if out.existing {
                 continue;
             }
-            if let Some(m) = self.metrics.queue(&row.queue) {
-                m.enqueued.fetch_add(1, Ordering::Relaxed);
-            }
-            if !claimed.iter().any(|c| c.id == out.id) {
-                self.enqueued(&row.queue, row.run_at, 0);
+            let run_at = if claimed_ids.contains(&out.id) {
+                NEVER
+            } else {
+                row.run_at
+            };
+            match &mut group {
+                Some((queue, new, earliest)) if *queue == row.queue => {
+                    *new += 1;
+                    *earliest = (*earliest).min(run_at);
+                }
+                _ => {
+                    if let Some(g) = group.take() {
+                        self.enqueued_group(g);
+                    }
+                    group = Some((&row.queue, 1, run_at));
+                }
             }
         }
-        if let Some((q, reserved)) = direct {
-            q.unreserve(reserved - claimed.len());
-            spawn_claimed(self, &q, claimed, now);
+        if let Some(g) = group {
+            self.enqueued_group(g);
+        }
+    }
+
+    fn enqueued_group(&self, (queue, new, earliest): (&str, u64, i64)) {
+        if earliest != NEVER {
+            self.enqueued(queue, earliest, new);
+        } else if let Some(m) = self.metrics.queue(queue) {
+            m.enqueued.fetch_add(new, Ordering::Relaxed);
         }
     }
 
@@ -391,83 +418,61 @@ impl Shared {
     }
 }
 
-type EnqueueResult = (Vec<NewRow>, Vec<super::Enqueued>, Vec<store::Claimed>);
+pub(crate) type EnqueueResult = (Vec<NewRow>, Vec<super::Enqueued>, Vec<store::Claimed>);
 
-/// Finishes an enqueue after its COMMIT, even when the enqueuing future is dropped.
-pub(crate) struct EnqueueGuard {
+/// Places of a queue reserved for an enqueue's direct dispatch, and the runtime its claimed
+/// jobs run on (the enqueuer's).
+pub(crate) type Direct = (Arc<QueueState>, usize, tokio::runtime::Handle);
+
+/// What follows an enqueue's COMMIT: counters, wake-ups, and starting the jobs it claimed
+/// (direct dispatch). It runs on the writer thread right after the commit
+/// (`Writer::submit_then`), so a claimed job starts without waiting for the enqueuing task's
+/// thread to wake up, and it runs even if the enqueuing future was dropped meanwhile. If it
+/// never runs (the operation never reached the writer), dropping it gives back the reserved
+/// places.
+pub(crate) struct AfterEnqueue {
     shared: Arc<Shared>,
-    direct: Option<(Arc<QueueState>, usize)>,
-    pending: Option<crate::db::Pending<EnqueueResult>>,
+    direct: Option<Direct>,
     now: i64,
 }
 
-impl EnqueueGuard {
-    pub fn new(shared: Arc<Shared>, direct: Option<(Arc<QueueState>, usize)>, now: i64) -> Self {
-        EnqueueGuard {
+impl AfterEnqueue {
+    pub fn new(shared: Arc<Shared>, direct: Option<Direct>, now: i64) -> Self {
+        AfterEnqueue {
             shared,
             direct,
-            pending: None,
             now,
         }
     }
 
-    pub fn submitted(&mut self, pending: crate::db::Pending<EnqueueResult>) {
-        self.pending = Some(pending);
+    /// Places reserved for direct dispatch.
+    pub fn reserved(&self) -> usize {
+        self.direct.as_ref().map_or(0, |d| d.1)
     }
 
-    pub async fn finish(mut self) -> Result<Vec<super::Enqueued>, JobsError> {
-        let Some(pending) = self.pending.as_mut() else {
-            return Err(JobsError::Db(crate::db::DbError::WriterGone));
-        };
-        let result = pending.await;
-        self.pending = None;
+    /// Called by the writer with the enqueue's outcome (`Ok` only after COMMIT); takes the
+    /// claimed jobs out of it to start them.
+    pub fn run(mut self, outcome: &mut DbResult<EnqueueResult>) {
         let direct = self.direct.take();
-        match result {
+        match outcome {
             Ok((rows, outs, claimed)) => {
+                let claimed = std::mem::take(claimed);
                 self.shared
-                    .after_enqueue(&rows, &outs, direct, claimed, self.now);
-                Ok(outs)
+                    .after_enqueue(rows, outs, direct, claimed, self.now);
             }
-            Err(e) => {
-                if let Some((q, n)) = direct {
+            Err(_) => {
+                if let Some((q, n, _)) = direct {
                     q.unreserve(n);
                 }
-                Err(e.into())
             }
         }
     }
 }
 
-impl Drop for EnqueueGuard {
+impl Drop for AfterEnqueue {
     fn drop(&mut self) {
-        let direct = self.direct.take();
-        let Some(pending) = self.pending.take() else {
-            // Never submitted (or already finished): only the reservation to give back.
-            if let Some((q, n)) = direct {
-                q.unreserve(n);
-            }
-            return;
-        };
-        let (shared, now) = (self.shared.clone(), self.now);
-        let finish = async move {
-            match pending.await {
-                Ok((rows, outs, claimed)) => {
-                    shared.after_enqueue(&rows, &outs, direct, claimed, now)
-                }
-                Err(_) => {
-                    if let Some((q, n)) = direct {
-                        q.unreserve(n);
-                    }
-                }
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(finish);
-            }
-            Err(_) => tracing::warn!(
-                "an enqueue was dropped outside the runtime; its jobs wait for the next wake-up"
-            ),
+        if let Some((q, n, _)) = self.direct.take() {
+            q.unreserve(n);
         }
     }
 }

@@ -164,12 +164,14 @@ pub(super) async fn run_job(
     report.send(result);
 }
 
-/// Starts a task per claimed job; each already holds one of `q`'s reserved places.
+/// Starts a task per claimed job; each already holds one of `q`'s reserved places. The tasks
+/// go to `rt`, or (`None`) to the runtime this is called from.
 pub(crate) fn spawn_claimed(
     shared: &Arc<Shared>,
     q: &Arc<QueueState>,
     claimed: Vec<store::Claimed>,
     now: i64,
+    rt: Option<&tokio::runtime::Handle>,
 ) {
     if claimed.is_empty() {
         return;
@@ -208,9 +210,12 @@ pub(crate) fn spawn_claimed(
             job: Some(job.clone()),
         };
         let (shared2, slots, metrics) = (shared.clone(), q.slots.clone(), metrics.clone());
-        let handle = tokio::spawn(
-            run_job(shared2, job.clone(), payload, now, slots, metrics, report).instrument(span),
-        );
+        let task =
+            run_job(shared2, job.clone(), payload, now, slots, metrics, report).instrument(span);
+        let handle = match rt {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        };
         let _ = job.abort.set(handle.abort_handle());
     }
     shared.lease_granted(now + shared.lease_ms);

@@ -45,6 +45,56 @@ async fn a_job_runs_with_its_payload_and_ends_done() {
 }
 
 #[tokio::test]
+async fn an_enqueue_dropped_after_it_was_sent_still_starts_its_job_and_frees_the_worker() {
+    let mut reg = Registry::new();
+    reg.register("t.noop", |_, _: serde_json::Value| async { Ok(()) })
+        .unwrap();
+    let mut env = start(config(), reg).await;
+    // Hold the writer busy, so that the enqueue has sent its write and waits for the commit
+    // when it is dropped.
+    let busy = env
+        .db
+        .writer()
+        .submit(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(50),
+        env.queue
+            .enqueue(NewJob::new("t.noop", json!(0)).queue("one")),
+    )
+    .await;
+    assert!(dropped.is_err(), "the enqueue cannot have committed yet");
+    busy.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, env.events.recv())
+            .await
+            .expect("the dropped enqueue's job ran")
+            .unwrap();
+        // (The internal prune job runs at start-up too.)
+        if ev.outcome == JobOutcome::Done && &*ev.queue == "one" {
+            break;
+        }
+    }
+    // The queue's one worker is free again: more jobs run.
+    for i in 1..=3 {
+        let id = env
+            .queue
+            .enqueue(NewJob::new("t.noop", json!(i)).queue("one"))
+            .await
+            .unwrap()
+            .id;
+        wait_for(&mut env.events, id, is_done).await;
+    }
+    let t = env.queue.totals_of("one").unwrap();
+    assert_eq!((t.enqueued, t.started, t.done), (4, 4, 4), "{t:?}");
+}
+
+#[tokio::test]
 async fn a_retryable_error_retries_with_growing_backoff_until_it_succeeds() {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let mut reg = Registry::new();
