@@ -85,10 +85,14 @@ pub struct StorageConfig {
     pub read_pool_size: usize,
     /// Most write operations the writer folds into one transaction.
     pub max_batch: usize,
-    /// Milliseconds the background checkpoint waits after a commit before copying the WAL
-    /// into the database file (0-10000). Small keeps each checkpoint, and the writer's
-    /// stall behind it, small (BENCHMARKS.md has the sweep).
+    /// Milliseconds the background checkpoint waits, once one is due, before copying the
+    /// WAL into the database file (0-10000), so the commits of a burst share it.
     pub checkpoint_delay_ms: u64,
+    /// WAL pages (4 KiB) written since the last checkpoint that make the next one due
+    /// (1-65536); fewer are checkpointed once the writer has been idle for a second.
+    /// Checkpointing after every commit makes the next commit start the WAL over, which
+    /// costs it an extra fsync.
+    pub checkpoint_pages: u32,
 }
 
 impl Default for StorageConfig {
@@ -99,6 +103,7 @@ impl Default for StorageConfig {
             read_pool_size: 4,
             max_batch: 4096,
             checkpoint_delay_ms: 5,
+            checkpoint_pages: 1000,
         }
     }
 }
@@ -431,6 +436,9 @@ impl Config {
         if self.storage.checkpoint_delay_ms > 10_000 {
             return fail("storage.checkpoint_delay_ms", "must be between 0 and 10000");
         }
+        if !(1..=65_536).contains(&self.storage.checkpoint_pages) {
+            return fail("storage.checkpoint_pages", "must be between 1 and 65536");
+        }
         if self.storage.max_batch == 0 {
             return fail("storage.max_batch", "must be at least 1");
         }
@@ -527,6 +535,12 @@ mod tests {
             .expect_err("must fail");
         assert!(
             err.to_string().contains("storage.checkpoint_delay_ms"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml_str("[storage]\ncheckpoint_pages = 0\n").expect_err("must fail");
+        assert!(
+            err.to_string().contains("storage.checkpoint_pages"),
             "{err}"
         );
     }

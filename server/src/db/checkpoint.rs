@@ -1,16 +1,27 @@
 //! Owns WAL checkpoints: a background thread with its own connection copies committed WAL
 //! frames into the database file, so the single writer never stalls on a checkpoint's
-//! reads, writes and fsync.
+//! reads, writes and fsync; and the write connection's WAL hook, which tells that thread
+//! how large the WAL has grown and is the writer's last-resort inline checkpoint.
 //!
-//! Invariants: it runs only after commits (the writer nudges it), at most once per
-//! `storage.checkpoint_delay_ms` after a nudge, so an idle database sees no statement at
-//! all; checkpoints are PASSIVE and never block the writer or readers. The writer keeps a
-//! high `wal_autocheckpoint` as a safety net in case this thread falls behind.
+//! Invariants: the thread checkpoints only after commits (the writer nudges it with the
+//! WAL's size): once `storage.checkpoint_pages` frames have been added since its last
+//! checkpoint (after a further `storage.checkpoint_delay_ms`), or once the writer has been
+//! quiet for [`IDLE_CHECKPOINT`]; so an idle database sees no statement at all, and a
+//! slow trickle of commits is not followed by a checkpoint each. Checkpoints are PASSIVE
+//! and never block the writer or readers.
+//!
+//! Why not after every commit: a completed checkpoint makes the next commit start the WAL
+//! over, and under `synchronous` FULL or NORMAL that commit also fsyncs the new WAL header.
+//! Checkpointing after every commit put that extra fsync on one commit in two at 200
+//! commits/s (the job queue's enqueue-to-start p99, BENCHMARKS.md).
 
+use std::cell::Cell;
+use std::os::raw::c_int;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
+use rusqlite::hooks::Wal;
 use rusqlite::Connection;
 
 use super::{DbError, DbResult};
@@ -26,43 +37,205 @@ use super::{DbError, DbResult};
 /// (BENCHMARKS.md). The WAL file keeps its largest size, so up to ~256 MiB of disk.
 pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 65_536;
 
-/// Starts the checkpoint thread; the returned sender is the writer's nudge. The thread
-/// ends when the sender is dropped.
-pub fn spawn(path: &Path, delay: Duration) -> DbResult<SyncSender<()>> {
+/// How long the writer must have been quiet before the frames it left in the WAL (fewer
+/// than `storage.checkpoint_pages`) are checkpointed anyway.
+pub const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread's connection, as SQLite's WAL
+    /// hook reports them. rusqlite's hook is a plain function (no state of its own), and the
+    /// write connection lives on one thread, so the hook leaves the count here for
+    /// [`Nudge::after_commit`] on the same thread to read.
+    static WAL_FRAMES: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Installs the WAL hook on a write connection. It replaces SQLite's own autocheckpoint
+/// (which is itself a WAL hook) and keeps its rule at [`WRITER_AUTOCHECKPOINT_PAGES`].
+pub fn install_wal_hook(conn: &Connection) {
+    conn.wal_hook(Some(on_commit));
+}
+
+fn on_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(u32::try_from(frames).unwrap_or(0)));
+    if i64::from(frames) >= WRITER_AUTOCHECKPOINT_PAGES {
+        // What sqlite3_wal_autocheckpoint does: a PASSIVE checkpoint; its failure (a busy
+        // reader) is not the commit's.
+        if let Err(e) = wal.checkpoint() {
+            tracing::warn!(error = %e, "inline wal checkpoint failed");
+        }
+    }
+    Ok(())
+}
+
+/// The writer's side of the checkpoint thread: told after each commit, never waits.
+pub struct Nudge(SyncSender<u32>);
+
+impl Nudge {
+    /// Called on the writer's thread right after a COMMIT.
+    pub fn after_commit(&self) {
+        // Full means the thread has a nudge to read already; the next commit sends again.
+        let _ = self.0.try_send(WAL_FRAMES.with(Cell::get));
+    }
+}
+
+/// Starts the checkpoint thread; the returned [`Nudge`] is the writer's. The thread ends
+/// (with a last checkpoint) when the nudge is dropped.
+pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let (tx, rx) = sync_channel(1);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, rx, delay))
+        .spawn(move || run(conn, rx, delay, pages.max(1)))
         .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(tx)
+    Ok(Nudge(tx))
 }
 
-fn run(conn: Connection, rx: Receiver<()>, delay: Duration) {
-    while rx.recv().is_ok() {
-        std::thread::sleep(delay);
-        match rx.try_recv() {
-            Ok(()) | Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => {
-                checkpoint(&conn);
+fn run(conn: Connection, rx: Receiver<u32>, delay: Duration, pages: u32) {
+    // Frames already copied in the current WAL (0 once a checkpoint copied them all: the
+    // next commit starts the WAL over), and whether commits arrived since the last run.
+    let mut copied = 0u32;
+    let mut dirty = false;
+    loop {
+        let next = if dirty {
+            rx.recv_timeout(IDLE_CHECKPOINT)
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match next {
+            Ok(frames) => {
+                dirty = true;
+                // Fewer frames than copied: the WAL was started over (after the writer's
+                // inline checkpoint), and all of them are new.
+                let new = if frames >= copied {
+                    frames - copied
+                } else {
+                    frames
+                };
+                if new < pages {
+                    continue;
+                }
+                std::thread::sleep(delay);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if dirty {
+                    checkpoint(&conn);
+                }
                 break;
             }
         }
-        checkpoint(&conn);
+        copied = checkpoint(&conn);
+        dirty = false;
     }
 }
 
-fn checkpoint(conn: &Connection) {
+/// Runs one PASSIVE checkpoint; returns the frames it leaves copied in the current WAL.
+fn checkpoint(conn: &Connection) -> u32 {
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });
     match result {
-        Ok((_, log, done)) => tracing::trace!(log, done, "wal checkpoint"),
-        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        Ok((log, done)) => {
+            tracing::trace!(log, done, "wal checkpoint");
+            if done >= log {
+                0
+            } else {
+                u32::try_from(done).unwrap_or(0)
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::db::Db;
+
+    /// Size of the database file itself: it grows only when a checkpoint copies pages in.
+    fn db_file_len(db: &Db) -> u64 {
+        std::fs::metadata(db.path()).expect("db file").len()
+    }
+
+    /// Commits `pages` pages' worth of new rows, one commit.
+    async fn write_pages(db: &Db, pages: usize) {
+        db.write(move |c| {
+            c.execute_batch("CREATE TABLE IF NOT EXISTS filler(b BLOB)")?;
+            for _ in 0..pages {
+                c.execute("INSERT INTO filler(b) VALUES (zeroblob(4000))", [])?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("write");
+    }
+
+    async fn wait_until_len_exceeds(db: &Db, len: u64, within: Duration) -> Duration {
+        let start = Instant::now();
+        while db_file_len(db) <= len {
+            assert!(start.elapsed() < within, "no checkpoint within {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    }
+
+    async fn open(dir: &tempfile::TempDir, pages: u32) -> Db {
+        let storage = StorageConfig {
+            checkpoint_pages: pages,
+            ..StorageConfig::default()
+        };
+        Db::open(&dir.path().join("c.db"), &storage)
+            .await
+            .expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_few_small_commits_are_checkpointed_only_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(&dir, 1000).await;
+        // Let the migrations' own pages settle (an idle checkpoint follows them).
+        tokio::time::sleep(IDLE_CHECKPOINT + Duration::from_millis(500)).await;
+        let before = db_file_len(&db);
+        for _ in 0..5 {
+            write_pages(&db, 10).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            db_file_len(&db),
+            before,
+            "50 pages are under the threshold: no checkpoint before the writer is idle"
+        );
+        let took = wait_until_len_exceeds(&db, before, Duration::from_secs(10)).await;
+        assert!(
+            took + Duration::from_millis(400) >= IDLE_CHECKPOINT,
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn writing_more_than_the_threshold_is_checkpointed_without_waiting_for_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(&dir, 100).await;
+        tokio::time::sleep(IDLE_CHECKPOINT + Duration::from_millis(500)).await;
+        let before = db_file_len(&db);
+        // Keep writing (never idle for a second) until the file grows: that checkpoint can
+        // only have come from the threshold.
+        let start = Instant::now();
+        while db_file_len(&db) <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no checkpoint after {:?} of writes",
+                start.elapsed()
+            );
+            write_pages(&db, 30).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

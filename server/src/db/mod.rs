@@ -76,6 +76,7 @@ impl Db {
         let checkpointer = checkpoint::spawn(
             path,
             std::time::Duration::from_millis(storage.checkpoint_delay_ms),
+            storage.checkpoint_pages,
         )?;
         let writer = Writer::start(conn, storage.max_batch, Some(checkpointer))?;
         let reader = deadpool_sqlite::Config::new(path)
@@ -150,14 +151,14 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
             "SQLite refused WAL mode (journal_mode is {mode:?}); is the data dir on a network or read-only filesystem?"
         )));
     }
-    // Checkpoints run on their own thread (see `checkpoint`); the writer only does one
-    // itself if that thread falls far behind. A larger page cache keeps the indexes the
-    // writer touches in memory.
+    // A larger page cache keeps the indexes the writer touches in memory.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;          PRAGMA wal_autocheckpoint = {}; PRAGMA cache_size = -32768;",
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;          PRAGMA cache_size = -32768;",
         storage.synchronous.pragma_value(),
-        checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
     ))?;
+    // Checkpoints run on their own thread (see `checkpoint`); the WAL hook tells it how
+    // large the WAL is, and checkpoints inline only if that thread falls far behind.
+    checkpoint::install_wal_hook(&conn);
     let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     if fk != 1 {
         return Err(DbError::Startup(

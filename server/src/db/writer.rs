@@ -18,6 +18,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Nudge;
 use super::{DbError, DbResult};
 
 /// A type-erased write operation: run inside the batch, then told how the batch ended.
@@ -128,7 +129,7 @@ impl Writer {
     pub fn start(
         conn: Connection,
         max_batch: usize,
-        after_commit: Option<std::sync::mpsc::SyncSender<()>>,
+        after_commit: Option<Nudge>,
     ) -> DbResult<Writer> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>(4096);
         let stats = Arc::new(Stats::default());
@@ -205,7 +206,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn WriteOp>>,
     max_batch: usize,
     stats: &Stats,
-    after_commit: Option<std::sync::mpsc::SyncSender<()>>,
+    after_commit: Option<Nudge>,
 ) {
     let mut batch: Vec<Box<dyn WriteOp>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -224,8 +225,7 @@ fn writer_loop(
         match &committed {
             Ok(()) => {
                 if let Some(nudge) = &after_commit {
-                    // Full means a checkpoint is already due; either way, never wait.
-                    let _ = nudge.try_send(());
+                    nudge.after_commit();
                 }
             }
             Err(e) => tracing::error!(error = %e, ops = batch.len(), "write batch failed"),
