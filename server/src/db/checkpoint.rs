@@ -186,23 +186,25 @@ mod tests {
         start.elapsed()
     }
 
-    async fn open(dir: &tempfile::TempDir, pages: u32) -> Db {
+    /// Opens a database checkpointed every `pages`, waits out any idle checkpoint, and
+    /// returns it with its file's size then.
+    async fn open_settled(dir: &tempfile::TempDir, pages: u32) -> (Db, u64) {
         let storage = StorageConfig {
             checkpoint_pages: pages,
             ..StorageConfig::default()
         };
-        Db::open(&dir.path().join("c.db"), &storage)
+        let db = Db::open(&dir.path().join("c.db"), &storage)
             .await
-            .expect("open")
+            .expect("open");
+        tokio::time::sleep(IDLE_CHECKPOINT + Duration::from_millis(500)).await;
+        let len = db_file_len(&db);
+        (db, len)
     }
 
     #[tokio::test]
     async fn a_few_small_commits_are_checkpointed_only_once_the_writer_is_idle() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(&dir, 1000).await;
-        // Let the migrations' own pages settle (an idle checkpoint follows them).
-        tokio::time::sleep(IDLE_CHECKPOINT + Duration::from_millis(500)).await;
-        let before = db_file_len(&db);
+        let (db, before) = open_settled(&dir, 1000).await;
         for _ in 0..5 {
             write_pages(&db, 10).await;
         }
@@ -222,9 +224,7 @@ mod tests {
     #[tokio::test]
     async fn writing_more_than_the_threshold_is_checkpointed_without_waiting_for_idle() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(&dir, 100).await;
-        tokio::time::sleep(IDLE_CHECKPOINT + Duration::from_millis(500)).await;
-        let before = db_file_len(&db);
+        let (db, before) = open_settled(&dir, 100).await;
         // Keep writing (never idle for a second) until the file grows: that checkpoint can
         // only have come from the threshold.
         let start = Instant::now();
