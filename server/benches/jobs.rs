@@ -504,6 +504,24 @@ fn main() {
         }
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("enqueue") {
+        // For A/B runs of the writer: 64 callers against the same rows by hand at 32 and 64
+        // per transaction and the 500-row batched insert, both modes.
+        for _ in 0..runs {
+            for (name, sync) in modes {
+                let (rate, per_tx) = rt.block_on(enqueue_single(sync));
+                let by32 = rt.block_on(raw_insert_shaped(sync, 32, 2));
+                let by64 = rt.block_on(raw_insert_shaped(sync, 64, 2));
+                let ceil = rt.block_on(ceiling_insert(sync));
+                println!(
+                    "{name:<6} single {rate:>7.0}/s ({per_tx:.1} per tx) = {:.0}% of 500/tx {ceil:.0}/s; \
+                     by hand 32/tx {by32:.0}/s, 64/tx {by64:.0}/s",
+                    100.0 * rate / ceil
+                );
+            }
+        }
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("process") {
         // For profiling: the processing scenario alone, NORMAL.
         for _ in 0..runs {

@@ -78,7 +78,9 @@ impl Db {
             std::time::Duration::from_millis(storage.checkpoint_delay_ms),
             storage.checkpoint_pages,
         )?;
-        let writer = Writer::start(conn, storage.max_batch, Some(checkpointer))?;
+        // Under FULL a commit waits for an fsync: worth gathering a busy batch (see writer.rs).
+        let gather = storage.synchronous == crate::config::Synchronous::Full;
+        let writer = Writer::start(conn, storage.max_batch, gather, Some(checkpointer))?;
         let reader = deadpool_sqlite::Config::new(path)
             .builder(Runtime::Tokio1)
             .map_err(|e| DbError::Pool(e.to_string()))?
