@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -129,7 +129,7 @@ where
             biased;
             _ = shutdown.changed() => Err(End::Close(CloseCode::Away, "server shutting down")),
             () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
-            Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish(done).await,
+            Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish_ready(done).await,
             out = rx.recv() => match out {
                 Some(Out::Frame(f)) => conn.forward(f, &mut rx).await,
                 None => Err(End::Close(CloseCode::Again, "dropped by the server")),
@@ -149,7 +149,7 @@ where
     };
     // Sends already queued still get their answer if the peer is listening.
     while let Some(done) = conn.pending.next().await {
-        if conn.finish(done).await.is_err() {
+        if conn.finish_ready(done).await.is_err() {
             break;
         }
     }
@@ -185,6 +185,14 @@ where
 {
     async fn send(&mut self, m: Message) -> Result<(), End> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Queues a frame behind those already queued, without flushing (see `finish_ready`).
+    async fn feed(&mut self, m: Message) -> Result<(), End> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(m)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
@@ -418,7 +426,24 @@ where
         Ok(())
     }
 
-    /// A pipelined write committed (or failed): answer and fan out.
+    /// Answers `first` and every other pipelined write whose batch has already committed,
+    /// then flushes once: one commit usually answers several of a connection's sends, and
+    /// their acks leave in one write instead of one each.
+    async fn finish_ready(&mut self, first: Done) -> Result<(), End> {
+        self.finish(first).await?;
+        // Polled without a waker of its own: the loop's `select!` polls `pending` again
+        // (with the task's waker) before it sleeps, so nothing that becomes ready is missed.
+        while let Some(Some(done)) = self.pending.next().now_or_never() {
+            self.finish(done).await?;
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// A pipelined write committed (or failed): answer and fan out. The ack is queued, not
+    /// flushed; anything else sent here flushes it along.
     async fn finish(&mut self, done: Done) -> Result<(), End> {
         match done {
             Done::Stored {
@@ -443,7 +468,7 @@ where
                     );
                     // The ack goes out before anyone else hears of the message, so a
                     // receipt can never reach the sender ahead of its own ack.
-                    self.send(Message::Text(ack.into())).await?;
+                    self.feed(Message::Text(ack.into())).await?;
                     if stored.new {
                         let frame = Utf8Bytes::from(format!(
                             "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":{}}}",
