@@ -158,7 +158,7 @@ where
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.ws.close(Some(frame))).await;
+        let _ = in_time(conn.ws.close(Some(frame))).await;
     }
     let Conn { peer, .. } = conn;
     // A kicked connection was already unregistered; either way, offline is announced when
@@ -168,6 +168,14 @@ where
         if let Err(e) = hub.announce_offline(peer.user_id, &peer.username).await {
             tracing::warn!(error = %e, "presence announcement failed");
         }
+    }
+}
+
+/// A write to the socket that must finish within `WRITE_TIMEOUT`; else the peer is gone.
+async fn in_time(write: impl std::future::Future<Output = Result<(), WsError>>) -> Result<(), End> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Gone),
     }
 }
 
@@ -184,18 +192,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn send(&mut self, m: Message) -> Result<(), End> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(m)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        in_time(self.ws.send(m)).await
     }
 
     /// Queues a frame behind those already queued, without flushing (see `finish_ready`).
     async fn feed(&mut self, m: Message) -> Result<(), End> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(m)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        in_time(self.ws.feed(m)).await
     }
 
     /// Writes a pushed frame, and whatever else is queued, with one flush.
@@ -214,10 +216,7 @@ where
             }
             self.ws.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, work).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        in_time(work).await
     }
 
     async fn receive(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), End> {
@@ -436,10 +435,7 @@ where
         while let Some(Some(done)) = self.pending.next().now_or_never() {
             self.finish(done).await?;
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Gone),
-        }
+        in_time(self.ws.flush()).await
     }
 
     /// A pipelined write committed (or failed): answer and fan out. The ack is queued, not
@@ -466,8 +462,9 @@ where
                         "{{\"type\":\"ack\",\"id\":\"{id}\",\"seq\":{},\"server_ts\":{}}}",
                         stored.seq, stored.server_ts
                     );
-                    // The ack goes out before anyone else hears of the message, so a
-                    // receipt can never reach the sender ahead of its own ack.
+                    // The ack is queued before anyone else hears of the message, and this
+                    // connection writes nothing ahead of it, so a receipt can never reach
+                    // the sender ahead of its own ack.
                     self.feed(Message::Text(ack.into())).await?;
                     if stored.new {
                         let frame = Utf8Bytes::from(format!(
