@@ -183,6 +183,15 @@ async fn ceiling_insert(sync: Synchronous) -> f64 {
 /// The writer's shape by hand: `per_tx` inserts per transaction, each in its own SAVEPOINT
 /// (`savepoints`: 0 none, 1 parsed each time as the writer does, 2 prepared once and cached).
 async fn raw_insert_shaped(sync: Synchronous, per_tx: usize, savepoints: u8) -> f64 {
+    raw_insert_shaped_as(sync, per_tx, savepoints, true).await
+}
+
+async fn raw_insert_shaped_as(
+    sync: Synchronous,
+    per_tx: usize,
+    savepoints: u8,
+    returning: bool,
+) -> f64 {
     let f = fresh(sync).await;
     let total = CALLERS * SINGLE_PER_CALLER;
     tokio::task::spawn_blocking(move || {
@@ -203,17 +212,27 @@ async fn raw_insert_shaped(sync: Synchronous, per_tx: usize, savepoints: u8) -> 
             for _ in 0..per_tx {
                 step("SAVEPOINT op");
                 let payload = json!({ "n": n }).to_string();
-                c.prepare_cached(
-                    "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
-                     max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4) \
-                     RETURNING id",
-                )
-                .and_then(|mut st| {
-                    st.query_row(params!["bench", "b.noop", payload, now_ms()], |r| {
-                        r.get::<_, i64>(0)
+                if returning {
+                    c.prepare_cached(
+                        "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
+                         max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4) \
+                         RETURNING id",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params!["bench", "b.noop", payload, now_ms()], |r| {
+                            r.get::<_, i64>(0)
+                        })
                     })
-                })
-                .expect("insert");
+                    .expect("insert");
+                } else {
+                    c.prepare_cached(
+                        "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
+                         max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4)",
+                    )
+                    .and_then(|mut st| st.execute(params!["bench", "b.noop", payload, now_ms()]))
+                    .expect("insert");
+                    std::hint::black_box(c.last_insert_rowid());
+                }
                 step("RELEASE op");
                 n += 1;
             }
@@ -517,6 +536,21 @@ fn main() {
                     "{name:<6} single {rate:>7.0}/s ({per_tx:.1} per tx) = {:.0}% of 500/tx {ceil:.0}/s; \
                      by hand 32/tx {by32:.0}/s, 64/tx {by64:.0}/s",
                     100.0 * rate / ceil
+                );
+            }
+        }
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("shape") {
+        for _ in 0..runs {
+            for (name, sync) in modes {
+                let ret = rt.block_on(raw_insert_shaped_as(sync, 32, 2, true));
+                let rowid = rt.block_on(raw_insert_shaped_as(sync, 32, 2, false));
+                let bare = rt.block_on(raw_insert_shaped_as(sync, 32, 0, false));
+                let ceil = rt.block_on(ceiling_insert(sync));
+                println!(
+                    "{name:<6} 32/tx savepoint+RETURNING {ret:.0}/s, savepoint+rowid {rowid:.0}/s, \
+                     bare rowid {bare:.0}/s; 500/tx {ceil:.0}/s"
                 );
             }
         }

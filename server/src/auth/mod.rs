@@ -459,8 +459,8 @@ impl Auth {
         self.db
             .write(move |c| {
                 sessions::revoke(c, &sid, "logout", now)?;
-                if let Some(h) = token_hash {
-                    if let Some(other) = sessions::session_of_token(c, &h)? {
+                if let Some(h) = &token_hash {
+                    if let Some(other) = sessions::session_of_token(c, h)? {
                         if sessions::get(c, &other)?.is_some_and(|s| s.user_id == uid) {
                             sessions::revoke(c, &other, "logout", now)?;
                         }

@@ -71,27 +71,26 @@ fn pair(a: i64, b: i64) -> (i64, i64) {
 pub fn store(conn: &Connection, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     let (lo, hi) = pair(m.sender_id, m.recipient_id);
     let msg_id = id_bytes(m.msg_id).ok_or_else(invalid_id)?;
-    let inserted: Option<i64> = conn
+    // seq (the rowid) is read with last_insert_rowid(), not RETURNING, which SQLite runs
+    // through a temporary table.
+    let inserted = conn
         .prepare_cached(
             "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, size, envelope) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (msg_id) DO NOTHING RETURNING seq",
+             ON CONFLICT (msg_id) DO NOTHING",
         )?
-        .query_row(
-            params![
-                m.sender_id,
-                m.recipient_id,
-                lo,
-                hi,
-                &msg_id[..],
-                m.server_ts,
-                m.envelope.len() as i64,
-                m.envelope
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(seq) = inserted {
+        .execute(params![
+            m.sender_id,
+            m.recipient_id,
+            lo,
+            hi,
+            &msg_id[..],
+            m.server_ts,
+            m.envelope.len() as i64,
+            m.envelope
+        ])?;
+    if inserted == 1 {
+        let seq = conn.last_insert_rowid();
         // Reads the pair's row and writes nothing, except for a pair's first message.
         conn.prepare_cached("INSERT OR IGNORE INTO conversations (lo, hi) VALUES (?1, ?2)")?
             .execute([lo, hi])?;

@@ -123,11 +123,12 @@ impl Db {
 
     /// Runs `f` inside the writer's next transaction; resolves after COMMIT.
     /// `f` is atomic on its own: if it returns an error, its changes are rolled back and the
-    /// rest of the batch commits.
+    /// rest of the batch commits. `f` may run more than once (see `writer`); only the run
+    /// that commits counts, so it must not act outside the transaction.
     pub async fn write<T, F>(&self, f: F) -> DbResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> DbResult<T> + Send + 'static,
     {
         self.writer.write(f).await
     }

@@ -206,11 +206,12 @@ impl JobContext {
     /// Runs `effect` and marks this job done in ONE transaction: both commit or neither does.
     /// If the lease is no longer held, `effect` does not run and the answer is
     /// [`JobError::Stopped`]; if `effect` fails, its changes are rolled back, the job stays
-    /// running, and the error comes back as a retryable [`JobError`].
-    pub async fn complete_with<T, F>(&self, effect: F) -> Result<T, JobError>
+    /// running, and the error comes back as a retryable [`JobError`]. Like every write,
+    /// `effect` may run more than once in the writer; only the run that commits counts.
+    pub async fn complete_with<T, F>(&self, mut effect: F) -> Result<T, JobError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> DbResult<T> + Send + 'static,
     {
         if let Some(reason) = self.stop_reason() {
             return Err(JobError::Stopped(reason));

@@ -296,7 +296,8 @@ impl Queue {
         // workers, start the directly claimed jobs, give back unused reservations): a claimed
         // job does not wait for this task to be woken, and a cancelled caller strands no
         // claimed job and no worker. Dropped unrun, it gives the reservations back.
-        let after = shared::AfterEnqueue::new(self.shared.clone(), direct, now);
+        let rows = Arc::new(rows);
+        let after = shared::AfterEnqueue::new(self.shared.clone(), rows.clone(), direct, now);
         let reserved = after.reserved();
         let lease_ms = self.shared.lease_ms;
         let pending = self
@@ -310,12 +311,12 @@ impl Queue {
                         .map(|r| store::insert(c, r, now))
                         .collect::<Result<Vec<_>, _>>()?;
                     let claimed = store::claim(c, &queue, reserved, now, lease_ms)?;
-                    Ok((rows, outs, claimed))
+                    Ok((outs, claimed))
                 },
                 move |outcome: &mut DbResult<shared::EnqueueResult>| after.run(outcome),
             )
             .await?;
-        let (_, outs, _) = pending.await?;
+        let (outs, _) = pending.await?;
         Ok(outs)
     }
 

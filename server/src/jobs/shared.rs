@@ -418,7 +418,7 @@ impl Shared {
     }
 }
 
-pub(crate) type EnqueueResult = (Vec<NewRow>, Vec<super::Enqueued>, Vec<store::Claimed>);
+pub(crate) type EnqueueResult = (Vec<super::Enqueued>, Vec<store::Claimed>);
 
 /// Places of a queue reserved for an enqueue's direct dispatch, and the runtime its claimed
 /// jobs run on (the enqueuer's).
@@ -432,14 +432,21 @@ pub(crate) type Direct = (Arc<QueueState>, usize, tokio::runtime::Handle);
 /// places.
 pub(crate) struct AfterEnqueue {
     shared: Arc<Shared>,
+    rows: Arc<Vec<NewRow>>,
     direct: Option<Direct>,
     now: i64,
 }
 
 impl AfterEnqueue {
-    pub fn new(shared: Arc<Shared>, direct: Option<Direct>, now: i64) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        rows: Arc<Vec<NewRow>>,
+        direct: Option<Direct>,
+        now: i64,
+    ) -> Self {
         AfterEnqueue {
             shared,
+            rows,
             direct,
             now,
         }
@@ -455,10 +462,10 @@ impl AfterEnqueue {
     pub fn run(mut self, outcome: &mut DbResult<EnqueueResult>) {
         let direct = self.direct.take();
         match outcome {
-            Ok((rows, outs, claimed)) => {
+            Ok((outs, claimed)) => {
                 let claimed = std::mem::take(claimed);
                 self.shared
-                    .after_enqueue(rows, outs, direct, claimed, self.now);
+                    .after_enqueue(&self.rows, outs, direct, claimed, self.now);
             }
             Err(_) => {
                 if let Some((q, n, _)) = direct {

@@ -123,21 +123,22 @@ pub(crate) fn insert(conn: &Connection, job: &NewRow, now: i64) -> DbResult<Enqu
         job.dedup_key,
         now
     ];
+    // The new id is read with last_insert_rowid(), not RETURNING: SQLite runs a RETURNING
+    // statement through a temporary table, which cost more than the insert itself here.
     let Some(key) = &job.dedup_key else {
-        let mut st = conn.prepare_cached(insert_sql!("RETURNING id"))?;
-        let id = st.query_row(args, |r| r.get(0))?;
+        conn.prepare_cached(insert_sql!(""))?.execute(args)?;
         return Ok(Enqueued {
-            id,
+            id: conn.last_insert_rowid(),
             existing: false,
         });
     };
     let mut st = conn.prepare_cached(insert_sql!(
         "ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL \
-         AND state IN ('available', 'running') DO NOTHING RETURNING id"
+         AND state IN ('available', 'running') DO NOTHING"
     ))?;
-    if let Some(id) = st.query_row(args, |r| r.get(0)).optional()? {
+    if st.execute(args)? == 1 {
         return Ok(Enqueued {
-            id,
+            id: conn.last_insert_rowid(),
             existing: false,
         });
     }
