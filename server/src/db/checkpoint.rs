@@ -3,12 +3,14 @@
 //! reads, writes and fsync; and the write connection's WAL hook, which tells that thread
 //! how large the WAL has grown and is the writer's last-resort inline checkpoint.
 //!
-//! Invariants: the thread checkpoints only after commits (the writer nudges it with the
-//! WAL's size): once `storage.checkpoint_pages` frames have been added since its last
-//! checkpoint (after a further `storage.checkpoint_delay_ms`), or once the writer has been
-//! quiet for [`IDLE_CHECKPOINT`]; so an idle database sees no statement at all, and a
-//! slow trickle of commits is not followed by a checkpoint each. Checkpoints are PASSIVE
-//! and never block the writer or readers.
+//! Invariants: the thread checkpoints only after commits: once `storage.checkpoint_pages`
+//! frames have been added since its last checkpoint (after a further
+//! `storage.checkpoint_delay_ms`), or once the writer has been quiet for
+//! [`IDLE_CHECKPOINT`]; so an idle database sees no statement at all, and a slow trickle
+//! of commits is not followed by a checkpoint each. Checkpoints are PASSIVE and never
+//! block the writer or readers. The writer wakes the thread only when it has something to
+//! do (the first commit after a checkpoint, or the threshold crossed); every other commit
+//! just records the WAL's size and its time in atomics — no system call, no thread switch.
 //!
 //! Why not after every commit: a completed checkpoint makes the next commit start the WAL
 //! over, and under `synchronous` FULL or NORMAL that commit also fsyncs the new WAL header.
@@ -18,8 +20,10 @@
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::Connection;
@@ -67,14 +71,71 @@ fn on_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// What the writer and the checkpoint thread share.
+struct Shared {
+    /// Frames in the WAL after the latest commit.
+    frames: AtomicU32,
+    /// Frames the last checkpoint left copied in the current WAL (0: all of them).
+    copied: AtomicU32,
+    /// Time of the latest commit, in µs since `epoch`.
+    last_commit_us: AtomicU64,
+    epoch: Instant,
+    /// Commits happened since the thread last began a checkpoint (else it sleeps without a
+    /// timeout and the next commit must wake it).
+    dirty: AtomicBool,
+    /// The writer has woken the thread for the threshold; cleared after the checkpoint.
+    over: AtomicBool,
+    /// Wake-ups the writer sent (for tests).
+    wakeups: AtomicU64,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Frames added since the last checkpoint (all of them if the WAL was started over).
+    fn new_frames(&self) -> u32 {
+        let (frames, copied) = (
+            self.frames.load(Ordering::Acquire),
+            self.copied.load(Ordering::Acquire),
+        );
+        if frames >= copied {
+            frames - copied
+        } else {
+            frames
+        }
+    }
+}
+
 /// The writer's side of the checkpoint thread: told after each commit, never waits.
-pub struct Nudge(SyncSender<u32>);
+pub struct Nudge {
+    tx: SyncSender<()>,
+    shared: Arc<Shared>,
+    pages: u32,
+}
 
 impl Nudge {
     /// Called on the writer's thread right after a COMMIT.
     pub fn after_commit(&self) {
-        // Full means the thread has a nudge to read already; the next commit sends again.
-        let _ = self.0.try_send(WAL_FRAMES.with(Cell::get));
+        let s = &self.shared;
+        s.frames
+            .store(WAL_FRAMES.with(Cell::get), Ordering::Release);
+        s.last_commit_us.store(s.now_us(), Ordering::Release);
+        let first = !s.dirty.load(Ordering::Acquire) && !s.dirty.swap(true, Ordering::AcqRel);
+        let over = s.new_frames() >= self.pages
+            && !s.over.load(Ordering::Acquire)
+            && !s.over.swap(true, Ordering::AcqRel);
+        if first || over {
+            s.wakeups.fetch_add(1, Ordering::Relaxed);
+            // Full means the thread has a wake-up to read already.
+            let _ = self.tx.try_send(());
+        }
+    }
+
+    #[cfg(test)]
+    fn wakeups(&self) -> u64 {
+        self.shared.wakeups.load(Ordering::Relaxed)
     }
 }
 
@@ -84,49 +145,67 @@ pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let (tx, rx) = sync_channel(1);
+    let pages = pages.max(1);
+    let shared = Arc::new(Shared {
+        frames: AtomicU32::new(0),
+        copied: AtomicU32::new(0),
+        last_commit_us: AtomicU64::new(0),
+        epoch: Instant::now(),
+        dirty: AtomicBool::new(false),
+        over: AtomicBool::new(false),
+        wakeups: AtomicU64::new(0),
+    });
+    let thread_shared = shared.clone();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, rx, delay, pages.max(1)))
+        .spawn(move || run(conn, rx, &thread_shared, delay, pages))
         .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(Nudge(tx))
+    Ok(Nudge { tx, shared, pages })
 }
 
-fn run(conn: Connection, rx: Receiver<u32>, delay: Duration, pages: u32) {
-    // Frames already copied in the current WAL (0 once a checkpoint copied them all: the
-    // next commit starts the WAL over), and whether commits arrived since the last run.
-    let mut copied = 0u32;
-    let mut dirty = false;
+fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pages: u32) {
     loop {
-        let next = if dirty {
-            rx.recv_timeout(IDLE_CHECKPOINT)
+        let next = if shared.dirty.load(Ordering::Acquire) {
+            // Quiet for IDLE_CHECKPOINT since the latest commit? Else sleep the rest of it.
+            let quiet = Duration::from_micros(
+                shared
+                    .now_us()
+                    .saturating_sub(shared.last_commit_us.load(Ordering::Acquire)),
+            );
+            match IDLE_CHECKPOINT.checked_sub(quiet) {
+                Some(rest) if !rest.is_zero() => rx.recv_timeout(rest),
+                _ => Err(RecvTimeoutError::Timeout),
+            }
         } else {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
         match next {
-            Ok(frames) => {
-                dirty = true;
-                // Fewer frames than copied: the WAL was started over (after the writer's
-                // inline checkpoint), and all of them are new.
-                let new = if frames >= copied {
-                    frames - copied
-                } else {
-                    frames
-                };
-                if new < pages {
+            Ok(()) => {
+                if shared.new_frames() < pages {
+                    // The first commit after a checkpoint: now wait for idle or the threshold.
                     continue;
                 }
                 std::thread::sleep(delay);
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                let quiet = shared
+                    .now_us()
+                    .saturating_sub(shared.last_commit_us.load(Ordering::Acquire));
+                if quiet < u64::try_from(IDLE_CHECKPOINT.as_micros()).unwrap_or(u64::MAX) {
+                    continue;
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => {
-                if dirty {
+                if shared.dirty.load(Ordering::Acquire) {
                     checkpoint(&conn);
                 }
                 break;
             }
         }
-        copied = checkpoint(&conn);
-        dirty = false;
+        // Cleared before the checkpoint: a commit from here on wakes the thread again.
+        shared.dirty.store(false, Ordering::Release);
+        shared.copied.store(checkpoint(&conn), Ordering::Release);
+        shared.over.store(false, Ordering::Release);
     }
 }
 
@@ -219,6 +298,32 @@ mod tests {
             took + Duration::from_millis(400) >= IDLE_CHECKPOINT,
             "{took:?}"
         );
+    }
+
+    #[test]
+    fn commits_wake_the_thread_once_until_it_has_checkpointed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n.db");
+        Connection::open(&path)
+            .and_then(|c| c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)))
+            .expect("wal");
+        let nudge = spawn(&path, Duration::ZERO, 1000).expect("spawn");
+        for _ in 0..1000 {
+            nudge.after_commit();
+        }
+        assert_eq!(nudge.wakeups(), 1, "only the first commit wakes the thread");
+        // Once it has checkpointed (after a quiet second), the next commit wakes it again.
+        let start = Instant::now();
+        while nudge.shared.dirty.load(Ordering::Acquire) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no idle checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(start.elapsed() + Duration::from_millis(200) >= IDLE_CHECKPOINT);
+        nudge.after_commit();
+        assert_eq!(nudge.wakeups(), 2);
     }
 
     #[tokio::test]

@@ -146,7 +146,7 @@ pub fn history(
     if let Some(after) = after {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, server_ts, state, envelope FROM messages \
-             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT ?5",
+             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT +?5",
         )?;
         let rows = stmt
             .query_map(params![lo, hi, after, before, limit], map)?
@@ -155,7 +155,7 @@ pub fn history(
     } else {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, server_ts, state, envelope FROM messages \
-             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT +?4",
         )?;
         let mut rows = stmt
             .query_map(params![lo, hi, before, limit], map)?

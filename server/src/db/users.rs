@@ -166,7 +166,7 @@ pub fn list(
     );
     let mut stmt = conn.prepare_cached(
         "SELECT username, key_version FROM users \
-         WHERE username LIKE ?1 ESCAPE '\\' AND username > ?2 ORDER BY username LIMIT ?3",
+         WHERE username LIKE ?1 ESCAPE '\\' AND username > ?2 ORDER BY username LIMIT +?3",
     )?;
     let rows = stmt
         .query_map(params![pattern, cursor.unwrap_or(""), limit], |r| {

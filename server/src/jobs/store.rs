@@ -150,6 +150,15 @@ pub(crate) fn insert(conn: &Connection, job: &NewRow, now: i64) -> DbResult<Enqu
     Ok(Enqueued { id, existing: true })
 }
 
+/// The claim. `LIMIT +?4`, not `LIMIT ?4`: see the SQL convention in `db/mod.rs`.
+pub(crate) const CLAIM_SQL: &str =
+    "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = random(), \
+            lease_expires_at = ?3, started_at = ?2 \
+     WHERE id IN (SELECT id FROM jobs \
+                  WHERE queue = ?1 AND state = 'available' AND run_at <= ?2 \
+                  ORDER BY priority, run_at, id LIMIT +?4) \
+     RETURNING id, kind, payload, priority, run_at, attempt, max_attempts, lease_token";
+
 /// Claims up to `n` due jobs of `queue` in (priority, run_at, id) order with one
 /// `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`, each under a fresh random lease
 /// token that expires at `now + lease_ms`. Returned in claim order.
@@ -163,14 +172,7 @@ pub(crate) fn claim(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut st = conn.prepare_cached(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = random(), \
-                lease_expires_at = ?3, started_at = ?2 \
-         WHERE id IN (SELECT id FROM jobs \
-                      WHERE queue = ?1 AND state = 'available' AND run_at <= ?2 \
-                      ORDER BY priority, run_at, id LIMIT ?4) \
-         RETURNING id, kind, payload, priority, run_at, attempt, max_attempts, lease_token",
-    )?;
+    let mut st = conn.prepare_cached(CLAIM_SQL)?;
     let mut out = st
         .query_map(params![queue, now, now + lease_ms, n as i64], |r| {
             Ok(Claimed {
@@ -388,7 +390,7 @@ pub(crate) fn reclaim(
     let mut st = conn.prepare_cached(
         "SELECT id, queue, kind, attempt, max_attempts, lease_expires_at FROM jobs \
          WHERE state = 'running' AND (?1 = 0 OR lease_expires_at <= ?2) \
-         ORDER BY lease_expires_at LIMIT ?3",
+         ORDER BY lease_expires_at LIMIT +?3",
     )?;
     let rows = st
         .query_map(params![expired_only as i64, now, limit], |r| {
@@ -449,7 +451,7 @@ pub(crate) fn prune(
     Ok(conn
         .prepare_cached(
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-             WHERE state = ?1 AND finished_at < ?2 LIMIT ?3)",
+             WHERE state = ?1 AND finished_at < ?2 LIMIT +?3)",
         )?
         .execute(params![state.as_str(), before, batch])?)
 }
@@ -495,7 +497,7 @@ pub(crate) fn list(
     let mut st = conn.prepare_cached(&format!(
         "SELECT {RECORD_COLUMNS} FROM jobs \
          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
-         ORDER BY id DESC LIMIT ?3"
+         ORDER BY id DESC LIMIT +?3"
     ))?;
     let rows = st
         .query_map(params![state.map(JobState::as_str), queue, limit], record)?

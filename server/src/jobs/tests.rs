@@ -60,6 +60,24 @@ fn db_state(c: &Connection, id: JobId) -> (JobState, u32, Option<i64>, i64) {
 // Plain unit tests
 
 #[test]
+fn the_claim_statement_is_compiled_once_whatever_the_batch_size() {
+    let (_dir, c) = fresh_db();
+    for i in 0..6 {
+        store::insert(&c, &row(None, 3, T0 + i, 0), T0).expect("insert");
+    }
+    for n in [1, 2, 3] {
+        let claimed = store::claim(&c, "q", n, T0 + 10, LEASE_MS).expect("claim");
+        assert_eq!(claimed.len(), n);
+    }
+    let st = c.prepare_cached(store::CLAIM_SQL).expect("cached");
+    assert_eq!(
+        st.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "binding a new LIMIT must not recompile the claim (LIMIT +?, db/mod.rs)"
+    );
+}
+
+#[test]
 fn a_claim_takes_due_jobs_in_priority_then_run_at_then_id_order() {
     let (_d, c) = fresh_db();
     let a = store::insert(&c, &row(None, 3, T0, 5), T0).expect("a").id;
