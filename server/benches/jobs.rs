@@ -15,8 +15,11 @@
 //!   `enqueue` is called (and, second figure, from when it returned) to the handler's start,
 //!   and its floor by hand: one rusqlite transaction inserting and claiming the job;
 //! - the writer's shape by hand: 32 inserts per transaction (the batches 64 callers form),
-//!   plain, then each in its own SAVEPOINT as the writer runs every operation (parsed each time,
-//!   as now, or cached): what the single writer's per-operation cost is.
+//!   plain, then each in its own SAVEPOINT (parsed each time, or cached), as the writer ran
+//!   every operation before 2c3b6e1 (now only a re-run batch does).
+//!
+//! Hand-written statements bind their LIMIT as `LIMIT +?N`, as the queue's do (db/mod.rs):
+//! a bare `LIMIT ?N` would make them re-prepare at every execution.
 //!
 //! Env: BENCH_RUNS (default 3), BENCH_DIR (default the system temp dir — put it on the disk
 //! you want to measure; FULL is only meaningful on a real disk).
@@ -273,7 +276,7 @@ async fn latency_floor(sync: Synchronous) -> (f64, f64) {
                      lease_token = random(), lease_expires_at = ?2 + 60000, started_at = ?2 \
                      WHERE id IN (SELECT id FROM jobs WHERE queue = 'bench' \
                      AND state = 'available' AND run_at <= ?2 ORDER BY priority, run_at, id \
-                     LIMIT ?1) RETURNING id",
+                     LIMIT +?1) RETURNING id",
                 )
                 .and_then(|mut st| {
                     st.query_map(params![CONCURRENCY as i64, now], |r| r.get(0))?
@@ -344,7 +347,7 @@ async fn ceiling_process(sync: Synchronous, combined: bool) -> f64 {
                     "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
                      lease_token = random(), lease_expires_at = ?3, started_at = ?2 \
                      WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state = 'available' \
-                     AND run_at <= ?2 ORDER BY priority, run_at, id LIMIT ?4) \
+                     AND run_at <= ?2 ORDER BY priority, run_at, id LIMIT +?4) \
                      RETURNING id, lease_token",
                 )
                 .expect("prepare");
