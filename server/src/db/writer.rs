@@ -15,6 +15,9 @@
 //! fails. One that fails after changing rows (`total_changes` moved) sends the batch back:
 //! ROLLBACK, and the whole batch runs again with each operation in its own SAVEPOINT. That
 //! is why operations are `FnMut`: one may run twice, and only the run that commits counts.
+//! `total_changes` counts rows changed by INSERT, UPDATE and DELETE (triggers and cascades
+//! included) but not schema changes: an operation that runs DDL must not fail after it
+//! (none does; migrations run before the writer starts).
 //!
 //! An operation may carry a `then` ([`Writer::submit_then`]) that runs on this thread once
 //! its batch has ended, with the outcome its caller is about to get — so work that must
