@@ -182,7 +182,10 @@ fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pag
         match next {
             Ok(()) => {
                 if shared.new_frames() < pages {
-                    // The first commit after a checkpoint: now wait for idle or the threshold.
+                    // The first commit after a checkpoint (now wait for idle or the
+                    // threshold), or a threshold wake-up that a WAL restart overtook: let the
+                    // writer wake the thread for the threshold again.
+                    shared.over.store(false, Ordering::Release);
                     continue;
                 }
                 std::thread::sleep(delay);

@@ -6,7 +6,9 @@
 //!
 //! Invariants: no caller hears "ok" before its changes are durable; one failing operation
 //! never takes its batch-mates down with it and leaves no change of its own behind; if
-//! COMMIT itself fails, every operation of the batch is told so.
+//! COMMIT itself fails, or SQLite rolls the whole transaction back (OR ROLLBACK, a full
+//! disk, an I/O error) even after a re-run, every operation of the batch is told so and
+//! no operation ever runs outside the batch's transaction.
 //!
 //! How a failing operation is isolated — optimistically, because a per-operation SAVEPOINT
 //! costs more than a one-row insert (every page the operation touches is first copied into
@@ -65,7 +67,10 @@ where
     fn run_bare(&mut self, conn: &Connection) -> Result<(), ()> {
         let before = conn.total_changes();
         let result = (self.f)(conn);
-        let partial = result.is_err() && (conn.total_changes() != before || conn.is_autocommit());
+        // No transaction any more (SQLite rolled it back: OR ROLLBACK, a full disk, an I/O
+        // error — even if the operation swallowed the error): nothing may run bare after
+        // this, so the batch is redone.
+        let partial = conn.is_autocommit() || (result.is_err() && conn.total_changes() != before);
         self.result = Some(result);
         if partial {
             Err(())
@@ -329,23 +334,30 @@ fn gather_more(
 }
 
 /// Runs the batch bare; if an operation failed after changing rows, rolls back and runs it
-/// again with every operation in its own SAVEPOINT (see the module comment).
+/// again with every operation in its own SAVEPOINT (see the module comment). If SQLite
+/// rolls the whole transaction back during that re-run, the batch fails as a whole and
+/// the operations after that point do not run (they would each commit on their own).
 fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn WriteOp>],
     stats: &Stats,
 ) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| e.to_string())?;
+    if !conn.is_autocommit() {
+        // A transaction an earlier failed ROLLBACK left open: end it before starting.
+        rollback(conn)?;
+    }
+    begin(conn)?;
     if batch.iter_mut().any(|op| op.run_bare(conn).is_err()) {
         stats.reruns.fetch_add(1, Ordering::Relaxed);
         if !conn.is_autocommit() {
-            conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
+            rollback(conn)?;
         }
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string())?;
+        begin(conn)?;
         for op in batch.iter_mut() {
             op.run_isolated(conn);
+            if conn.is_autocommit() {
+                return Err("the transaction was rolled back by SQLite".into());
+            }
         }
     }
     match conn.execute_batch("COMMIT") {
@@ -355,6 +367,15 @@ fn run_batch(
             Err(e.to_string())
         }
     }
+}
+
+fn begin(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())
+}
+
+fn rollback(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -498,6 +519,112 @@ mod tests {
             stats.reruns <= stats.transactions,
             "at most one re-run per batch: {stats:?}"
         );
+    }
+
+    /// Holds the writer thread for a moment (returning once the hold has begun), so the
+    /// operations submitted next share the batch after it.
+    async fn hold(w: &Writer) -> Pending<()> {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = started.clone();
+        let pending = w
+            .submit(move |_| {
+                flag.store(true, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(())
+            })
+            .await
+            .expect("submit");
+        while !started.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        pending
+    }
+
+    fn rows_of(path: &std::path::Path) -> Vec<i64> {
+        Connection::open(path)
+            .and_then(|c| {
+                c.prepare("SELECT x FROM t ORDER BY rowid")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .expect("rows")
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolls_back_is_never_half_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, path) = writer_on(&dir);
+        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
+            .await
+            .expect("setup");
+        // An operation that makes SQLite roll the whole transaction back and swallows the
+        // error, then two ordinary ones (the second fails after writing).
+        let held = hold(&w).await;
+        let swallow = w
+            .submit(|c| {
+                let _ = c.execute("INSERT OR ROLLBACK INTO t(x) VALUES (1)", []);
+                Ok(())
+            })
+            .await
+            .expect("submit");
+        let two = w
+            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (2)", [])?))
+            .await
+            .expect("submit");
+        let three = w
+            .submit(|c| {
+                c.execute("INSERT INTO t(x) VALUES (3)", [])?;
+                Err::<(), _>(DbError::Startup("gives up after writing".into()))
+            })
+            .await
+            .expect("submit");
+        held.await.expect("held");
+        let (swallow, two, three) = (swallow.await, two.await, three.await);
+        assert!(swallow.is_err() && two.is_err() && three.is_err());
+        assert_eq!(
+            rows_of(&path),
+            vec![1],
+            "nothing of the batch stands, nothing twice"
+        );
+        // The writer goes on.
+        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (4)", [])?))
+            .await
+            .expect("next write");
+        assert_eq!(rows_of(&path), vec![1, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_during_the_rerun_fails_the_batch_and_runs_nothing_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, path) = writer_on(&dir);
+        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
+            .await
+            .expect("setup");
+        let held = hold(&w).await;
+        let first = w
+            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (10)", [])?))
+            .await
+            .expect("submit");
+        let rollback = w
+            .submit(|c| Ok(c.execute("INSERT OR ROLLBACK INTO t(x) VALUES (1)", [])?))
+            .await
+            .expect("submit");
+        let last = w
+            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (30)", [])?))
+            .await
+            .expect("submit");
+        held.await.expect("held");
+        let (first, rollback, last) = (first.await, rollback.await, last.await);
+        assert!(first.is_err() && rollback.is_err() && last.is_err());
+        assert_eq!(
+            rows_of(&path),
+            vec![1],
+            "no operation ran on its own after the rollback"
+        );
+        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (40)", [])?))
+            .await
+            .expect("next write");
+        assert_eq!(rows_of(&path), vec![1, 40]);
     }
 
     #[tokio::test]

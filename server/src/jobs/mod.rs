@@ -322,7 +322,8 @@ impl Queue {
 
     /// Enqueues inside a write the caller is already making (`Db::write`), so the job exists
     /// if and only if the caller's transaction commits. Workers are woken at once; if the
-    /// transaction rolls back they find nothing.
+    /// transaction rolls back they find nothing. If the writer re-runs the caller's batch
+    /// (db/writer.rs), the `enqueued` counter counts this job once per run.
     pub fn enqueue_in(&self, conn: &Connection, job: NewJob) -> Result<Enqueued, JobsError> {
         let row = self.shared.prepare(job)?;
         let out = store::insert(conn, &row, now_ms())?;

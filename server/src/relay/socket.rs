@@ -477,6 +477,8 @@ where
                         // The sender's other tabs and devices see what it sent.
                         self.hub.push(self.peer.user_id, &frame, Some(self.conn_id));
                         if recipient_id != self.peer.user_id && self.partners.insert(recipient_id) {
+                            // The ack leaves now, not after the presence lookup below.
+                            in_time(self.ws.flush()).await?;
                             // Possibly a new conversation: both sides learn the other's presence.
                             if let Some(p) =
                                 self.hub.introduce(&self.peer.username, recipient_id).await
