@@ -550,81 +550,73 @@ mod tests {
             .expect("rows")
     }
 
-    #[tokio::test]
-    async fn a_transaction_sqlite_rolls_back_is_never_half_committed() {
+    fn insert(x: i64) -> impl FnMut(&Connection) -> DbResult<usize> + Send + 'static {
+        move |c| Ok(c.execute("INSERT INTO t(x) VALUES (?1)", [x])?)
+    }
+
+    type TestOp = Box<dyn FnMut(&Connection) -> DbResult<()> + Send>;
+
+    /// Commits row 1, then submits `ops` as one batch behind a hold; returns their outcomes
+    /// (whether each was answered ok) and the rows after the next ordinary write (99).
+    async fn batch_after_row_1(ops: Vec<TestOp>) -> (Vec<bool>, Vec<i64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (w, path) = writer_on(&dir);
-        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
-            .await
-            .expect("setup");
+        w.write(insert(1)).await.expect("setup");
+        let held = hold(&w).await;
+        let mut pending = Vec::new();
+        for op in ops {
+            pending.push(w.submit(op).await.expect("submit"));
+        }
+        held.await.expect("held");
+        let mut ok = Vec::new();
+        for p in pending {
+            ok.push(p.await.is_ok());
+        }
+        w.write(insert(99)).await.expect("the writer goes on");
+        (ok, rows_of(&path))
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolls_back_is_never_half_committed() {
         // An operation that makes SQLite roll the whole transaction back and swallows the
         // error, then two ordinary ones (the second fails after writing).
-        let held = hold(&w).await;
-        let swallow = w
-            .submit(|c| {
+        let (ok, rows) = batch_after_row_1(vec![
+            Box::new(|c| {
                 let _ = c.execute("INSERT OR ROLLBACK INTO t(x) VALUES (1)", []);
                 Ok(())
-            })
-            .await
-            .expect("submit");
-        let two = w
-            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (2)", [])?))
-            .await
-            .expect("submit");
-        let three = w
-            .submit(|c| {
-                c.execute("INSERT INTO t(x) VALUES (3)", [])?;
-                Err::<(), _>(DbError::Startup("gives up after writing".into()))
-            })
-            .await
-            .expect("submit");
-        held.await.expect("held");
-        let (swallow, two, three) = (swallow.await, two.await, three.await);
-        assert!(swallow.is_err() && two.is_err() && three.is_err());
+            }),
+            Box::new(|c| insert(2)(c).map(drop)),
+            Box::new(|c| {
+                insert(3)(c)?;
+                Err(DbError::Startup("gives up after writing".into()))
+            }),
+        ])
+        .await;
+        assert_eq!(ok, vec![false, false, false]);
         assert_eq!(
-            rows_of(&path),
-            vec![1],
+            rows,
+            vec![1, 99],
             "nothing of the batch stands, nothing twice"
         );
-        // The writer goes on.
-        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (4)", [])?))
-            .await
-            .expect("next write");
-        assert_eq!(rows_of(&path), vec![1, 4]);
     }
 
     #[tokio::test]
     async fn a_rollback_during_the_rerun_fails_the_batch_and_runs_nothing_after_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (w, path) = writer_on(&dir);
-        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
-            .await
-            .expect("setup");
-        let held = hold(&w).await;
-        let first = w
-            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (10)", [])?))
-            .await
-            .expect("submit");
-        let rollback = w
-            .submit(|c| Ok(c.execute("INSERT OR ROLLBACK INTO t(x) VALUES (1)", [])?))
-            .await
-            .expect("submit");
-        let last = w
-            .submit(|c| Ok(c.execute("INSERT INTO t(x) VALUES (30)", [])?))
-            .await
-            .expect("submit");
-        held.await.expect("held");
-        let (first, rollback, last) = (first.await, rollback.await, last.await);
-        assert!(first.is_err() && rollback.is_err() && last.is_err());
+        let (ok, rows) = batch_after_row_1(vec![
+            Box::new(|c| insert(10)(c).map(drop)),
+            Box::new(|c| {
+                c.execute("INSERT OR ROLLBACK INTO t(x) VALUES (1)", [])?;
+                Ok(())
+            }),
+            Box::new(|c| insert(30)(c).map(drop)),
+        ])
+        .await;
+        assert_eq!(ok, vec![false, false, false]);
         assert_eq!(
-            rows_of(&path),
-            vec![1],
+            rows,
+            vec![1, 99],
             "no operation ran on its own after the rollback"
         );
-        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (40)", [])?))
-            .await
-            .expect("next write");
-        assert_eq!(rows_of(&path), vec![1, 40]);
     }
 
     #[tokio::test]
