@@ -197,6 +197,9 @@ async fn raw_insert_shaped_as(
 ) -> f64 {
     let f = fresh(sync).await;
     let total = CALLERS * SINGLE_PER_CALLER;
+    const INSERT: &str = "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
+                          max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4)";
+    let insert_returning = format!("{INSERT} RETURNING id");
     tokio::task::spawn_blocking(move || {
         let c = raw_connection(&f);
         let step = |sql: &str| match savepoints {
@@ -216,24 +219,19 @@ async fn raw_insert_shaped_as(
                 step("SAVEPOINT op");
                 let payload = json!({ "n": n }).to_string();
                 if returning {
-                    c.prepare_cached(
-                        "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
-                         max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4) \
-                         RETURNING id",
-                    )
-                    .and_then(|mut st| {
-                        st.query_row(params!["bench", "b.noop", payload, now_ms()], |r| {
-                            r.get::<_, i64>(0)
+                    c.prepare_cached(&insert_returning)
+                        .and_then(|mut st| {
+                            st.query_row(params!["bench", "b.noop", payload, now_ms()], |r| {
+                                r.get::<_, i64>(0)
+                            })
                         })
-                    })
-                    .expect("insert");
+                        .expect("insert");
                 } else {
-                    c.prepare_cached(
-                        "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
-                         max_attempts, created_at) VALUES (?1, ?2, ?3, 'available', 0, ?4, 5, ?4)",
-                    )
-                    .and_then(|mut st| st.execute(params!["bench", "b.noop", payload, now_ms()]))
-                    .expect("insert");
+                    c.prepare_cached(INSERT)
+                        .and_then(|mut st| {
+                            st.execute(params!["bench", "b.noop", payload, now_ms()])
+                        })
+                        .expect("insert");
                     std::hint::black_box(c.last_insert_rowid());
                 }
                 step("RELEASE op");

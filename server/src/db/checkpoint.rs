@@ -94,6 +94,14 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// How long the writer has been quiet since its latest commit.
+    fn quiet(&self) -> Duration {
+        Duration::from_micros(
+            self.now_us()
+                .saturating_sub(self.last_commit_us.load(Ordering::Acquire)),
+        )
+    }
+
     /// Frames added since the last checkpoint (all of them if the WAL was started over).
     fn new_frames(&self) -> u32 {
         let (frames, copied) = (
@@ -167,12 +175,7 @@ fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pag
     loop {
         let next = if shared.dirty.load(Ordering::Acquire) {
             // Quiet for IDLE_CHECKPOINT since the latest commit? Else sleep the rest of it.
-            let quiet = Duration::from_micros(
-                shared
-                    .now_us()
-                    .saturating_sub(shared.last_commit_us.load(Ordering::Acquire)),
-            );
-            match IDLE_CHECKPOINT.checked_sub(quiet) {
+            match IDLE_CHECKPOINT.checked_sub(shared.quiet()) {
                 Some(rest) if !rest.is_zero() => rx.recv_timeout(rest),
                 _ => Err(RecvTimeoutError::Timeout),
             }
@@ -191,10 +194,7 @@ fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pag
                 std::thread::sleep(delay);
             }
             Err(RecvTimeoutError::Timeout) => {
-                let quiet = shared
-                    .now_us()
-                    .saturating_sub(shared.last_commit_us.load(Ordering::Acquire));
-                if quiet < u64::try_from(IDLE_CHECKPOINT.as_micros()).unwrap_or(u64::MAX) {
+                if shared.quiet() < IDLE_CHECKPOINT {
                     continue;
                 }
             }

@@ -342,16 +342,12 @@ fn run_batch(
     batch: &mut [Box<dyn WriteOp>],
     stats: &Stats,
 ) -> Result<(), String> {
-    if !conn.is_autocommit() {
-        // A transaction an earlier failed ROLLBACK left open: end it before starting.
-        rollback(conn)?;
-    }
+    // A transaction an earlier failed ROLLBACK left open is ended before starting.
+    rollback_if_open(conn)?;
     begin(conn)?;
     if batch.iter_mut().any(|op| op.run_bare(conn).is_err()) {
         stats.reruns.fetch_add(1, Ordering::Relaxed);
-        if !conn.is_autocommit() {
-            rollback(conn)?;
-        }
+        rollback_if_open(conn)?;
         begin(conn)?;
         for op in batch.iter_mut() {
             op.run_isolated(conn);
@@ -363,7 +359,7 @@ fn run_batch(
     match conn.execute_batch("COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = rollback_if_open(conn);
             Err(e.to_string())
         }
     }
@@ -374,7 +370,11 @@ fn begin(conn: &Connection) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn rollback(conn: &Connection) -> Result<(), String> {
+/// Rolls back the open transaction, if SQLite has not already.
+fn rollback_if_open(conn: &Connection) -> Result<(), String> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
     conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())
 }
 
@@ -501,13 +501,9 @@ mod tests {
             }
         }
         assert_eq!(ok.len(), 80);
-        let conn = Connection::open(&path).expect("open");
-        let rows: Vec<i64> = conn
-            .prepare("SELECT x FROM t ORDER BY x")
-            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-            .expect("rows");
         assert_eq!(
-            rows, ok,
+            rows_of(&path),
+            ok,
             "the failing operations left nothing; the others all stand"
         );
         let stats = w.stats();
@@ -543,7 +539,7 @@ mod tests {
     fn rows_of(path: &std::path::Path) -> Vec<i64> {
         Connection::open(path)
             .and_then(|c| {
-                c.prepare("SELECT x FROM t ORDER BY rowid")?
+                c.prepare("SELECT x FROM t ORDER BY x")?
                     .query_map([], |r| r.get(0))?
                     .collect()
             })
@@ -623,12 +619,8 @@ mod tests {
     async fn a_failure_that_changed_nothing_needs_no_rerun() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (w, _path) = writer_on(&dir);
-        w.write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
-            .await
-            .expect("first");
-        let dup = w
-            .write(|c| Ok(c.execute("INSERT INTO t(x) VALUES (1)", [])?))
-            .await;
+        w.write(insert(1)).await.expect("first");
+        let dup = w.write(insert(1)).await;
         assert!(dup.expect_err("duplicate").is_unique_violation());
         assert_eq!(w.stats().reruns, 0);
     }

@@ -254,7 +254,7 @@ impl Hub {
         self.db
             .read(move |c| {
                 let mut out = Vec::with_capacity(online.len());
-                for &id in &online {
+                for id in online {
                     if let Some(u) = users::by_id(c, id)? {
                         out.push((id, u.username));
                     }
