@@ -315,7 +315,7 @@ where
             }
         };
         let sender_id = self.peer.user_id;
-        let id = env.id;
+        let id = env.id.into_owned();
         // One copy of the envelope, shared by the write and the fan-out.
         let envelope: Arc<str> = Arc::from(raw);
         let (op_id, op_env) = (id.clone(), envelope.clone());
@@ -467,10 +467,7 @@ where
                     // the sender ahead of its own ack.
                     self.feed(Message::Text(ack.into())).await?;
                     if stored.new {
-                        let frame = Utf8Bytes::from(format!(
-                            "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":{}}}",
-                            stored.seq, stored.server_ts, envelope
-                        ));
+                        let frame = Utf8Bytes::from(message_frame(stored, &envelope));
                         if recipient_id != self.peer.user_id {
                             self.hub.push(recipient_id, &frame, None);
                         }
@@ -526,4 +523,20 @@ where
             },
         }
     }
+}
+
+/// `{"type":"message","seq":…,"server_ts":…,"envelope":…}` in one allocation of the right
+/// size (`format!` grows its string by doubling, copying a large envelope several times).
+fn message_frame(stored: messages::Stored, envelope: &str) -> String {
+    use std::fmt::Write as _;
+    let mut f = String::with_capacity(envelope.len() + 80);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        f,
+        "{{\"type\":\"message\",\"seq\":{},\"server_ts\":{},\"envelope\":",
+        stored.seq, stored.server_ts
+    );
+    f.push_str(envelope);
+    f.push('}');
+    f
 }
