@@ -1,12 +1,25 @@
-//! Owns the SQL of the `messages` and `conversations` tables: storing envelopes
-//! (idempotently per id, which belongs to its first sender), history by conversation,
-//! conversation summaries, receipts, and conversation partners for presence.
+//! Owns the SQL of the `messages`, `conversations` and `message_ids` tables: storing
+//! envelopes (idempotently per id, which belongs to its first sender), history by
+//! conversation, conversation summaries, receipts, conversation partners for presence, and
+//! the message-id index the writer keeps in two parts.
 //!
 //! Invariants: an envelope row is written once and its `envelope` text never changes;
 //! only `state` moves forward (sent -> delivered -> read). Every pair of users with a
 //! stored message has its `conversations` row, written in the same transaction as the
 //! pair's first message. Ids are stored as their 16 bytes; callers pass the lower-case
 //! UUID text the envelope checks accepted.
+//!
+//! The id index: a message's id is in exactly one of `message_ids` (on disk, keyed by id)
+//! and `temp.pending_message_ids` (a TEMP table of the write connection), or in both for a
+//! moment after start-up. [`store`] adds a new id to the TEMP table; every [`FLUSH_EVERY`]th
+//! message moves one key range of it ([`ID_RANGES`] ranges by the id's first byte, in turn)
+//! into `message_ids` in key order and records the range's `through_seq`. A random id per
+//! message thus costs an in-memory insert, and the disk index is written a range at a time
+//! (~1,000 ids into a few dozen leaves) instead of one random leaf per message. TEMP
+//! tables are part of the write transaction, so a batch that rolls back takes its ids out
+//! of the buffer too. At start-up [`open_id_buffer`] refills the buffer from the messages
+//! above the lowest `through_seq`, so a crash loses nothing. Only the write connection
+//! looks messages up by id (stores and receipts), and [`find`] checks both parts.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -67,51 +80,150 @@ fn pair(a: i64, b: i64) -> (i64, i64) {
     }
 }
 
+/// Key ranges of the id index (by the id's first byte), flushed in turn.
+pub const ID_RANGES: i64 = 64;
+
+/// One key range of the id buffer is flushed to `message_ids` every this many messages, so
+/// each range is flushed every `ID_RANGES * FLUSH_EVERY` messages (~1,000 ids per flush)
+/// and the buffer holds at most about that many ids (~65,000, a few MiB of memory).
+pub const FLUSH_EVERY: i64 = 1024;
+
+/// Creates the write connection's id buffer (a TEMP table) and fills it with the ids of
+/// every message above the lowest `through_seq` (those a crash may have left only in the
+/// buffer). Runs once, on the write connection, after migrations and before any write.
+/// Returns the number of ids put in the buffer.
+pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS pending_message_ids ( \
+             msg_id BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    )?;
+    let (ranges, low): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(min(through_seq), 0) FROM message_id_ranges",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if ranges != ID_RANGES {
+        // Not the ranges this binary flushes (never written, or ID_RANGES changed): every
+        // range starts from the lowest mark, which the buffer covers from here on.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let reset = conn
+            .execute("DELETE FROM message_id_ranges", [])
+            .and_then(|_| {
+                let mut st = conn.prepare(
+                    "INSERT INTO message_id_ranges (key_range, through_seq) VALUES (?1, ?2)",
+                )?;
+                (0..ID_RANGES).try_for_each(|r| st.execute([r, low]).map(|_| ()))
+            });
+        match reset {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                conn.execute_batch("ROLLBACK")?;
+                return Err(e.into());
+            }
+        }
+    }
+    let loaded = conn.execute(
+        "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) \
+         SELECT msg_id, seq FROM messages WHERE seq > ?1",
+        [low],
+    )?;
+    Ok(loaded)
+}
+
+/// The message stored under `msg_id`, if any: (seq, server_ts, sender_id, recipient_id).
+fn find(conn: &Connection, msg_id: &[u8; 16]) -> DbResult<Option<(i64, i64, i64, i64)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.seq, m.server_ts, m.sender_id, m.recipient_id \
+             FROM temp.pending_message_ids p JOIN messages m ON m.seq = p.seq \
+             WHERE p.msg_id = ?1 AND m.msg_id = ?1 \
+             UNION ALL \
+             SELECT m.seq, m.server_ts, m.sender_id, m.recipient_id \
+             FROM main.message_ids i JOIN messages m ON m.seq = i.seq \
+             WHERE i.msg_id = ?1 AND m.msg_id = ?1 \
+             LIMIT 1",
+        )?
+        .query_row(params![&msg_id[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?)
+}
+
+/// The bounds `[lo, hi)` of key range `range` as blobs compared with the 16-byte ids.
+fn range_bounds(range: i64) -> (Vec<u8>, Vec<u8>) {
+    let first = |r: i64| (r * 256 / ID_RANGES) as u8;
+    let lo = vec![first(range)];
+    let hi = if range + 1 >= ID_RANGES {
+        vec![0xff; 17] // above every 16-byte id
+    } else {
+        vec![first(range + 1)]
+    };
+    (lo, hi)
+}
+
+/// Moves the ids of key range `range` from the buffer into `message_ids` (in key order)
+/// and records that every message up to `through_seq` in that range is there.
+pub fn flush_id_range(conn: &Connection, range: i64, through_seq: i64) -> DbResult<usize> {
+    let (lo, hi) = range_bounds(range);
+    let moved = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO main.message_ids (msg_id, seq) \
+             SELECT msg_id, seq FROM temp.pending_message_ids \
+             WHERE msg_id >= ?1 AND msg_id < ?2 ORDER BY msg_id",
+        )?
+        .execute(params![lo, hi])?;
+    conn.prepare_cached("DELETE FROM temp.pending_message_ids WHERE msg_id >= ?1 AND msg_id < ?2")?
+        .execute(params![lo, hi])?;
+    conn.prepare_cached("UPDATE message_id_ranges SET through_seq = ?2 WHERE key_range = ?1")?
+        .execute([range, through_seq])?;
+    Ok(moved)
+}
+
 /// Stores an envelope unless its id is already stored.
 pub fn store(conn: &Connection, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     let (lo, hi) = pair(m.sender_id, m.recipient_id);
     let msg_id = id_bytes(m.msg_id).ok_or_else(invalid_id)?;
-    // seq (the rowid) is read with last_insert_rowid(), not RETURNING, which SQLite runs
-    // through a temporary table.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, size, envelope) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (msg_id) DO NOTHING",
-        )?
-        .execute(params![
-            m.sender_id,
-            m.recipient_id,
-            lo,
-            hi,
-            &msg_id[..],
-            m.server_ts,
-            m.envelope.len() as i64,
-            m.envelope
-        ])?;
-    if inserted == 1 {
-        let seq = conn.last_insert_rowid();
-        // Reads the pair's row and writes nothing, except for a pair's first message.
-        conn.prepare_cached("INSERT OR IGNORE INTO conversations (lo, hi) VALUES (?1, ?2)")?
-            .execute([lo, hi])?;
+    if let Some((seq, server_ts, sender, _)) = find(conn, &msg_id)? {
+        if sender != m.sender_id {
+            return Ok(StoreOutcome::IdTaken);
+        }
         return Ok(StoreOutcome::Stored(Stored {
             seq,
-            server_ts: m.server_ts,
-            new: true,
+            server_ts,
+            new: false,
         }));
     }
-    let (seq, server_ts, sender): (i64, i64, i64) = conn
-        .prepare_cached("SELECT seq, server_ts, sender_id FROM messages WHERE msg_id = ?1")?
-        .query_row(params![&msg_id[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    if sender != m.sender_id {
-        return Ok(StoreOutcome::IdTaken);
+    conn.prepare_cached(
+        "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, size, envelope) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        m.sender_id,
+        m.recipient_id,
+        lo,
+        hi,
+        &msg_id[..],
+        m.server_ts,
+        m.envelope.len() as i64,
+        m.envelope
+    ])?;
+    // seq (the rowid) is read with last_insert_rowid(), not RETURNING, which SQLite runs
+    // through a temporary table.
+    let seq = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) VALUES (?1, ?2)",
+    )?
+    .execute(params![&msg_id[..], seq])?;
+    if seq % FLUSH_EVERY == 0 {
+        flush_id_range(conn, (seq / FLUSH_EVERY) % ID_RANGES, seq)?;
     }
+    // Reads the pair's row and writes nothing, except for a pair's first message.
+    conn.prepare_cached("INSERT OR IGNORE INTO conversations (lo, hi) VALUES (?1, ?2)")?
+        .execute([lo, hi])?;
     Ok(StoreOutcome::Stored(Stored {
         seq,
-        server_ts,
-        new: false,
+        server_ts: m.server_ts,
+        new: true,
     }))
 }
 
@@ -216,19 +328,19 @@ pub fn mark(
     let Some(msg_id) = id_bytes(msg_id) else {
         return Ok(None);
     };
-    let sender: Option<i64> = conn
-        .prepare_cached("SELECT sender_id FROM messages WHERE msg_id = ?2 AND recipient_id = ?1")?
-        .query_row(params![recipient, &msg_id[..]], |r| r.get(0))
-        .optional()?;
-    if sender.is_some() {
-        conn.prepare_cached(
-            "UPDATE messages SET state = ?3, \
-                 delivered_at = coalesce(delivered_at, ?4), \
-                 read_at = CASE WHEN ?3 = 2 THEN coalesce(read_at, ?4) ELSE read_at END \
-             WHERE msg_id = ?2 AND recipient_id = ?1 AND state < ?3",
-        )?
-        .execute(params![recipient, &msg_id[..], state, at])?;
-    }
+    let sender = match find(conn, &msg_id)? {
+        Some((seq, _, sender, to)) if to == recipient => {
+            conn.prepare_cached(
+                "UPDATE messages SET state = ?2, \
+                     delivered_at = coalesce(delivered_at, ?3), \
+                     read_at = CASE WHEN ?2 = 2 THEN coalesce(read_at, ?3) ELSE read_at END \
+                 WHERE seq = ?1 AND state < ?2",
+            )?
+            .execute(params![seq, state, at])?;
+            Some(sender)
+        }
+        _ => None,
+    };
     Ok(sender)
 }
 
@@ -261,6 +373,7 @@ mod tests {
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().expect("open");
         super::super::migrate::migrate(&mut c).expect("migrate");
+        open_id_buffer(&c).expect("id buffer");
         super::super::insert_test_users(&c);
         c
     }
@@ -322,26 +435,6 @@ mod tests {
     }
 
     #[test]
-    fn a_resend_is_found_by_its_id_and_another_sender_cannot_take_it() {
-        let c = db();
-        let StoreOutcome::Stored(first) = send(&c, 1, 2, A) else {
-            panic!("not stored")
-        };
-        assert_eq!(
-            send(&c, 1, 2, A),
-            StoreOutcome::Stored(Stored {
-                new: false,
-                ..first
-            })
-        );
-        assert_eq!(send(&c, 3, 2, A), StoreOutcome::IdTaken);
-        let n: i64 = c
-            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(n, 1);
-    }
-
-    #[test]
     fn conversations_list_the_latest_seq_and_what_i_have_not_read() {
         let c = db();
         send(&c, 1, 2, A);
@@ -369,5 +462,159 @@ mod tests {
         assert_eq!(bob[1].unread, 0);
         let alice = conversations(&c, 1).expect("alice");
         assert_eq!((alice[0].peer.as_str(), alice[0].unread), ("bob", 0));
+    }
+
+    /// A lower-case UUID v4 text made from `n`, spread over the key space.
+    fn nth_id(n: u64) -> String {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        b[8..].copy_from_slice(&n.to_be_bytes());
+        uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    }
+
+    /// How many of `nth_id(1..=upto)` fall in key range `r`.
+    fn ids_in_range(r: i64, upto: u64) -> i64 {
+        let (lo, hi) = range_bounds(r);
+        (1..=upto)
+            .filter(|&i| {
+                let id = id_bytes(&nth_id(i)).expect("id");
+                id[..] >= lo[..] && id[..] < hi[..]
+            })
+            .count() as i64
+    }
+
+    fn count(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+
+    #[test]
+    fn a_resend_is_recognised_whichever_part_of_the_id_index_holds_it() {
+        let c = db();
+        let StoreOutcome::Stored(a) = send(&c, 1, 2, A) else {
+            panic!("not stored")
+        };
+        for r in 0..ID_RANGES {
+            flush_id_range(&c, r, a.seq).expect("flush");
+        }
+        assert_eq!(count(&c, "SELECT count(*) FROM message_ids"), 1);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM temp.pending_message_ids"),
+            0
+        );
+        let StoreOutcome::Stored(b) = send(&c, 1, 2, B) else {
+            panic!("not stored")
+        };
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM temp.pending_message_ids"),
+            1
+        );
+        // A is on disk, B in the buffer: both are found, for resends and for receipts.
+        for (id, first) in [(A, a), (B, b)] {
+            assert_eq!(
+                send(&c, 1, 2, id),
+                StoreOutcome::Stored(Stored {
+                    new: false,
+                    ..first
+                })
+            );
+            assert_eq!(send(&c, 3, 2, id), StoreOutcome::IdTaken);
+            assert_eq!(mark(&c, 2, id, STATE_DELIVERED, 9).expect("mark"), Some(1));
+            assert_eq!(mark(&c, 3, id, STATE_DELIVERED, 9).expect("mark"), None);
+        }
+        assert_eq!(count(&c, "SELECT count(*) FROM messages"), 2);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM messages WHERE state = 1"),
+            2
+        );
+    }
+
+    #[test]
+    fn every_flush_every_th_message_moves_one_key_range_to_disk_in_turn() {
+        let c = db();
+        let n = FLUSH_EVERY as u64 * 2;
+        for i in 1..=n {
+            send(&c, 1, 2, &nth_id(i));
+        }
+        // seq 1024 flushed range 1 and seq 2048 range 2; the rest stays in the buffer.
+        let marks: Vec<(i64, i64)> = c
+            .prepare("SELECT key_range, through_seq FROM message_id_ranges WHERE through_seq > 0")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(marks, vec![(1, FLUSH_EVERY), (2, 2 * FLUSH_EVERY)]);
+        let on_disk = ids_in_range(1, n / 2) + ids_in_range(2, n);
+        assert!(on_disk > 0);
+        assert_eq!(count(&c, "SELECT count(*) FROM message_ids"), on_disk);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM temp.pending_message_ids"),
+            n as i64 - on_disk
+        );
+        assert_eq!(
+            count(
+                &c,
+                "SELECT count(*) FROM message_ids i JOIN messages m ON m.seq = i.seq AND m.msg_id = i.msg_id"
+            ),
+            on_disk,
+            "every flushed id points at its message"
+        );
+        for i in [1, n / 2, n] {
+            assert!(matches!(
+                send(&c, 1, 2, &nth_id(i)),
+                StoreOutcome::Stored(Stored { new: false, seq, .. }) if seq == i as i64
+            ));
+        }
+    }
+
+    #[test]
+    fn an_id_stored_by_a_transaction_that_rolled_back_is_forgotten() {
+        let c = db();
+        c.execute_batch("BEGIN").expect("begin");
+        send(&c, 1, 2, A);
+        c.execute_batch("ROLLBACK").expect("rollback");
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM temp.pending_message_ids"),
+            0
+        );
+        assert!(matches!(
+            send(&c, 3, 2, A),
+            StoreOutcome::Stored(Stored { new: true, .. })
+        ));
+    }
+
+    #[test]
+    fn after_a_restart_the_buffer_is_refilled_and_resends_are_still_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let n = FLUSH_EVERY as u64 + 10;
+        {
+            let mut c = Connection::open(&path).expect("open");
+            super::super::migrate::migrate(&mut c).expect("migrate");
+            open_id_buffer(&c).expect("buffer");
+            super::super::insert_test_users(&c);
+            for i in 1..=n {
+                send(&c, 1, 2, &nth_id(i));
+            }
+            // Dropped without flushing the rest: as after a crash.
+        }
+        let c = Connection::open(&path).expect("reopen");
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM message_ids"),
+            ids_in_range(1, FLUSH_EVERY as u64),
+            "only range 1 was flushed, at seq 1024"
+        );
+        let loaded = open_id_buffer(&c).expect("buffer");
+        assert_eq!(
+            loaded as u64, n,
+            "the lowest mark is 0: every message is reloaded"
+        );
+        for i in 1..=n {
+            assert!(matches!(
+                send(&c, 1, 2, &nth_id(i)),
+                StoreOutcome::Stored(Stored { new: false, seq, .. }) if seq == i as i64
+            ));
+        }
+        assert_eq!(count(&c, "SELECT count(*) FROM messages"), n as i64);
     }
 }

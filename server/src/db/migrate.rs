@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages_compact",
         include_str!("../../../migrations/0004_messages_compact.sql"),
     ),
+    (
+        5,
+        "message_ids",
+        include_str!("../../../migrations/0005_message_ids.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -73,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_stored_under_schema_3_keep_their_seq_id_and_conversation_after_4() {
+    fn messages_stored_under_schema_3_keep_their_seq_id_and_conversation_through_5() {
         let mut c = Connection::open_in_memory().expect("open");
         c.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
         for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.0 <= 3) {
@@ -98,7 +103,7 @@ mod tests {
         c.execute("DELETE FROM messages WHERE seq = 3", [])
             .expect("delete");
 
-        assert_eq!(migrate(&mut c).expect("migrate"), vec![4]);
+        assert_eq!(migrate(&mut c).expect("migrate"), vec![4, 5]);
 
         let rows: Vec<(i64, Vec<u8>, i64)> = c
             .prepare("SELECT seq, msg_id, state FROM messages ORDER BY seq")
@@ -117,6 +122,23 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("pairs");
         assert_eq!(pairs, vec![(1, 2)]);
+        // 5: the id index moved to message_ids, complete up to the newest seq.
+        let indexed: Vec<(Vec<u8>, i64)> = c
+            .prepare("SELECT msg_id, seq FROM message_ids ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(indexed, vec![(want(ids[0]), 1), (want(ids[1]), 2)]);
+        let marks: (i64, i64, i64) = c
+            .query_row(
+                "SELECT count(*), min(through_seq), max(through_seq) FROM message_id_ranges",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("marks");
+        assert_eq!(marks, (crate::db::messages::ID_RANGES, 2, 2));
         let next: i64 = c
             .query_row(
                 "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, \

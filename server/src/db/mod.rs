@@ -75,6 +75,8 @@ impl Db {
         let conn = tokio::task::spawn_blocking(move || -> DbResult<Connection> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
+            let buffered = messages::open_id_buffer(&conn)?;
+            tracing::debug!(buffered, "message id buffer ready");
             Ok(conn)
         })
         .await

@@ -251,7 +251,7 @@ async fn logs_hold_no_secrets_and_sigterm_shuts_down_cleanly() {
 
 /// Store-then-ack: once the sender has its ack, a kill -9 of the server loses nothing.
 #[tokio::test]
-async fn an_acknowledged_message_survives_kill_9_of_the_server() {
+async fn an_acknowledged_message_survives_kill_9_of_the_server_and_a_resend_is_still_recognised() {
     use securechat_client::ws::ServerFrame;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -277,6 +277,7 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server() {
     .expect("rsa");
     let mut ws = client.connect_ws(&alice.access_token).await.expect("ws");
     let mut acked = Vec::new();
+    let mut sent = Vec::new();
     for i in 0..20 {
         let env = securechat_client::envelope::seal_text(
             "alice",
@@ -287,12 +288,15 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server() {
         )
         .expect("seal");
         ws.send_envelope(&env).await.expect("send");
-        acked.push(env.id);
+        acked.push(env.id.clone());
+        sent.push(env);
     }
-    let mut got = 0;
-    while got < acked.len() {
+    let mut seqs = std::collections::HashMap::new();
+    while seqs.len() < acked.len() {
         match ws.recv().await.expect("frame") {
-            ServerFrame::Ack { .. } => got += 1,
+            ServerFrame::Ack { id, seq, .. } => {
+                seqs.insert(id, seq);
+            }
             ServerFrame::Error { code, .. } => panic!("error {code}"),
             _ => {}
         }
@@ -317,6 +321,30 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server() {
         .map(|m| m.envelope.parse().expect("envelope").id)
         .collect();
     assert_eq!(ids, acked, "every acknowledged message is there, in order");
+
+    // A resend after the restart (the client never saw its ack, say) is recognised: the
+    // ids the killed server held only in its write buffer were put back at start-up.
+    let alice = client.login("alice", PASSWORD).await.expect("login");
+    let mut ws = client.connect_ws(&alice.access_token).await.expect("ws");
+    for env in [&sent[0], &sent[19]] {
+        ws.send_envelope(env).await.expect("resend");
+        loop {
+            match ws.recv().await.expect("frame") {
+                ServerFrame::Ack { id, seq, .. } => {
+                    assert_eq!(id, env.id);
+                    assert_eq!(seq, seqs[&env.id], "a resend gets the original seq");
+                    break;
+                }
+                ServerFrame::Error { code, .. } => panic!("error {code}"),
+                _ => {}
+            }
+        }
+    }
+    let again = client
+        .history(&bob.access_token, "alice", Some(0), None, None)
+        .await
+        .expect("history");
+    assert_eq!(again.messages.len(), acked.len(), "nothing stored twice");
     let (status, _) = sigterm_and_wait(server);
     assert!(status.success());
 }
