@@ -10,6 +10,7 @@
 --
 -- `messages` is rebuilt without its UNIQUE constraint on msg_id (SQLite cannot drop one),
 -- keeping every row, its seq, and the table's sequence (seq is never reused).
+-- The conversation index loses its explicit seq column (see below).
 
 CREATE TABLE messages_new (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,  -- server-wide, increasing, never reused
@@ -38,8 +39,10 @@ INSERT INTO sqlite_sequence (name, seq) SELECT 'messages_new', seq FROM sqlite_s
 DROP TABLE messages;
 ALTER TABLE messages_new RENAME TO messages;
 
--- History of one conversation by seq.
-CREATE INDEX messages_by_conversation ON messages(conv_lo, conv_hi, seq);
+-- History of one conversation by seq. The rowid (seq) ends every index entry already, so
+-- SQLite serves `seq` ranges and order from this index; naming seq again (0004) stored it
+-- twice in each entry of the one index every message still writes at random.
+CREATE INDEX messages_by_conversation ON messages(conv_lo, conv_hi);
 
 -- Message id -> seq, for every message stored up to its key range's `through_seq`. May hold
 -- the id of a message deleted since (its row is gone); a lookup checks the row's msg_id.
@@ -53,11 +56,14 @@ INSERT INTO message_ids (msg_id, seq) SELECT msg_id, seq FROM messages ORDER BY 
 -- One row per key range of ids (by the id's first byte, see db/messages.rs): every message
 -- with seq <= through_seq whose id is in the range has its row in message_ids. At start-up
 -- the writer puts the ids of every message above the lowest through_seq back in its buffer.
+-- `first_byte` records the layout the marks were written under; the writer resets the
+-- marks (to the lowest) if it flushes other ranges.
 CREATE TABLE message_id_ranges (
     key_range    INTEGER PRIMARY KEY,
+    first_byte   INTEGER NOT NULL,    -- the range holds ids from this first byte on
     through_seq  INTEGER NOT NULL
 ) STRICT;
 
 WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 63)
-INSERT INTO message_id_ranges (key_range, through_seq)
-SELECT n, coalesce((SELECT max(seq) FROM messages), 0) FROM r;
+INSERT INTO message_id_ranges (key_range, first_byte, through_seq)
+SELECT n, n * 4, coalesce((SELECT max(seq) FROM messages), 0) FROM r;

@@ -70,6 +70,8 @@ pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
+    /// Held while this server runs: see [`lock_data_dir`].
+    _data_dir_lock: std::fs::File,
 }
 
 impl App {
@@ -78,6 +80,7 @@ impl App {
         config.validate()?;
         let config = Arc::new(config);
         prepare_data_dir(&config.storage.data_dir)?;
+        let data_dir_lock = lock_data_dir(&config.storage.data_dir)?;
 
         let jwt_secret = if config.auth.jwt_secret.is_empty() {
             auth::secrets::load_or_create(&config.jwt_secret_path())?
@@ -126,6 +129,7 @@ impl App {
             listener,
             addr,
             state,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -225,6 +229,31 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot make data dir {} private", dir.display()))?;
     }
     Ok(())
+}
+
+/// Locks `<data dir>/securechat.lock` for this server, or fails if another server holds
+/// it. One server per data dir is what the single writer, the job queue (which requeues
+/// every `running` job at start-up as an orphan) and the writer's message-id buffer assume;
+/// the lock is released when the process ends, however it ends. The `admin`, `jobs` and
+/// `migrate` commands do not take it: they may run beside a server.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("securechat.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another securechat server is already using the data dir {}",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// The whole HTTP surface: API, plugin routes, assets; one error shape; headers on all.

@@ -9,9 +9,10 @@
 //! pair's first message. Ids are stored as their 16 bytes; callers pass the lower-case
 //! UUID text the envelope checks accepted.
 //!
-//! The id index: a message's id is in exactly one of `message_ids` (on disk, keyed by id)
-//! and `temp.pending_message_ids` (a TEMP table of the write connection), or in both for a
-//! moment after start-up. [`store`] adds a new id to the TEMP table; every [`FLUSH_EVERY`]th
+//! The id index: a stored message's id is in `message_ids` (on disk, keyed by id) or in
+//! `temp.pending_message_ids` (a TEMP table of the write connection), or in both after a
+//! restart until its range is next flushed; `message_ids` may also keep the id of a message
+//! deleted since, which lookups ignore by checking the row. [`store`] adds a new id to the TEMP table; every [`FLUSH_EVERY`]th
 //! message moves one key range of it ([`ID_RANGES`] ranges by the id's first byte, in turn)
 //! into `message_ids` in key order and records the range's `through_seq`. A random id per
 //! message thus costs an in-memory insert, and the disk index is written a range at a time
@@ -97,12 +98,15 @@ pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
         "CREATE TEMP TABLE IF NOT EXISTS pending_message_ids ( \
              msg_id BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
     )?;
-    let (ranges, low): (i64, i64) = conn.query_row(
-        "SELECT count(*), coalesce(min(through_seq), 0) FROM message_id_ranges",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let (ranges, same_layout, low): (i64, i64, i64) = conn.query_row(
+        "SELECT count(*), \
+                count(*) FILTER (WHERE key_range < ?1 AND first_byte = key_range * 256 / ?1), \
+                coalesce(min(through_seq), 0) \
+         FROM message_id_ranges",
+        [ID_RANGES],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    if ranges != ID_RANGES {
+    if ranges != ID_RANGES || same_layout != ID_RANGES {
         // Not the ranges this binary flushes (never written, or ID_RANGES changed): every
         // range starts from the lowest mark, which the buffer covers from here on.
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -110,9 +114,13 @@ pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
             .execute("DELETE FROM message_id_ranges", [])
             .and_then(|_| {
                 let mut st = conn.prepare(
-                    "INSERT INTO message_id_ranges (key_range, through_seq) VALUES (?1, ?2)",
+                    "INSERT INTO message_id_ranges (key_range, first_byte, through_seq) \
+                     VALUES (?1, ?2, ?3)",
                 )?;
-                (0..ID_RANGES).try_for_each(|r| st.execute([r, low]).map(|_| ()))
+                (0..ID_RANGES).try_for_each(|r| {
+                    st.execute([r, i64::from(range_first_byte(r)), low])
+                        .map(|_| ())
+                })
             });
         match reset {
             Ok(()) => conn.execute_batch("COMMIT")?,
@@ -131,19 +139,31 @@ pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
 }
 
 /// The message stored under `msg_id`, if any: (seq, server_ts, sender_id, recipient_id).
+/// A new id (the usual case) costs two index probes and opens nothing else.
 fn find(conn: &Connection, msg_id: &[u8; 16]) -> DbResult<Option<(i64, i64, i64, i64)>> {
+    let mut seq: Option<i64> = None;
+    for sql in [
+        "SELECT seq FROM temp.pending_message_ids WHERE msg_id = ?1",
+        "SELECT seq FROM main.message_ids WHERE msg_id = ?1",
+    ] {
+        seq = conn
+            .prepare_cached(sql)?
+            .query_row(params![&msg_id[..]], |r| r.get(0))
+            .optional()?;
+        if seq.is_some() {
+            break;
+        }
+    }
+    let Some(seq) = seq else {
+        return Ok(None);
+    };
+    // The row's own msg_id is checked: `message_ids` may outlive a deleted message.
     Ok(conn
         .prepare_cached(
-            "SELECT m.seq, m.server_ts, m.sender_id, m.recipient_id \
-             FROM temp.pending_message_ids p JOIN messages m ON m.seq = p.seq \
-             WHERE p.msg_id = ?1 AND m.msg_id = ?1 \
-             UNION ALL \
-             SELECT m.seq, m.server_ts, m.sender_id, m.recipient_id \
-             FROM main.message_ids i JOIN messages m ON m.seq = i.seq \
-             WHERE i.msg_id = ?1 AND m.msg_id = ?1 \
-             LIMIT 1",
+            "SELECT seq, server_ts, sender_id, recipient_id FROM messages \
+             WHERE seq = ?1 AND msg_id = ?2",
         )?
-        .query_row(params![&msg_id[..]], |r| {
+        .query_row(params![seq, &msg_id[..]], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?)
@@ -151,14 +171,18 @@ fn find(conn: &Connection, msg_id: &[u8; 16]) -> DbResult<Option<(i64, i64, i64,
 
 /// The bounds `[lo, hi)` of key range `range` as blobs compared with the 16-byte ids.
 fn range_bounds(range: i64) -> (Vec<u8>, Vec<u8>) {
-    let first = |r: i64| (r * 256 / ID_RANGES) as u8;
-    let lo = vec![first(range)];
+    let lo = vec![range_first_byte(range)];
     let hi = if range + 1 >= ID_RANGES {
         vec![0xff; 17] // above every 16-byte id
     } else {
-        vec![first(range + 1)]
+        vec![range_first_byte(range + 1)]
     };
     (lo, hi)
+}
+
+/// The first byte of the ids key range `range` starts at (`message_id_ranges.first_byte`).
+fn range_first_byte(range: i64) -> u8 {
+    (range * 256 / ID_RANGES) as u8
 }
 
 /// Moves the ids of key range `range` from the buffer into `message_ids` (in key order)
@@ -227,6 +251,13 @@ pub fn store(conn: &Connection, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     }))
 }
 
+/// A page of history after a seq (`conv_lo, conv_hi, after, before, limit`).
+const HISTORY_AFTER: &str = "SELECT seq, server_ts, state, envelope FROM messages \
+     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT +?5";
+/// The newest page of history before a seq (`conv_lo, conv_hi, before, limit`).
+const HISTORY_BEFORE: &str = "SELECT seq, server_ts, state, envelope FROM messages \
+     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT +?4";
+
 #[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub seq: i64,
@@ -256,19 +287,13 @@ pub fn history(
     };
     let before = before.unwrap_or(i64::MAX);
     if let Some(after) = after {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, server_ts, state, envelope FROM messages \
-             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT +?5",
-        )?;
+        let mut stmt = conn.prepare_cached(HISTORY_AFTER)?;
         let rows = stmt
             .query_map(params![lo, hi, after, before, limit], map)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     } else {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, server_ts, state, envelope FROM messages \
-             WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT +?4",
-        )?;
+        let mut stmt = conn.prepare_cached(HISTORY_BEFORE)?;
         let mut rows = stmt
             .query_map(params![lo, hi, before, limit], map)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -616,5 +641,86 @@ mod tests {
             ));
         }
         assert_eq!(count(&c, "SELECT count(*) FROM messages"), n as i64);
+    }
+
+    #[test]
+    fn history_walks_the_conversation_index_in_seq_order_without_sorting() {
+        let c = db();
+        for sql in [HISTORY_AFTER, HISTORY_BEFORE] {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("prepare")
+                .query_map(
+                    rusqlite::params_from_iter([1i64; 5].iter().take(sql.matches('?').count())),
+                    |r| r.get(3),
+                )
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let plan = plan.join(" | ");
+            assert!(
+                plan.contains("messages_by_conversation") && plan.contains("rowid<?"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
+        }
+    }
+
+    #[test]
+    fn a_restart_refills_from_the_lowest_mark_and_resets_marks_of_another_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        {
+            let mut c = Connection::open(&path).expect("open");
+            super::super::migrate::migrate(&mut c).expect("migrate");
+            open_id_buffer(&c).expect("buffer");
+            super::super::insert_test_users(&c);
+            for i in 1..=10 {
+                send(&c, 1, 2, &nth_id(i));
+            }
+            for r in 0..ID_RANGES {
+                flush_id_range(&c, r, 6).expect("flush");
+            }
+            for i in 11..=15 {
+                send(&c, 1, 2, &nth_id(i));
+            }
+        }
+        let c = Connection::open(&path).expect("reopen");
+        assert_eq!(
+            open_id_buffer(&c).expect("buffer"),
+            9,
+            "seq 7..=15 are reloaded"
+        );
+        for i in 1..=15 {
+            assert!(matches!(
+                send(&c, 1, 2, &nth_id(i)),
+                StoreOutcome::Stored(Stored { new: false, seq, .. }) if seq == i as i64
+            ));
+        }
+        drop(c);
+
+        // Marks written under another layout (here: the ranges' first bytes moved) are not
+        // trusted: all are reset to the lowest, and the buffer covers everything above it.
+        let c = Connection::open(&path).expect("reopen");
+        c.execute("UPDATE message_id_ranges SET first_byte = first_byte + 1, through_seq = 12 WHERE key_range = 3", [])
+            .expect("tamper");
+        assert_eq!(open_id_buffer(&c).expect("buffer"), 9);
+        let (n, low, high, layout): (i64, i64, i64, i64) = c
+            .query_row(
+                "SELECT count(*), min(through_seq), max(through_seq), \
+                        count(*) FILTER (WHERE first_byte = key_range * 256 / ?1) \
+                 FROM message_id_ranges",
+                [ID_RANGES],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("marks");
+        assert_eq!((n, low, high, layout), (ID_RANGES, 6, 6, ID_RANGES));
+        c.execute("DELETE FROM message_id_ranges WHERE key_range = 0", [])
+            .expect("drop a mark");
+        assert_eq!(open_id_buffer(&c).expect("buffer"), 9);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM message_id_ranges"),
+            ID_RANGES
+        );
     }
 }

@@ -127,6 +127,47 @@ struct Running {
     base: String,
 }
 
+/// One server per data dir: a second `serve` on it stops at once with a clear message,
+/// while the first goes on serving; once the first has stopped, a new one starts.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let first = start(&data, &[]);
+    let mut second = securechat(&data)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            panic!("the second server did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = second.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success());
+    assert!(err.contains("already using the data dir"), "{err}");
+    let health = reqwest::get(format!("{}/healthz", first.base))
+        .await
+        .expect("first still serves");
+    assert!(health.status().is_success());
+    let (status, _) = sigterm_and_wait(first);
+    assert!(status.success());
+    let again = start(&data, &[]);
+    let (status, _) = sigterm_and_wait(again);
+    assert!(status.success());
+}
+
 fn start(data: &std::path::Path, extra: &[(&str, &str)]) -> Running {
     let mut cmd = securechat(data);
     for (k, v) in extra {

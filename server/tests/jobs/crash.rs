@@ -407,7 +407,7 @@ async fn child_main(dir: std::path::PathBuf) {
             loop {
                 n += 3;
                 let job = |n: u64| {
-                    if n % 4 == 0 {
+                    if n.is_multiple_of(4) {
                         NewJob::new("c.effect", json!(n))
                     } else {
                         NewJob::new("c.work", json!(n))
