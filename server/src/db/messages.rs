@@ -21,7 +21,17 @@
 //! of the buffer too. At start-up [`open_id_buffer`] refills the buffer from the messages
 //! above the lowest `through_seq`, so a crash loses nothing. Only the write connection
 //! looks messages up by id (stores and receipts), and [`find`] checks both parts.
+//!
+//! Most ids a store looks up are new, and probing two B-trees for an id that is in neither
+//! costs a dozen cache misses. [`KnownIds`], a Bloom filter over every id in either part
+//! (loaded at start-up, added to by every store), answers "certainly not stored" for all
+//! but ~1% of new ids; only a "maybe" probes the tables. It has no false negatives: an id
+//! is added before its transaction commits, and one whose transaction rolls back stays in
+//! it as a harmless false positive.
 
+use std::sync::Mutex;
+
+use fastbloom::BloomFilter;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::DbResult;
@@ -78,6 +88,89 @@ fn pair(a: i64, b: i64) -> (i64, i64) {
         (a, b)
     } else {
         (b, a)
+    }
+}
+
+/// A Bloom filter over every stored message id (see the module comment): `false` from
+/// [`KnownIds::may_contain`] means the id is certainly not stored. It grows by adding a
+/// filter twice the size of the last when the last is full, so its false-positive rate
+/// stays near [`KnownIds::FALSE_POSITIVES`] however many messages are stored.
+pub struct KnownIds {
+    inner: Mutex<Filters>,
+}
+
+struct Filters {
+    filters: Vec<BloomFilter>,
+    /// Ids added to the last filter, and how many it was sized for.
+    in_last: usize,
+    capacity: usize,
+}
+
+impl KnownIds {
+    /// The false-positive rate each filter is sized for.
+    pub const FALSE_POSITIVES: f64 = 0.01;
+    /// The smallest filter (about 1.2 MB).
+    const MIN_CAPACITY: usize = 1 << 20;
+
+    /// An empty filter with room for `expected` ids before it grows.
+    pub fn with_capacity(expected: usize) -> KnownIds {
+        Self::sized(expected.max(Self::MIN_CAPACITY))
+    }
+
+    fn sized(capacity: usize) -> KnownIds {
+        KnownIds {
+            inner: Mutex::new(Filters {
+                filters: vec![Self::filter(capacity)],
+                in_last: 0,
+                capacity,
+            }),
+        }
+    }
+
+    fn filter(capacity: usize) -> BloomFilter {
+        BloomFilter::with_false_pos(Self::FALSE_POSITIVES).expected_items(capacity)
+    }
+
+    /// Every id in both parts of the index, read on the write connection after
+    /// [`open_id_buffer`]. Sized for twice as many as are stored now.
+    pub fn load(conn: &Connection) -> DbResult<KnownIds> {
+        let stored: i64 = conn.query_row(
+            "SELECT (SELECT count(*) FROM message_ids) \
+                  + (SELECT count(*) FROM temp.pending_message_ids)",
+            [],
+            |r| r.get(0),
+        )?;
+        let known = KnownIds::with_capacity(usize::try_from(stored).unwrap_or(0) * 2);
+        let mut st = conn.prepare(
+            "SELECT msg_id FROM message_ids UNION ALL SELECT msg_id FROM temp.pending_message_ids",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: Vec<u8> = row.get(0)?;
+            known.add(&id);
+        }
+        Ok(known)
+    }
+
+    /// Whether `id` may be stored; `false` is certain.
+    pub fn may_contain(&self, id: &[u8]) -> bool {
+        let f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f.filters.iter().any(|b| b.contains(id))
+    }
+
+    /// Records `id` as (about to be) stored.
+    pub fn add(&self, id: &[u8]) {
+        let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if f.in_last >= f.capacity {
+            let capacity = f.capacity * 2;
+            f.filters.push(Self::filter(capacity));
+            f.capacity = capacity;
+            f.in_last = 0;
+        }
+        f.in_last += 1;
+        if let Some(last) = f.filters.last_mut() {
+            last.insert(id);
+        }
     }
 }
 
@@ -203,11 +296,17 @@ pub fn flush_id_range(conn: &Connection, range: i64, through_seq: i64) -> DbResu
     Ok(moved)
 }
 
-/// Stores an envelope unless its id is already stored.
-pub fn store(conn: &Connection, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
+/// Stores an envelope unless its id is already stored. `known` is the write connection's
+/// filter of stored ids ([`KnownIds::load`]).
+pub fn store(conn: &Connection, known: &KnownIds, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     let (lo, hi) = pair(m.sender_id, m.recipient_id);
     let msg_id = id_bytes(m.msg_id).ok_or_else(invalid_id)?;
-    if let Some((seq, server_ts, sender, _)) = find(conn, &msg_id)? {
+    let found = if known.may_contain(&msg_id) {
+        find(conn, &msg_id)?
+    } else {
+        None
+    };
+    if let Some((seq, server_ts, sender, _)) = found {
         if sender != m.sender_id {
             return Ok(StoreOutcome::IdTaken);
         }
@@ -234,6 +333,7 @@ pub fn store(conn: &Connection, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     // seq (the rowid) is read with last_insert_rowid(), not RETURNING, which SQLite runs
     // through a temporary table.
     let seq = conn.last_insert_rowid();
+    known.add(&msg_id);
     conn.prepare_cached(
         "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) VALUES (?1, ?2)",
     )?
@@ -345,6 +445,7 @@ pub fn conversations(conn: &Connection, me: i64) -> DbResult<Vec<ConversationRow
 /// Returns the sender's id if such a message exists (whether or not the state moved).
 pub fn mark(
     conn: &Connection,
+    known: &KnownIds,
     recipient: i64,
     msg_id: &str,
     state: i64,
@@ -353,6 +454,9 @@ pub fn mark(
     let Some(msg_id) = id_bytes(msg_id) else {
         return Ok(None);
     };
+    if !known.may_contain(&msg_id) {
+        return Ok(None);
+    }
     let sender = match find(conn, &msg_id)? {
         Some((seq, _, sender, to)) if to == recipient => {
             conn.prepare_cached(
@@ -395,17 +499,41 @@ pub fn share_conversation(conn: &Connection, a: i64, b: i64) -> DbResult<bool> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().expect("open");
-        super::super::migrate::migrate(&mut c).expect("migrate");
-        open_id_buffer(&c).expect("id buffer");
-        super::super::insert_test_users(&c);
-        c
+    /// A write connection with its id buffer and filter, as the writer has them.
+    struct Writer {
+        c: Connection,
+        known: KnownIds,
     }
 
-    fn send(c: &Connection, from: i64, to: i64, id: &str) -> StoreOutcome {
+    impl std::ops::Deref for Writer {
+        type Target = Connection;
+        fn deref(&self) -> &Connection {
+            &self.c
+        }
+    }
+
+    /// `c` (buffer already opened) with its filter loaded, as at start-up.
+    fn with_known(c: Connection) -> Writer {
+        let known = KnownIds::load(&c).expect("known ids");
+        Writer { c, known }
+    }
+
+    fn open(mut c: Connection) -> Writer {
+        super::super::migrate::migrate(&mut c).expect("migrate");
+        open_id_buffer(&c).expect("id buffer");
+        with_known(c)
+    }
+
+    fn db() -> Writer {
+        let w = open(Connection::open_in_memory().expect("open"));
+        super::super::insert_test_users(&w);
+        w
+    }
+
+    fn send(c: &Writer, from: i64, to: i64, id: &str) -> StoreOutcome {
         store(
             c,
+            &c.known,
             &NewMessage {
                 sender_id: from,
                 recipient_id: to,
@@ -473,14 +601,17 @@ mod tests {
             summary,
             vec![("carol".into(), 2, 1), ("alice".into(), 1, 1)]
         );
-        assert_eq!(mark(&c, 2, A, STATE_READ, 5).expect("mark"), Some(1));
         assert_eq!(
-            mark(&c, 3, A, STATE_READ, 5).expect("mark"),
+            mark(&c, &c.known, 2, A, STATE_READ, 5).expect("mark"),
+            Some(1)
+        );
+        assert_eq!(
+            mark(&c, &c.known, 3, A, STATE_READ, 5).expect("mark"),
             None,
             "not carol's"
         );
         assert_eq!(
-            mark(&c, 2, "not-a-uuid", STATE_READ, 5).expect("mark"),
+            mark(&c, &c.known, 2, "not-a-uuid", STATE_READ, 5).expect("mark"),
             None
         );
         let bob = conversations(&c, 2).expect("bob");
@@ -543,8 +674,14 @@ mod tests {
                 })
             );
             assert_eq!(send(&c, 3, 2, id), StoreOutcome::IdTaken);
-            assert_eq!(mark(&c, 2, id, STATE_DELIVERED, 9).expect("mark"), Some(1));
-            assert_eq!(mark(&c, 3, id, STATE_DELIVERED, 9).expect("mark"), None);
+            assert_eq!(
+                mark(&c, &c.known, 2, id, STATE_DELIVERED, 9).expect("mark"),
+                Some(1)
+            );
+            assert_eq!(
+                mark(&c, &c.known, 3, id, STATE_DELIVERED, 9).expect("mark"),
+                None
+            );
         }
         assert_eq!(count(&c, "SELECT count(*) FROM messages"), 2);
         assert_eq!(
@@ -614,9 +751,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let n = FLUSH_EVERY as u64 + 10;
         {
-            let mut c = Connection::open(&path).expect("open");
-            super::super::migrate::migrate(&mut c).expect("migrate");
-            open_id_buffer(&c).expect("buffer");
+            let c = open(Connection::open(&path).expect("open"));
             super::super::insert_test_users(&c);
             for i in 1..=n {
                 send(&c, 1, 2, &nth_id(i));
@@ -634,6 +769,7 @@ mod tests {
             loaded as u64, n,
             "the lowest mark is 0: every message is reloaded"
         );
+        let c = with_known(c);
         for i in 1..=n {
             assert!(matches!(
                 send(&c, 1, 2, &nth_id(i)),
@@ -671,9 +807,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
         {
-            let mut c = Connection::open(&path).expect("open");
-            super::super::migrate::migrate(&mut c).expect("migrate");
-            open_id_buffer(&c).expect("buffer");
+            let c = open(Connection::open(&path).expect("open"));
             super::super::insert_test_users(&c);
             for i in 1..=10 {
                 send(&c, 1, 2, &nth_id(i));
@@ -691,6 +825,7 @@ mod tests {
             9,
             "seq 7..=15 are reloaded"
         );
+        let c = with_known(c);
         for i in 1..=15 {
             assert!(matches!(
                 send(&c, 1, 2, &nth_id(i)),
@@ -721,6 +856,33 @@ mod tests {
         assert_eq!(
             count(&c, "SELECT count(*) FROM message_id_ranges"),
             ID_RANGES
+        );
+    }
+
+    #[test]
+    fn the_id_filter_never_forgets_an_id_as_it_grows_and_rarely_claims_a_new_one() {
+        let known = KnownIds::sized(100);
+        let ids: Vec<[u8; 16]> = (1..=1_000u64)
+            .map(|i| id_bytes(&nth_id(i)).expect("id"))
+            .collect();
+        for id in &ids {
+            known.add(id);
+        }
+        assert!(
+            ids.iter().all(|id| known.may_contain(id)),
+            "no false negatives"
+        );
+        assert_eq!(
+            known.inner.lock().expect("lock").filters.len(),
+            4,
+            "1,000 ids fill filters for 100, 200 and 400, and 300 of one for 800"
+        );
+        let false_positives = (1_001..=21_000u64)
+            .filter(|&i| known.may_contain(&id_bytes(&nth_id(i)).expect("id")))
+            .count();
+        assert!(
+            false_positives < 20_000 * 4 / 100,
+            "{false_positives} of 20,000"
         );
     }
 }

@@ -18,6 +18,7 @@ pub mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
@@ -66,18 +67,22 @@ pub struct Db {
     reader: Pool,
     writer: Writer,
     path: PathBuf,
+    /// The filter of stored message ids that goes with the writer's connection; pass it to
+    /// `messages::store` and `messages::mark`, which run only on the writer.
+    known_ids: Arc<messages::KnownIds>,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
     pub async fn open(path: &Path, storage: &StorageConfig) -> DbResult<Db> {
         let conn = open_write_connection(path, storage)?;
-        let conn = tokio::task::spawn_blocking(move || -> DbResult<Connection> {
+        let (conn, known) = tokio::task::spawn_blocking(move || -> DbResult<_> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
             let buffered = messages::open_id_buffer(&conn)?;
-            tracing::debug!(buffered, "message id buffer ready");
-            Ok(conn)
+            let known = messages::KnownIds::load(&conn)?;
+            tracing::debug!(buffered, "message id buffer and filter ready");
+            Ok((conn, known))
         })
         .await
         .map_err(|e| DbError::Startup(format!("migration task failed: {e}")))??;
@@ -110,6 +115,7 @@ impl Db {
             reader,
             writer,
             path: path.to_owned(),
+            known_ids: Arc::new(known),
         })
     }
 
@@ -143,6 +149,11 @@ impl Db {
 
     pub fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    /// The writer's filter of stored message ids (see `messages`).
+    pub fn known_ids(&self) -> &Arc<messages::KnownIds> {
+        &self.known_ids
     }
 
     pub fn path(&self) -> &Path {

@@ -319,6 +319,7 @@ where
         // One copy of the envelope, shared by the write and the fan-out.
         let envelope: Arc<str> = Arc::from(raw);
         let (op_id, op_env) = (id.clone(), envelope.clone());
+        let known = self.hub.db().known_ids().clone();
         let pending = self
             .hub
             .db()
@@ -326,6 +327,7 @@ where
             .submit(move |c| {
                 messages::store(
                     c,
+                    &known,
                     &messages::NewMessage {
                         sender_id,
                         recipient_id,
@@ -370,11 +372,12 @@ where
             messages::STATE_DELIVERED
         };
         let op_id = id.clone();
+        let known = self.hub.db().known_ids().clone();
         match self
             .hub
             .db()
             .writer()
-            .submit(move |c| messages::mark(c, me, &op_id, state, at))
+            .submit(move |c| messages::mark(c, &known, me, &op_id, state, at))
             .await
         {
             Ok(p) => {
