@@ -164,33 +164,46 @@ impl App {
         self.state.jobs.shutdown(jobs_grace).await;
     }
 
-    /// Serves until SIGTERM or Ctrl-C.
+    /// Serves until SIGTERM or Ctrl-C (handlers installed when this is called).
     pub async fn run_until_stopped(self) {
-        self.run(shutdown_signal()).await
+        let stop = shutdown_signal();
+        self.run(stop).await
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Installs the SIGTERM and Ctrl-C (SIGINT) handlers now, so a signal that arrives from here
+/// on starts a graceful shutdown instead of killing the process, and returns a future that
+/// resolves on the first of them. Call it before announcing that the server is up: a
+/// supervisor may send SIGTERM the moment it reads that line. Needs a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let (mut term, mut int) = match (term, int) {
+                (Ok(t), Ok(i)) => (t, i),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+                    return std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = int.recv() => tracing::info!("Ctrl-C received; shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        () = term => tracing::info!("SIGTERM received; shutting down"),
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received; shutting down");
+            } else {
+                std::future::pending::<()>().await
+            }
+        }
     }
 }
 

@@ -125,9 +125,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
     let app = App::build(config).await?;
+    // Before the line below: from then on SIGTERM means a graceful shutdown.
+    let stop = securechat::shutdown_signal();
     // Scripts and tests read this line to learn the port (also when port = 0).
     println!("securechat listening on http://{}", app.addr());
-    app.run_until_stopped().await;
+    app.run(stop).await;
     Ok(())
 }
 

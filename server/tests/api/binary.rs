@@ -127,6 +127,20 @@ struct Running {
     base: String,
 }
 
+/// A supervisor may send SIGTERM the moment it reads the start-up line: the handlers are
+/// installed before that line is printed, so the stop is graceful (exit 0), never a kill.
+#[tokio::test]
+async fn sigterm_the_moment_the_server_says_it_listens_is_a_graceful_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A race (the old code lost it only under load): ten tries.
+    for _ in 0..10 {
+        let (status, err) = sigterm_and_wait(start(&data, &[]));
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(err.contains("SIGTERM received"), "{err}");
+    }
+}
+
 /// One server per data dir: a second `serve` on it stops at once with a clear message,
 /// while the first goes on serving; once the first has stopped, a new one starts.
 #[tokio::test]
