@@ -273,7 +273,7 @@ impl Auth {
                 ),
             ));
         }
-        if b64::decode_len(&kdf.salt, 16).is_none() {
+        if !b64::is_len(&kdf.salt, 16) {
             return Err(ApiError::bad_request(
                 "invalid_kdf",
                 "kdf.salt must be 16 bytes, base64url",
@@ -511,7 +511,7 @@ fn taken() -> ApiError {
 }
 
 pub(crate) fn check_bundle(b: &KeyBundle) -> ApiResult<()> {
-    if b64::decode_len(&b.iv, 12).is_none() {
+    if !b64::is_len(&b.iv, 12) {
         return Err(ApiError::bad_request(
             "invalid_key_bundle",
             "key_bundle.iv must be 12 bytes, base64url",

@@ -12,8 +12,8 @@
 //! The id index: a stored message's id is in `message_ids` (on disk, keyed by id) or in
 //! `temp.pending_message_ids` (a TEMP table of the write connection), or in both after a
 //! restart until its range is next flushed; `message_ids` may also keep the id of a message
-//! deleted since, which lookups ignore by checking the row. [`store`] adds a new id to the TEMP table; every [`FLUSH_EVERY`]th
-//! message moves one key range of it ([`ID_RANGES`] ranges by the id's first byte, in turn)
+//! deleted since, which lookups ignore by checking the row. [`store`] adds a new id to the
+//! TEMP table; every [`FLUSH_EVERY`]th message moves one key range of it ([`ID_RANGES`] ranges by the id's first byte, in turn)
 //! into `message_ids` in key order and records the range's `through_seq`. A random id per
 //! message thus costs an in-memory insert, and the disk index is written a range at a time
 //! (~1,000 ids into a few dozen leaves) instead of one random leaf per message. TEMP
@@ -132,14 +132,14 @@ impl KnownIds {
     }
 
     /// Every id in both parts of the index, read on the write connection after
-    /// [`open_id_buffer`]. Sized for twice as many as are stored now.
+    /// [`open_id_buffer`]. Sized for twice as many ids as messages were ever stored (the
+    /// newest seq: an upper bound read from the end of the table, not a count that would
+    /// scan the index before the load scans it again).
     pub fn load(conn: &Connection) -> DbResult<KnownIds> {
-        let stored: i64 = conn.query_row(
-            "SELECT (SELECT count(*) FROM message_ids) \
-                  + (SELECT count(*) FROM temp.pending_message_ids)",
-            [],
-            |r| r.get(0),
-        )?;
+        let stored: i64 =
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
         let known = KnownIds::with_capacity(usize::try_from(stored).unwrap_or(0) * 2);
         let mut st = conn.prepare(
             "SELECT msg_id FROM message_ids UNION ALL SELECT msg_id FROM temp.pending_message_ids",
@@ -191,37 +191,28 @@ pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
         "CREATE TEMP TABLE IF NOT EXISTS pending_message_ids ( \
              msg_id BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
     )?;
-    let (ranges, same_layout, low): (i64, i64, i64) = conn.query_row(
-        "SELECT count(*), \
-                count(*) FILTER (WHERE key_range < ?1 AND first_byte = key_range * 256 / ?1), \
-                coalesce(min(through_seq), 0) \
-         FROM message_id_ranges",
-        [ID_RANGES],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    if ranges != ID_RANGES || same_layout != ID_RANGES {
+    let marks: Vec<(i64, i64, i64)> = conn
+        .prepare("SELECT key_range, first_byte, through_seq FROM message_id_ranges")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let low = marks.iter().map(|m| m.2).min().unwrap_or(0);
+    let same_layout = marks.len() == ID_RANGES as usize
+        && marks.iter().all(|&(range, first, _)| {
+            (0..ID_RANGES).contains(&range) && first == i64::from(range_first_byte(range))
+        });
+    if !same_layout {
         // Not the ranges this binary flushes (never written, or ID_RANGES changed): every
         // range starts from the lowest mark, which the buffer covers from here on.
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let reset = conn
-            .execute("DELETE FROM message_id_ranges", [])
-            .and_then(|_| {
-                let mut st = conn.prepare(
-                    "INSERT INTO message_id_ranges (key_range, first_byte, through_seq) \
-                     VALUES (?1, ?2, ?3)",
-                )?;
-                (0..ID_RANGES).try_for_each(|r| {
-                    st.execute([r, i64::from(range_first_byte(r)), low])
-                        .map(|_| ())
-                })
-            });
-        match reset {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                conn.execute_batch("ROLLBACK")?;
-                return Err(e.into());
-            }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM message_id_ranges", [])?;
+        let mut st = tx.prepare(
+            "INSERT INTO message_id_ranges (key_range, first_byte, through_seq) VALUES (?1, ?2, ?3)",
+        )?;
+        for range in 0..ID_RANGES {
+            st.execute([range, i64::from(range_first_byte(range)), low])?;
         }
+        drop(st);
+        tx.commit()?;
     }
     let loaded = conn.execute(
         "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) \
@@ -232,8 +223,16 @@ pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
 }
 
 /// The message stored under `msg_id`, if any: (seq, server_ts, sender_id, recipient_id).
-/// A new id (the usual case) costs two index probes and opens nothing else.
-fn find(conn: &Connection, msg_id: &[u8; 16]) -> DbResult<Option<(i64, i64, i64, i64)>> {
+/// An id `known` has never seen (the usual case) costs no SQL at all; one it may have seen
+/// costs two index probes, and a row read only on a hit.
+fn find(
+    conn: &Connection,
+    known: &KnownIds,
+    msg_id: &[u8; 16],
+) -> DbResult<Option<(i64, i64, i64, i64)>> {
+    if !known.may_contain(msg_id) {
+        return Ok(None);
+    }
     let mut seq: Option<i64> = None;
     for sql in [
         "SELECT seq FROM temp.pending_message_ids WHERE msg_id = ?1",
@@ -301,12 +300,7 @@ pub fn flush_id_range(conn: &Connection, range: i64, through_seq: i64) -> DbResu
 pub fn store(conn: &Connection, known: &KnownIds, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
     let (lo, hi) = pair(m.sender_id, m.recipient_id);
     let msg_id = id_bytes(m.msg_id).ok_or_else(invalid_id)?;
-    let found = if known.may_contain(&msg_id) {
-        find(conn, &msg_id)?
-    } else {
-        None
-    };
-    if let Some((seq, server_ts, sender, _)) = found {
+    if let Some((seq, server_ts, sender, _)) = find(conn, known, &msg_id)? {
         if sender != m.sender_id {
             return Ok(StoreOutcome::IdTaken);
         }
@@ -454,10 +448,7 @@ pub fn mark(
     let Some(msg_id) = id_bytes(msg_id) else {
         return Ok(None);
     };
-    if !known.may_contain(&msg_id) {
-        return Ok(None);
-    }
-    let sender = match find(conn, &msg_id)? {
+    let sender = match find(conn, known, &msg_id)? {
         Some((seq, _, sender, to)) if to == recipient => {
             conn.prepare_cached(
                 "UPDATE messages SET state = ?2, \

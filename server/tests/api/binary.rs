@@ -154,21 +154,11 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = second.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = second.kill();
-            panic!("the second server did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = second.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let (status, err) = exit_and_stderr(
+        &mut second,
+        Duration::from_secs(20),
+        "the second server did not stop",
+    );
     assert!(!status.success());
     assert!(err.contains("already using the data dir"), "{err}");
     let health = reqwest::get(format!("{}/healthz", first.base))
@@ -210,20 +200,34 @@ fn sigterm_and_wait(mut r: Running) -> (std::process::ExitStatus, String) {
         .status()
         .expect("kill");
     assert!(status.success());
+    exit_and_stderr(
+        &mut r.child,
+        Duration::from_secs(15),
+        "no exit after SIGTERM",
+    )
+}
+
+/// Waits up to `within` for `child` to exit (killing it and failing with `late` if it does
+/// not); returns its status and what it wrote to stderr.
+fn exit_and_stderr(
+    child: &mut std::process::Child,
+    within: Duration,
+    late: &str,
+) -> (std::process::ExitStatus, String) {
     let started = Instant::now();
     loop {
-        if let Some(s) = r.child.try_wait().expect("wait") {
+        if let Some(s) = child.try_wait().expect("wait") {
             let mut err = String::new();
-            if let Some(mut e) = r.child.stderr.take() {
+            if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
             return (s, err);
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() >= within {
+            let _ = child.kill();
+            panic!("{late}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
