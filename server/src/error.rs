@@ -108,6 +108,32 @@ impl ApiError {
     }
 }
 
+/// A storage failure is ours: logged in full, answered as `internal`.
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<crate::username::InvalidUsername> for ApiError {
+    fn from(e: crate::username::InvalidUsername) -> Self {
+        ApiError::bad_request("invalid_username", e.to_string())
+    }
+}
+
+impl From<crate::keys::KeyError> for ApiError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        use crate::keys::KeyError;
+        match e {
+            KeyError::InvalidKey(why) => ApiError::bad_request("invalid_key", why),
+            KeyError::InvalidSignature(what) => {
+                ApiError::bad_request("invalid_signature", format!("{what} does not verify"))
+            }
+            KeyError::InvalidBundle(why) => ApiError::bad_request("invalid_key_bundle", why),
+        }
+    }
+}
+
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
         ApiError::into_response(&self)

@@ -12,11 +12,17 @@ use warp::http::header::{HeaderMap, HeaderName, HeaderValue};
 use warp::{Filter, Rejection};
 
 use crate::auth::{Auth, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     frame-ancestors 'none'; form-action 'self'";
+
+/// A handler's outcome as a warp reply: an error is answered with its JSON body here (not
+/// passed on as a rejection, which would make warp try the routes after this one).
+pub fn reply(result: ApiResult<warp::reply::Response>) -> Result<warp::reply::Response, Rejection> {
+    Ok(result.unwrap_or_else(|e| e.into_response()))
+}
 
 fn too_large() -> Rejection {
     warp::reject::custom(ApiError::new(

@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod jobs;
+pub mod keys;
 pub mod logging;
 pub mod messages;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod plugins;
 pub mod relay;
 pub mod serve;
+pub mod username;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -106,10 +108,11 @@ impl App {
         // The job queue; features register their job kinds here as they arrive.
         let jobs = jobs::Queue::new(db.clone(), &config.jobs, jobs::Registry::new())?;
         jobs.start().await.context("starting the job queue")?;
+        let messages = Messages::new(db.clone(), &config.messages);
         let state = AppState {
             directory: Directory::new(db.clone()),
-            messages: Messages::new(db.clone()),
-            hub: Hub::new(db.clone(), config.relay.clone(), config.messages.clone()),
+            hub: Hub::new(db.clone(), config.relay.clone(), messages.clone()),
+            messages,
             tickets: Arc::new(Tickets::new(Duration::from_secs(
                 config.relay.ticket_ttl_secs,
             ))),

@@ -20,9 +20,10 @@ use tokio::sync::Semaphore;
 
 use crate::b64;
 use crate::config::AuthConfig;
-use crate::db::{self, now_ms, sessions, users, Db};
-use crate::directory::keys::{self, KeyError};
+use crate::db::{now_ms, sessions, users, Db};
 use crate::error::{ApiError, ApiResult};
+use crate::keys::{self, KeyBundle};
+use crate::username::Username;
 
 pub use jwt::Jwt;
 
@@ -44,13 +45,6 @@ pub struct Kdf {
     pub alg: String,
     pub iterations: u32,
     pub salt: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyBundle {
-    pub iv: String,
-    pub ct: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,25 +97,6 @@ pub struct Auth {
     dummy_hash: String,
 }
 
-/// Usernames are lower-case `[a-z0-9_.-]{3,32}`.
-pub fn valid_username(name: &str) -> bool {
-    (3..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-}
-
-pub fn check_username(name: &str) -> ApiResult<()> {
-    if valid_username(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_username",
-            "usernames are 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
-        ))
-    }
-}
-
 fn parse_auth_key(text: &str) -> ApiResult<Vec<u8>> {
     b64::decode_len(text, 32).ok_or_else(|| {
         ApiError::bad_request("invalid_auth_key", "auth_key must be 32 bytes, base64url")
@@ -142,19 +117,6 @@ fn new_session_id() -> String {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     hex::encode(raw)
-}
-
-pub(crate) fn key_error(e: KeyError) -> ApiError {
-    match e {
-        KeyError::InvalidKey(why) => ApiError::bad_request("invalid_key", why),
-        KeyError::InvalidSignature(what) => {
-            ApiError::bad_request("invalid_signature", format!("{what} does not verify"))
-        }
-    }
-}
-
-pub(crate) fn db_error(e: db::DbError) -> ApiError {
-    ApiError::internal(e)
 }
 
 fn now_secs() -> u64 {
@@ -214,13 +176,11 @@ impl Auth {
 
     /// KDF parameters for `username`; for an unknown name, a deterministic look-alike.
     pub async fn prelogin(&self, username: &str) -> ApiResult<Kdf> {
-        check_username(username)?;
-        let name = username.to_owned();
+        let name = Username::parse(username)?;
         let user = self
             .db
-            .read(move |c| users::by_name(c, &name))
-            .await
-            .map_err(db_error)?;
+            .read(move |c| users::by_name(c, name.as_str()))
+            .await?;
         Ok(match user {
             Some(u) => Kdf {
                 alg: u.kdf_alg,
@@ -284,20 +244,18 @@ impl Auth {
 
     /// Validates everything, hashes the auth key, and stores the account.
     pub async fn register(&self, req: RegisterRequest) -> ApiResult<(String, i64)> {
-        check_username(&req.username)?;
+        Username::parse(&req.username)?;
         parse_auth_key(&req.auth_key)?;
         self.check_kdf(&req.kdf)?;
-        check_bundle(&req.key_bundle)?;
-        let checked =
-            keys::parse_keys(&req.enc_public_key, &req.sign_public_key).map_err(key_error)?;
+        req.key_bundle.check()?;
+        let checked = keys::parse_keys(&req.enc_public_key, &req.sign_public_key)?;
         let key_version = 1;
         keys::verify_sig(
             &checked.sign_key,
             &keys::self_sig_message(&req.username, key_version, &checked),
             &req.self_sig,
             "self_sig",
-        )
-        .map_err(key_error)?;
+        )?;
         let fingerprint = keys::fingerprint(&req.username, &checked.enc_spki, &checked.sign_spki);
 
         // Cheap early answer for the common case; the unique index decides races.
@@ -305,8 +263,7 @@ impl Auth {
         if self
             .db
             .read(move |c| users::by_name(c, &name))
-            .await
-            .map_err(db_error)?
+            .await?
             .is_some()
         {
             return Err(taken());
@@ -332,20 +289,16 @@ impl Auth {
         match self.db.write(move |c| users::insert(c, &new)).await {
             Ok(_) => Ok((req.username, key_version)),
             Err(e) if e.is_unique_violation() => Err(taken()),
-            Err(e) => Err(db_error(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Checks the auth key and opens a session.
     pub async fn login(&self, req: LoginRequest) -> ApiResult<LoginResponse> {
-        check_username(&req.username)?;
+        Username::parse(&req.username)?;
         parse_auth_key(&req.auth_key)?;
         let name = req.username.clone();
-        let user = self
-            .db
-            .read(move |c| users::by_name(c, &name))
-            .await
-            .map_err(db_error)?;
+        let user = self.db.read(move |c| users::by_name(c, &name)).await?;
         let Some(user) = user else {
             // Same work as a real check, same answer.
             let _ = self
@@ -391,8 +344,7 @@ impl Auth {
                 sessions::create(c, &sid_w, user_id, &hash, now, expires)?;
                 users::touch_last_seen(c, user_id, now)
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         let access = self
             .jwt
             .issue(username, user_id, &sid, now_secs())
@@ -427,8 +379,7 @@ impl Auth {
                 };
                 Ok((r, user))
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         match outcome {
             (sessions::Refresh::Rotated(session), Some(user)) => {
                 let access = self
@@ -456,7 +407,8 @@ impl Auth {
         let uid = who.user_id;
         let token_hash = refresh_token.map(|t| hash_refresh_token(&t));
         let now = now_ms();
-        self.db
+        Ok(self
+            .db
             .write(move |c| {
                 sessions::revoke(c, &sid, "logout", now)?;
                 if let Some(h) = &token_hash {
@@ -468,29 +420,24 @@ impl Auth {
                 }
                 Ok(())
             })
-            .await
-            .map_err(db_error)
+            .await?)
     }
 
     /// Ends every session of the caller.
     pub async fn logout_all(&self, who: &Principal) -> ApiResult<usize> {
         let uid = who.user_id;
         let now = now_ms();
-        self.db
+        Ok(self
+            .db
             .write(move |c| sessions::revoke_all(c, uid, "logout-all", now))
-            .await
-            .map_err(db_error)
+            .await?)
     }
 
     /// Verifies a bearer token and that its session is still live.
     pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
         let claims = self.jwt.verify(token).ok_or_else(ApiError::unauthorized)?;
         let sid = claims.sid.clone();
-        let session = self
-            .db
-            .read(move |c| sessions::get(c, &sid))
-            .await
-            .map_err(db_error)?;
+        let session = self.db.read(move |c| sessions::get(c, &sid)).await?;
         match session {
             Some(s) if s.is_live(now_ms()) && s.user_id == claims.uid => Ok(Principal {
                 user_id: claims.uid,
@@ -508,20 +455,4 @@ impl Auth {
 
 fn taken() -> ApiError {
     ApiError::conflict("username_taken", "that username is taken")
-}
-
-pub(crate) fn check_bundle(b: &KeyBundle) -> ApiResult<()> {
-    if !b64::is_len(&b.iv, 12) {
-        return Err(ApiError::bad_request(
-            "invalid_key_bundle",
-            "key_bundle.iv must be 12 bytes, base64url",
-        ));
-    }
-    match b64::decode(&b.ct) {
-        Some(ct) if (17..=16 * 1024).contains(&ct.len()) => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "invalid_key_bundle",
-            "key_bundle.ct must be base64url AES-GCM ciphertext of at most 16 KiB",
-        )),
-    }
 }

@@ -1,4 +1,5 @@
 //! Owns the HTTP routes of `/api/auth/*` and `/api/me`: parse, call [`Auth`], reply.
+//! Filters are nouns (what a request is), handlers are verbs (what answering it does).
 
 use std::sync::Arc;
 
@@ -7,12 +8,12 @@ use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Response};
-use warp::{Filter, Reply};
+use warp::{Filter, Rejection, Reply};
 
-use super::{db_error, Auth, LoginRequest, Principal, RegisterRequest};
+use super::{Auth, LoginRequest, Principal, RegisterRequest};
 use crate::db::users;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{authenticated, json_body, optional_json_body};
+use crate::http::{authenticated, json_body, optional_json_body, reply};
 use crate::plugins::Plugins;
 use securechat_plugin_api::Event;
 
@@ -45,120 +46,52 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/me"),
 ];
 
-fn reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
-    Ok(result.unwrap_or_else(|e| e.into_response()))
-}
-
 pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedFilter<(Response,)> {
     let with_auth = {
         let auth = auth.clone();
         warp::any().map(move || auth.clone())
     };
     let with_plugins = warp::any().map(move || plugins.clone());
-    let base = warp::path("api").and(warp::path("auth"));
+    let post = |name: &'static str| {
+        warp::path("api")
+            .and(warp::path("auth"))
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+    };
 
-    let prelogin = base
-        .and(warp::path!("prelogin"))
-        .and(warp::post())
+    let prelogin = post("prelogin")
         .and(with_auth.clone())
         .and(json_body::<PreloginRequest>(body_limit))
-        .and_then(|auth: Arc<Auth>, req: PreloginRequest| async move {
-            reply(
-                auth.prelogin(&req.username)
-                    .await
-                    .map(|kdf| json(&json!({ "kdf": kdf })).into_response()),
-            )
-        });
-
-    let register = base
-        .and(warp::path!("register"))
-        .and(warp::post())
+        .and_then(prelogin);
+    let register = post("register")
         .and(with_auth.clone())
         .and(with_plugins.clone())
         .and(json_body::<RegisterRequest>(body_limit))
-        .and_then(
-            |auth: Arc<Auth>, plugins: Arc<Plugins>, req: RegisterRequest| async move {
-                reply(auth.register(req).await.map(|(username, key_version)| {
-                    plugins.emit(&Event::UserRegistered {
-                        username: username.clone(),
-                    });
-                    with_status(
-                        json(&json!({ "username": username, "key_version": key_version })),
-                        StatusCode::CREATED,
-                    )
-                    .into_response()
-                }))
-            },
-        );
-
-    let login = base
-        .and(warp::path!("login"))
-        .and(warp::post())
+        .and_then(register);
+    let login = post("login")
         .and(with_auth.clone())
-        .and(with_plugins.clone())
+        .and(with_plugins)
         .and(json_body::<LoginRequest>(body_limit))
-        .and_then(
-            |auth: Arc<Auth>, plugins: Arc<Plugins>, req: LoginRequest| async move {
-                let username = req.username.clone();
-                let result = auth.login(req).await;
-                plugins.emit(&match &result {
-                    Ok(_) => Event::LoginSucceeded { username },
-                    Err(_) => Event::LoginFailed { username },
-                });
-                reply(result.map(|r| json(&r).into_response()))
-            },
-        );
-
-    let refresh = base
-        .and(warp::path!("refresh"))
-        .and(warp::post())
+        .and_then(login);
+    let refresh = post("refresh")
         .and(with_auth.clone())
         .and(json_body::<RefreshRequest>(body_limit))
-        .and_then(|auth: Arc<Auth>, req: RefreshRequest| async move {
-            reply(
-                auth.refresh(&req.refresh_token)
-                    .await
-                    .map(|pair| json(&pair).into_response()),
-            )
-        });
-
-    let logout = base
-        .and(warp::path!("logout"))
-        .and(warp::post())
+        .and_then(refresh);
+    let logout = post("logout")
         .and(with_auth.clone())
         .and(authenticated(auth.clone()))
         .and(optional_json_body::<LogoutRequest>(body_limit))
-        .and_then(
-            |auth: Arc<Auth>, who: Principal, req: Option<LogoutRequest>| async move {
-                let token = req.and_then(|r| r.refresh_token);
-                reply(
-                    auth.logout(&who, token)
-                        .await
-                        .map(|()| StatusCode::NO_CONTENT.into_response()),
-                )
-            },
-        );
-
-    let logout_all = base
-        .and(warp::path!("logout-all"))
-        .and(warp::post())
+        .and_then(logout);
+    let logout_all = post("logout-all")
         .and(with_auth.clone())
         .and(authenticated(auth.clone()))
-        .and_then(|auth: Arc<Auth>, who: Principal| async move {
-            reply(
-                auth.logout_all(&who)
-                    .await
-                    .map(|_| StatusCode::NO_CONTENT.into_response()),
-            )
-        });
-
+        .and_then(logout_all);
     let me = warp::path!("api" / "me")
         .and(warp::get())
-        .and(with_auth.clone())
+        .and(with_auth)
         .and(authenticated(auth))
-        .and_then(
-            |auth: Arc<Auth>, who: Principal| async move { reply(describe_me(&auth, who).await) },
-        );
+        .and_then(describe_me);
 
     prelogin
         .or(register)
@@ -176,12 +109,83 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
         .boxed()
 }
 
-async fn describe_me(auth: &Auth, who: Principal) -> ApiResult<Response> {
+async fn prelogin(auth: Arc<Auth>, req: PreloginRequest) -> Result<Response, Rejection> {
+    reply(
+        auth.prelogin(&req.username)
+            .await
+            .map(|kdf| json(&json!({ "kdf": kdf })).into_response()),
+    )
+}
+
+async fn register(
+    auth: Arc<Auth>,
+    plugins: Arc<Plugins>,
+    req: RegisterRequest,
+) -> Result<Response, Rejection> {
+    reply(auth.register(req).await.map(|(username, key_version)| {
+        plugins.emit(&Event::UserRegistered {
+            username: username.clone(),
+        });
+        with_status(
+            json(&json!({ "username": username, "key_version": key_version })),
+            StatusCode::CREATED,
+        )
+        .into_response()
+    }))
+}
+
+async fn login(
+    auth: Arc<Auth>,
+    plugins: Arc<Plugins>,
+    req: LoginRequest,
+) -> Result<Response, Rejection> {
+    let username = req.username.clone();
+    let result = auth.login(req).await;
+    plugins.emit(&match &result {
+        Ok(_) => Event::LoginSucceeded { username },
+        Err(_) => Event::LoginFailed { username },
+    });
+    reply(result.map(|r| json(&r).into_response()))
+}
+
+async fn refresh(auth: Arc<Auth>, req: RefreshRequest) -> Result<Response, Rejection> {
+    reply(
+        auth.refresh(&req.refresh_token)
+            .await
+            .map(|pair| json(&pair).into_response()),
+    )
+}
+
+async fn logout(
+    auth: Arc<Auth>,
+    who: Principal,
+    req: Option<LogoutRequest>,
+) -> Result<Response, Rejection> {
+    let token = req.and_then(|r| r.refresh_token);
+    reply(
+        auth.logout(&who, token)
+            .await
+            .map(|()| StatusCode::NO_CONTENT.into_response()),
+    )
+}
+
+async fn logout_all(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {
+    reply(
+        auth.logout_all(&who)
+            .await
+            .map(|_| StatusCode::NO_CONTENT.into_response()),
+    )
+}
+
+async fn describe_me(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {
+    reply(me(&auth, who).await)
+}
+
+async fn me(auth: &Auth, who: Principal) -> ApiResult<Response> {
     let user = auth
         .db()
         .read(move |c| users::by_id(c, who.user_id))
-        .await
-        .map_err(db_error)?
+        .await?
         .ok_or_else(ApiError::unauthorized)?;
     Ok(json(&json!({
         "username": user.username,

@@ -167,7 +167,7 @@ pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || run(conn, rx, &thread_shared, delay, pages))
-        .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
+        .map_err(|e| DbError::Open(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(Nudge { tx, shared, pages })
 }
 

@@ -1,50 +1,65 @@
-//! Owns the SQL of the `messages`, `conversations` and `message_ids` tables: storing
-//! envelopes (idempotently per id, which belongs to its first sender), history by
-//! conversation, conversation summaries, receipts, conversation partners for presence, and
-//! the message-id index the writer keeps in two parts.
+//! Owns the SQL of the `messages` and `conversations` tables: storing envelopes
+//! (idempotently per id, which belongs to its first sender), history by conversation,
+//! conversation summaries, receipts, and conversation partners for presence; and the two
+//! writes the messages domain queues on the writer ([`Db::submit_message`],
+//! [`Db::submit_receipt`]), which bring the id index along (see `message_ids`).
 //!
 //! Invariants: an envelope row is written once and its `envelope` text never changes;
 //! only `state` moves forward (sent -> delivered -> read). Every pair of users with a
 //! stored message has its `conversations` row, written in the same transaction as the
 //! pair's first message. Ids are stored as their 16 bytes; callers pass the lower-case
-//! UUID text the envelope checks accepted.
-//!
-//! The id index: a stored message's id is in `message_ids` (on disk, keyed by id) or in
-//! `temp.pending_message_ids` (a TEMP table of the write connection), or in both after a
-//! restart until its range is next flushed; `message_ids` may also keep the id of a message
-//! deleted since, which lookups ignore by checking the row. [`store`] adds a new id to the
-//! TEMP table; every [`FLUSH_EVERY`]th message moves one key range of it ([`ID_RANGES`] ranges by the id's first byte, in turn)
-//! into `message_ids` in key order and records the range's `through_seq`. A random id per
-//! message thus costs an in-memory insert, and the disk index is written a range at a time
-//! (~1,000 ids into a few dozen leaves) instead of one random leaf per message. TEMP
-//! tables are part of the write transaction, so a batch that rolls back takes its ids out
-//! of the buffer too. At start-up [`open_id_buffer`] refills the buffer from the messages
-//! above the lowest `through_seq`, so a crash loses nothing. Only the write connection
-//! looks messages up by id (stores and receipts), and [`find`] checks both parts.
-//!
-//! Most ids a store looks up are new, and probing two B-trees for an id that is in neither
-//! costs a dozen cache misses. [`KnownIds`], a Bloom filter over every id in either part
-//! (loaded at start-up, added to by every store), answers "certainly not stored" for all
-//! but ~1% of new ids; only a "maybe" probes the tables. It has no false negatives: an id
-//! is added before its transaction commits, and one whose transaction rolls back stays in
-//! it as a harmless false positive.
+//! UUID text the envelope checks accepted. A message id is looked up only through the id
+//! index, on the write connection.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use fastbloom::BloomFilter;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::DbResult;
+use super::message_ids::{self, id_bytes, invalid_id, KnownIds};
+use super::{now_ms, Db, DbResult, Pending};
 
-pub const STATE_SENT: i64 = 0;
-pub const STATE_DELIVERED: i64 = 1;
-pub const STATE_READ: i64 = 2;
+/// How far a message has got with its recipient. Stored as 0, 1, 2; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MessageState {
+    Sent,
+    Delivered,
+    Read,
+}
 
-pub fn state_name(state: i64) -> &'static str {
-    match state {
-        STATE_READ => "read",
-        STATE_DELIVERED => "delivered",
-        _ => "sent",
+impl MessageState {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Read => "read",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            MessageState::Sent => 0,
+            MessageState::Delivered => 1,
+            MessageState::Read => 2,
+        }
+    }
+}
+
+impl ToSql for MessageState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.code()))
+    }
+}
+
+impl FromSql for MessageState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_i64()? {
+            0 => Ok(MessageState::Sent),
+            1 => Ok(MessageState::Delivered),
+            2 => Ok(MessageState::Read),
+            n => Err(FromSqlError::OutOfRange(n)),
+        }
     }
 }
 
@@ -57,12 +72,14 @@ pub struct Stored {
     pub new: bool,
 }
 
-pub struct NewMessage<'a> {
+/// An envelope to store. `envelope` is shared with whoever fans the message out, so the
+/// write costs no copy of it.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
     pub sender_id: i64,
     pub recipient_id: i64,
-    pub msg_id: &'a str,
-    pub server_ts: i64,
-    pub envelope: &'a str,
+    pub msg_id: String,
+    pub envelope: Arc<str>,
 }
 
 /// What storing an envelope did.
@@ -74,15 +91,6 @@ pub enum StoreOutcome {
     IdTaken,
 }
 
-/// The 16 bytes of a UUID written as text, or `None` if it is not one.
-fn id_bytes(id: &str) -> Option<[u8; 16]> {
-    uuid::Uuid::try_parse(id).ok().map(|u| *u.as_bytes())
-}
-
-fn invalid_id() -> super::DbError {
-    rusqlite::Error::ToSqlConversionFailure("message id is not a UUID".into()).into()
-}
-
 fn pair(a: i64, b: i64) -> (i64, i64) {
     if a <= b {
         (a, b)
@@ -91,222 +99,52 @@ fn pair(a: i64, b: i64) -> (i64, i64) {
     }
 }
 
-/// A Bloom filter over every stored message id (see the module comment): `false` from
-/// [`KnownIds::may_contain`] means the id is certainly not stored. It grows by adding a
-/// filter twice the size of the last when the last is full, so its false-positive rate
-/// stays near [`KnownIds::FALSE_POSITIVES`] however many messages are stored.
-pub struct KnownIds {
-    inner: Mutex<Filters>,
-}
-
-struct Filters {
-    filters: Vec<BloomFilter>,
-    /// Ids added to the last filter, and how many it was sized for.
-    in_last: usize,
-    capacity: usize,
-}
-
-impl KnownIds {
-    /// The false-positive rate each filter is sized for.
-    pub const FALSE_POSITIVES: f64 = 0.01;
-    /// The smallest filter (about 1.2 MB).
-    const MIN_CAPACITY: usize = 1 << 20;
-
-    /// An empty filter with room for `expected` ids before it grows.
-    pub fn with_capacity(expected: usize) -> KnownIds {
-        Self::sized(expected.max(Self::MIN_CAPACITY))
+impl Db {
+    /// Queues storing `m` in the writer's next transaction and returns at once (after
+    /// waiting only for room in the queue) with a future of the outcome after COMMIT. A
+    /// caller's submissions commit in the order it made them, so a connection can pipeline
+    /// its sends and still ack them in order.
+    pub async fn submit_message(&self, m: NewMessage) -> DbResult<Pending<StoreOutcome>> {
+        let known = self.known_ids.clone();
+        self.writer()
+            .submit(move |c| store(c, &known, &m, now_ms()))
+            .await
     }
 
-    fn sized(capacity: usize) -> KnownIds {
-        KnownIds {
-            inner: Mutex::new(Filters {
-                filters: vec![Self::filter(capacity)],
-                in_last: 0,
-                capacity,
-            }),
-        }
-    }
-
-    fn filter(capacity: usize) -> BloomFilter {
-        BloomFilter::with_false_pos(Self::FALSE_POSITIVES).expected_items(capacity)
-    }
-
-    /// Every id in both parts of the index, read on the write connection after
-    /// [`open_id_buffer`]. Sized for twice as many ids as messages were ever stored (the
-    /// newest seq: an upper bound read from the end of the table, not a count that would
-    /// scan the index before the load scans it again).
-    pub fn load(conn: &Connection) -> DbResult<KnownIds> {
-        let stored: i64 =
-            conn.query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
-                r.get(0)
-            })?;
-        let known = KnownIds::with_capacity(usize::try_from(stored).unwrap_or(0) * 2);
-        let mut st = conn.prepare(
-            "SELECT msg_id FROM message_ids UNION ALL SELECT msg_id FROM temp.pending_message_ids",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: Vec<u8> = row.get(0)?;
-            known.add(&id);
-        }
-        Ok(known)
-    }
-
-    /// Whether `id` may be stored; `false` is certain.
-    pub fn may_contain(&self, id: &[u8]) -> bool {
-        let f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f.filters.iter().any(|b| b.contains(id))
-    }
-
-    /// Records `id` as (about to be) stored.
-    pub fn add(&self, id: &[u8]) {
-        let mut f = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if f.in_last >= f.capacity {
-            let capacity = f.capacity * 2;
-            f.filters.push(Self::filter(capacity));
-            f.capacity = capacity;
-            f.in_last = 0;
-        }
-        f.in_last += 1;
-        if let Some(last) = f.filters.last_mut() {
-            last.insert(id);
-        }
+    /// Queues moving the state of message `msg_id` sent to `recipient` forward to `state`;
+    /// the future resolves after COMMIT with the sender's id, or `None` if `recipient`
+    /// received no message with that id.
+    pub async fn submit_receipt(
+        &self,
+        recipient: i64,
+        msg_id: String,
+        state: MessageState,
+        at: i64,
+    ) -> DbResult<Pending<Option<i64>>> {
+        let known = self.known_ids.clone();
+        self.writer()
+            .submit(move |c| mark(c, &known, recipient, &msg_id, state, at))
+            .await
     }
 }
 
-/// Key ranges of the id index (by the id's first byte), flushed in turn.
-pub const ID_RANGES: i64 = 64;
-
-/// One key range of the id buffer is flushed to `message_ids` every this many messages, so
-/// each range is flushed every `ID_RANGES * FLUSH_EVERY` messages (~1,000 ids per flush)
-/// and the buffer holds at most about that many ids (~65,000, a few MiB of memory).
-pub const FLUSH_EVERY: i64 = 1024;
-
-/// Creates the write connection's id buffer (a TEMP table) and fills it with the ids of
-/// every message above the lowest `through_seq` (those a crash may have left only in the
-/// buffer). Runs once, on the write connection, after migrations and before any write.
-/// Returns the number of ids put in the buffer.
-pub fn open_id_buffer(conn: &Connection) -> DbResult<usize> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS pending_message_ids ( \
-             msg_id BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
-    )?;
-    let marks: Vec<(i64, i64, i64)> = conn
-        .prepare("SELECT key_range, first_byte, through_seq FROM message_id_ranges")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let low = marks.iter().map(|m| m.2).min().unwrap_or(0);
-    let same_layout = marks.len() == ID_RANGES as usize
-        && marks.iter().all(|&(range, first, _)| {
-            (0..ID_RANGES).contains(&range) && first == i64::from(range_first_byte(range))
-        });
-    if !same_layout {
-        // Not the ranges this binary flushes (never written, or ID_RANGES changed): every
-        // range starts from the lowest mark, which the buffer covers from here on.
-        let tx = conn.unchecked_transaction()?;
-        tx.execute("DELETE FROM message_id_ranges", [])?;
-        let mut st = tx.prepare(
-            "INSERT INTO message_id_ranges (key_range, first_byte, through_seq) VALUES (?1, ?2, ?3)",
-        )?;
-        for range in 0..ID_RANGES {
-            st.execute([range, i64::from(range_first_byte(range)), low])?;
-        }
-        drop(st);
-        tx.commit()?;
-    }
-    let loaded = conn.execute(
-        "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) \
-         SELECT msg_id, seq FROM messages WHERE seq > ?1",
-        [low],
-    )?;
-    Ok(loaded)
-}
-
-/// The message stored under `msg_id`, if any: (seq, server_ts, sender_id, recipient_id).
-/// An id `known` has never seen (the usual case) costs no SQL at all; one it may have seen
-/// costs two index probes, and a row read only on a hit.
-fn find(
+/// Stores an envelope at `server_ts` unless its id is already stored. `known` is the write
+/// connection's filter of stored ids.
+pub(super) fn store(
     conn: &Connection,
     known: &KnownIds,
-    msg_id: &[u8; 16],
-) -> DbResult<Option<(i64, i64, i64, i64)>> {
-    if !known.may_contain(msg_id) {
-        return Ok(None);
-    }
-    let mut seq: Option<i64> = None;
-    for sql in [
-        "SELECT seq FROM temp.pending_message_ids WHERE msg_id = ?1",
-        "SELECT seq FROM main.message_ids WHERE msg_id = ?1",
-    ] {
-        seq = conn
-            .prepare_cached(sql)?
-            .query_row(params![&msg_id[..]], |r| r.get(0))
-            .optional()?;
-        if seq.is_some() {
-            break;
-        }
-    }
-    let Some(seq) = seq else {
-        return Ok(None);
-    };
-    // The row's own msg_id is checked: `message_ids` may outlive a deleted message.
-    Ok(conn
-        .prepare_cached(
-            "SELECT seq, server_ts, sender_id, recipient_id FROM messages \
-             WHERE seq = ?1 AND msg_id = ?2",
-        )?
-        .query_row(params![seq, &msg_id[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?)
-}
-
-/// The bounds `[lo, hi)` of key range `range` as blobs compared with the 16-byte ids.
-fn range_bounds(range: i64) -> (Vec<u8>, Vec<u8>) {
-    let lo = vec![range_first_byte(range)];
-    let hi = if range + 1 >= ID_RANGES {
-        vec![0xff; 17] // above every 16-byte id
-    } else {
-        vec![range_first_byte(range + 1)]
-    };
-    (lo, hi)
-}
-
-/// The first byte of the ids key range `range` starts at (`message_id_ranges.first_byte`).
-fn range_first_byte(range: i64) -> u8 {
-    (range * 256 / ID_RANGES) as u8
-}
-
-/// Moves the ids of key range `range` from the buffer into `message_ids` (in key order)
-/// and records that every message up to `through_seq` in that range is there.
-pub fn flush_id_range(conn: &Connection, range: i64, through_seq: i64) -> DbResult<usize> {
-    let (lo, hi) = range_bounds(range);
-    let moved = conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO main.message_ids (msg_id, seq) \
-             SELECT msg_id, seq FROM temp.pending_message_ids \
-             WHERE msg_id >= ?1 AND msg_id < ?2 ORDER BY msg_id",
-        )?
-        .execute(params![lo, hi])?;
-    conn.prepare_cached("DELETE FROM temp.pending_message_ids WHERE msg_id >= ?1 AND msg_id < ?2")?
-        .execute(params![lo, hi])?;
-    conn.prepare_cached("UPDATE message_id_ranges SET through_seq = ?2 WHERE key_range = ?1")?
-        .execute([range, through_seq])?;
-    Ok(moved)
-}
-
-/// Stores an envelope unless its id is already stored. `known` is the write connection's
-/// filter of stored ids ([`KnownIds::load`]).
-pub fn store(conn: &Connection, known: &KnownIds, m: &NewMessage<'_>) -> DbResult<StoreOutcome> {
+    m: &NewMessage,
+    server_ts: i64,
+) -> DbResult<StoreOutcome> {
     let (lo, hi) = pair(m.sender_id, m.recipient_id);
-    let msg_id = id_bytes(m.msg_id).ok_or_else(invalid_id)?;
-    if let Some((seq, server_ts, sender, _)) = find(conn, known, &msg_id)? {
-        if sender != m.sender_id {
+    let msg_id = id_bytes(&m.msg_id).ok_or_else(invalid_id)?;
+    if let Some(found) = message_ids::find(conn, known, &msg_id)? {
+        if found.sender_id != m.sender_id {
             return Ok(StoreOutcome::IdTaken);
         }
         return Ok(StoreOutcome::Stored(Stored {
-            seq,
-            server_ts,
+            seq: found.seq,
+            server_ts: found.server_ts,
             new: false,
         }));
     }
@@ -320,27 +158,20 @@ pub fn store(conn: &Connection, known: &KnownIds, m: &NewMessage<'_>) -> DbResul
         lo,
         hi,
         &msg_id[..],
-        m.server_ts,
+        server_ts,
         m.envelope.len() as i64,
-        m.envelope
+        &*m.envelope
     ])?;
     // seq (the rowid) is read with last_insert_rowid(), not RETURNING, which SQLite runs
     // through a temporary table.
     let seq = conn.last_insert_rowid();
-    known.add(&msg_id);
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO temp.pending_message_ids (msg_id, seq) VALUES (?1, ?2)",
-    )?
-    .execute(params![&msg_id[..], seq])?;
-    if seq % FLUSH_EVERY == 0 {
-        flush_id_range(conn, (seq / FLUSH_EVERY) % ID_RANGES, seq)?;
-    }
+    message_ids::record(conn, known, &msg_id, seq)?;
     // Reads the pair's row and writes nothing, except for a pair's first message.
     conn.prepare_cached("INSERT OR IGNORE INTO conversations (lo, hi) VALUES (?1, ?2)")?
         .execute([lo, hi])?;
     Ok(StoreOutcome::Stored(Stored {
         seq,
-        server_ts: m.server_ts,
+        server_ts,
         new: true,
     }))
 }
@@ -356,7 +187,7 @@ const HISTORY_BEFORE: &str = "SELECT seq, server_ts, state, envelope FROM messag
 pub struct HistoryRow {
     pub seq: i64,
     pub server_ts: i64,
-    pub state: i64,
+    pub state: MessageState,
     pub envelope: String,
 }
 
@@ -418,12 +249,12 @@ pub fn conversations(conn: &Connection, me: i64) -> DbResult<Vec<ConversationRow
          SELECT u.username, l.seq, m.server_ts, \
                 (SELECT count(*) FROM messages x \
                  WHERE x.conv_lo = l.lo AND x.conv_hi = l.hi AND x.recipient_id = ?1 \
-                   AND x.state < 2 AND l.peer_id <> ?1) \
+                   AND x.state < ?2 AND l.peer_id <> ?1) \
          FROM latest l JOIN messages m ON m.seq = l.seq JOIN users u ON u.id = l.peer_id \
          ORDER BY l.seq DESC",
     )?;
     let rows = stmt
-        .query_map([me], |r| {
+        .query_map(params![me, MessageState::Read], |r| {
             Ok(ConversationRow {
                 peer: r.get(0)?,
                 last_seq: r.get(1)?,
@@ -437,27 +268,27 @@ pub fn conversations(conn: &Connection, me: i64) -> DbResult<Vec<ConversationRow
 
 /// Moves the state of the message `msg_id` sent to `recipient` forward to `state`.
 /// Returns the sender's id if such a message exists (whether or not the state moved).
-pub fn mark(
+pub(super) fn mark(
     conn: &Connection,
     known: &KnownIds,
     recipient: i64,
     msg_id: &str,
-    state: i64,
+    state: MessageState,
     at: i64,
 ) -> DbResult<Option<i64>> {
     let Some(msg_id) = id_bytes(msg_id) else {
         return Ok(None);
     };
-    let sender = match find(conn, known, &msg_id)? {
-        Some((seq, _, sender, to)) if to == recipient => {
+    let sender = match message_ids::find(conn, known, &msg_id)? {
+        Some(found) if found.recipient_id == recipient => {
             conn.prepare_cached(
                 "UPDATE messages SET state = ?2, \
                      delivered_at = coalesce(delivered_at, ?3), \
-                     read_at = CASE WHEN ?2 = 2 THEN coalesce(read_at, ?3) ELSE read_at END \
+                     read_at = CASE WHEN ?2 = ?4 THEN coalesce(read_at, ?3) ELSE read_at END \
                  WHERE seq = ?1 AND state < ?2",
             )?
-            .execute(params![seq, state, at])?;
-            Some(sender)
+            .execute(params![found.seq, state, at, MessageState::Read])?;
+            Some(found.sender_id)
         }
         _ => None,
     };
@@ -488,6 +319,10 @@ pub fn share_conversation(conn: &Connection, a: i64, b: i64) -> DbResult<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::message_ids::tests::nth_id;
+    use super::super::message_ids::{
+        flush_id_range, open_id_buffer, range_bounds, FLUSH_EVERY, ID_RANGES,
+    };
     use super::*;
 
     /// A write connection with its id buffer and filter, as the writer has them.
@@ -528,10 +363,10 @@ mod tests {
             &NewMessage {
                 sender_id: from,
                 recipient_id: to,
-                msg_id: id,
-                server_ts: 1,
-                envelope: "{}",
+                msg_id: id.to_owned(),
+                envelope: Arc::from("{}"),
             },
+            1,
         )
         .expect("store")
     }
@@ -540,19 +375,27 @@ mod tests {
     const B: &str = "7c3e2b1a-9d8f-4e6d-8c5b-4a3b2c1d0e02";
 
     #[test]
-    fn an_id_is_its_sixteen_bytes_and_anything_else_is_refused() {
-        assert_eq!(
-            id_bytes(A).map(hex::encode),
-            Some("0d6f8a521c1e4c5e9b7a2f7d0c1e9a01".to_string())
-        );
-        for bad in [
-            "",
-            "0d6f8a52",
-            &format!("{A}0"),
-            "zz6f8a52-1c1e-4c5e-9b7a-2f7d0c1e9a01",
+    fn a_state_is_stored_as_its_code_and_an_unknown_code_is_refused() {
+        let c = db();
+        for (state, code) in [
+            (MessageState::Sent, 0i64),
+            (MessageState::Delivered, 1),
+            (MessageState::Read, 2),
         ] {
-            assert_eq!(id_bytes(bad), None, "{bad}");
+            let stored: i64 = c
+                .query_row("SELECT ?1", [state], |r| r.get(0))
+                .expect("to sql");
+            assert_eq!(stored, code);
+            let read: MessageState = c
+                .query_row("SELECT ?1", [code], |r| r.get(0))
+                .expect("from sql");
+            assert_eq!(read, state);
         }
+        assert!(c
+            .query_row("SELECT 3", [], |r| r.get::<_, MessageState>(0))
+            .is_err());
+        assert!(MessageState::Sent < MessageState::Delivered);
+        assert!(MessageState::Delivered < MessageState::Read);
     }
 
     #[test]
@@ -593,30 +436,22 @@ mod tests {
             vec![("carol".into(), 2, 1), ("alice".into(), 1, 1)]
         );
         assert_eq!(
-            mark(&c, &c.known, 2, A, STATE_READ, 5).expect("mark"),
+            mark(&c, &c.known, 2, A, MessageState::Read, 5).expect("mark"),
             Some(1)
         );
         assert_eq!(
-            mark(&c, &c.known, 3, A, STATE_READ, 5).expect("mark"),
+            mark(&c, &c.known, 3, A, MessageState::Read, 5).expect("mark"),
             None,
             "not carol's"
         );
         assert_eq!(
-            mark(&c, &c.known, 2, "not-a-uuid", STATE_READ, 5).expect("mark"),
+            mark(&c, &c.known, 2, "not-a-uuid", MessageState::Read, 5).expect("mark"),
             None
         );
         let bob = conversations(&c, 2).expect("bob");
         assert_eq!(bob[1].unread, 0);
         let alice = conversations(&c, 1).expect("alice");
         assert_eq!((alice[0].peer.as_str(), alice[0].unread), ("bob", 0));
-    }
-
-    /// A lower-case UUID v4 text made from `n`, spread over the key space.
-    fn nth_id(n: u64) -> String {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-        b[8..].copy_from_slice(&n.to_be_bytes());
-        uuid::Builder::from_random_bytes(b).into_uuid().to_string()
     }
 
     /// How many of `nth_id(1..=upto)` fall in key range `r`.
@@ -666,11 +501,11 @@ mod tests {
             );
             assert_eq!(send(&c, 3, 2, id), StoreOutcome::IdTaken);
             assert_eq!(
-                mark(&c, &c.known, 2, id, STATE_DELIVERED, 9).expect("mark"),
+                mark(&c, &c.known, 2, id, MessageState::Delivered, 9).expect("mark"),
                 Some(1)
             );
             assert_eq!(
-                mark(&c, &c.known, 3, id, STATE_DELIVERED, 9).expect("mark"),
+                mark(&c, &c.known, 3, id, MessageState::Delivered, 9).expect("mark"),
                 None
             );
         }
@@ -847,33 +682,6 @@ mod tests {
         assert_eq!(
             count(&c, "SELECT count(*) FROM message_id_ranges"),
             ID_RANGES
-        );
-    }
-
-    #[test]
-    fn the_id_filter_never_forgets_an_id_as_it_grows_and_rarely_claims_a_new_one() {
-        let known = KnownIds::sized(100);
-        let ids: Vec<[u8; 16]> = (1..=1_000u64)
-            .map(|i| id_bytes(&nth_id(i)).expect("id"))
-            .collect();
-        for id in &ids {
-            known.add(id);
-        }
-        assert!(
-            ids.iter().all(|id| known.may_contain(id)),
-            "no false negatives"
-        );
-        assert_eq!(
-            known.inner.lock().expect("lock").filters.len(),
-            4,
-            "1,000 ids fill filters for 100, 200 and 400, and 300 of one for 800"
-        );
-        let false_positives = (1_001..=21_000u64)
-            .filter(|&i| known.may_contain(&id_bytes(&nth_id(i)).expect("id")))
-            .count();
-        assert!(
-            false_positives < 20_000 * 4 / 100,
-            "{false_positives} of 20,000"
         );
     }
 }

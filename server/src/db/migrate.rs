@@ -38,7 +38,7 @@ pub fn migrate(conn: &mut Connection) -> DbResult<Vec<i64>> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let latest = latest_version();
     if current > latest {
-        return Err(DbError::Startup(format!(
+        return Err(DbError::Open(format!(
             "the database schema is version {current}, newer than this securechat binary \
              understands (up to {latest}); run a newer securechat or restore a backup"
         )));
@@ -47,7 +47,7 @@ pub fn migrate(conn: &mut Connection) -> DbResult<Vec<i64>> {
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)
-            .map_err(|e| DbError::Startup(format!("migration {version} ({name}) failed: {e}")))?;
+            .map_err(|e| DbError::Open(format!("migration {version} ({name}) failed: {e}")))?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, name, "applied migration");
@@ -138,7 +138,7 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .expect("marks");
-        assert_eq!(marks, (crate::db::messages::ID_RANGES, 2, 2));
+        assert_eq!(marks, (crate::db::message_ids::ID_RANGES, 2, 2));
         let next: i64 = c
             .query_row(
                 "INSERT INTO messages (sender_id, recipient_id, conv_lo, conv_hi, msg_id, server_ts, \

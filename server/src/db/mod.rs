@@ -11,6 +11,7 @@
 //! and the plan is the same. `store::tests` checks that the claim is not recompiled.
 
 mod checkpoint;
+mod message_ids;
 pub mod messages;
 mod migrate;
 pub mod sessions;
@@ -29,7 +30,7 @@ pub use writer::{Pending, Writer, WriterStats};
 
 use crate::config::StorageConfig;
 
-/// Errors of the storage layer. `Conflict` carries the name of a violated unique key.
+/// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("sqlite: {0}")]
@@ -38,8 +39,15 @@ pub enum DbError {
     Pool(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The database could not be opened, migrated or started (start-up only).
     #[error("{0}")]
-    Startup(String),
+    Open(String),
+    /// The transaction the operation ran in did not commit: none of it was written.
+    #[error("transaction failed to commit: {0}")]
+    CommitFailed(String),
+    /// The operation gave up on purpose (its changes roll back with it), saying why.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 impl DbError {
@@ -67,9 +75,9 @@ pub struct Db {
     reader: Pool,
     writer: Writer,
     path: PathBuf,
-    /// The filter of stored message ids that goes with the writer's connection; pass it to
-    /// `messages::store` and `messages::mark`, which run only on the writer.
-    known_ids: Arc<messages::KnownIds>,
+    /// The filter of stored message ids that goes with the writer's connection; only the
+    /// writes of `messages` use it (see `message_ids`).
+    known_ids: Arc<message_ids::KnownIds>,
 }
 
 impl Db {
@@ -79,13 +87,13 @@ impl Db {
         let (conn, known) = tokio::task::spawn_blocking(move || -> DbResult<_> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
-            let buffered = messages::open_id_buffer(&conn)?;
-            let known = messages::KnownIds::load(&conn)?;
+            let buffered = message_ids::open_id_buffer(&conn)?;
+            let known = message_ids::KnownIds::load(&conn)?;
             tracing::debug!(buffered, "message id buffer and filter ready");
             Ok((conn, known))
         })
         .await
-        .map_err(|e| DbError::Startup(format!("migration task failed: {e}")))??;
+        .map_err(|e| DbError::Open(format!("migration task failed: {e}")))??;
         let checkpointer = checkpoint::spawn(
             path,
             std::time::Duration::from_millis(storage.checkpoint_delay_ms),
@@ -151,11 +159,6 @@ impl Db {
         &self.writer
     }
 
-    /// The writer's filter of stored message ids (see `messages`).
-    pub fn known_ids(&self) -> &Arc<messages::KnownIds> {
-        &self.known_ids
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -169,7 +172,7 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
     conn.set_prepared_statement_cache_capacity(128);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(DbError::Startup(format!(
+        return Err(DbError::Open(format!(
             "SQLite refused WAL mode (journal_mode is {mode:?}); is the data dir on a network or read-only filesystem?"
         )));
     }
@@ -183,9 +186,7 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
     checkpoint::install_wal_hook(&conn);
     let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     if fk != 1 {
-        return Err(DbError::Startup(
-            "SQLite did not enable foreign keys".into(),
-        ));
+        return Err(DbError::Open("SQLite did not enable foreign keys".into()));
     }
     Ok(conn)
 }

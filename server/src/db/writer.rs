@@ -107,9 +107,7 @@ where
         } = *self;
         let mut outcome = match (result, committed) {
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(DbError::Startup(format!(
-                "transaction failed to commit: {e}"
-            ))),
+            (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(DbError::CommitFailed(e)),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (None, Ok(())) => Err(DbError::WriterGone),
         };
@@ -187,7 +185,7 @@ impl Writer {
                     after_commit,
                 )
             })
-            .map_err(|e| DbError::Startup(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| DbError::Open(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { tx, stats })
     }
 
@@ -485,7 +483,7 @@ mod tests {
                 .submit(move |c| {
                     c.execute("INSERT INTO t(x) VALUES (?1)", [i])?;
                     if i % 5 == 4 {
-                        return Err(DbError::Startup(format!("op {i} gives up after writing")));
+                        return Err(DbError::Aborted(format!("op {i} gives up after writing")));
                     }
                     Ok(i)
                 })
@@ -584,7 +582,7 @@ mod tests {
             Box::new(|c| insert(2)(c).map(drop)),
             Box::new(|c| {
                 insert(3)(c)?;
-                Err(DbError::Startup("gives up after writing".into()))
+                Err(DbError::Aborted("gives up after writing".into()))
             }),
         ])
         .await;

@@ -4,14 +4,15 @@
 //! Invariant: a key version only moves forward by one, and only with a signature by the
 //! previous signing key over the new keys, so the chain of versions is verifiable by anyone.
 
-pub mod keys;
 pub mod routes;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{check_bundle, check_username, db_error, key_error, KeyBundle, Principal};
+use crate::auth::Principal;
 use crate::db::{now_ms, users, Db};
 use crate::error::{ApiError, ApiResult};
+use crate::keys::{self, KeyBundle};
+use crate::username::Username;
 
 pub const PAGE_SIZE: u32 = 50;
 
@@ -72,25 +73,19 @@ impl Directory {
 
     pub async fn list(&self, query: &str, cursor: Option<String>) -> ApiResult<UserPage> {
         let query = query.trim().to_ascii_lowercase();
-        if query.len() > 32
-            || !query
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-        {
+        if query.len() > Username::MAX_LEN || !query.bytes().all(Username::is_name_byte) {
             return Err(ApiError::bad_request(
                 "invalid_request",
                 "query must be at most 32 characters of a-z, 0-9, '_', '.' and '-'",
             ));
         }
-        if let Some(c) = &cursor {
-            check_username(c)
-                .map_err(|_| ApiError::bad_request("invalid_request", "malformed cursor"))?;
+        if cursor.as_deref().is_some_and(|c| !Username::is_valid(c)) {
+            return Err(ApiError::bad_request("invalid_request", "malformed cursor"));
         }
         let mut rows = self
             .db
             .read(move |c| users::list(c, &query, cursor.as_deref(), PAGE_SIZE + 1))
-            .await
-            .map_err(db_error)?;
+            .await?;
         let more = rows.len() > PAGE_SIZE as usize;
         rows.truncate(PAGE_SIZE as usize);
         let next_cursor = if more {
@@ -127,8 +122,7 @@ impl Directory {
         let rows = self
             .db
             .read(move |c| users::key_changes(c, user.id))
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|k| KeyChangeView {
@@ -144,14 +138,10 @@ impl Directory {
     }
 
     async fn user(&self, username: &str) -> ApiResult<users::User> {
-        if !crate::auth::valid_username(username) {
-            return Err(ApiError::not_found("user"));
-        }
-        let name = username.to_owned();
+        let name = Username::parse(username).map_err(|_| ApiError::not_found("user"))?;
         self.db
-            .read(move |c| users::by_name(c, &name))
-            .await
-            .map_err(db_error)?
+            .read(move |c| users::by_name(c, name.as_str()))
+            .await?
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
@@ -167,15 +157,14 @@ impl Directory {
                 ),
             ));
         }
-        check_bundle(&req.key_bundle)?;
-        let new = keys::parse_keys(&req.enc_public_key, &req.sign_public_key).map_err(key_error)?;
+        req.key_bundle.check()?;
+        let new = keys::parse_keys(&req.enc_public_key, &req.sign_public_key)?;
         keys::verify_sig(
             &new.sign_key,
             &keys::self_sig_message(&who.username, req.key_version, &new),
             &req.self_sig,
             "self_sig",
-        )
-        .map_err(key_error)?;
+        )?;
         let old = keys::parse_keys(&current.keys.enc_public_key, &current.keys.sign_public_key)
             .map_err(|_| ApiError::internal("stored keys no longer parse"))?;
         keys::verify_sig(
@@ -183,8 +172,7 @@ impl Directory {
             &keys::rotate_sig_message(&who.username, req.key_version, &new),
             &req.prev_sig,
             "prev_sig",
-        )
-        .map_err(key_error)?;
+        )?;
         let published = users::PublishedKeys {
             key_version: req.key_version,
             fingerprint: keys::fingerprint(&who.username, &new.enc_spki, &new.sign_spki),
@@ -207,8 +195,7 @@ impl Directory {
                     now_ms(),
                 )
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         if !moved {
             return Err(ApiError::conflict(
                 "key_version_conflict",

@@ -11,8 +11,7 @@ use warp::{Filter, Reply};
 
 use super::{Directory, RotateRequest};
 use crate::auth::{Auth, Principal};
-use crate::error::ApiResult;
-use crate::http::{authenticated, json_body};
+use crate::http::{authenticated, json_body, reply};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,10 +28,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/users/{name}/key-changes"),
     ("POST", "/api/keys/rotate"),
 ];
-
-fn reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
-    Ok(result.unwrap_or_else(|e| e.into_response()))
-}
 
 pub fn routes(dir: Directory, auth: Arc<Auth>, body_limit: u64) -> BoxedFilter<(Response,)> {
     let with_dir = warp::any().map(move || dir.clone());

@@ -257,7 +257,7 @@ pub fn complete_in(conn: &Connection, lease: Lease) -> DbResult<()> {
     if store::complete(conn, lease, now_ms())? {
         Ok(())
     } else {
-        Err(DbError::Startup(format!(
+        Err(DbError::Aborted(format!(
             "job {} is no longer held by this lease",
             lease.job_id
         )))

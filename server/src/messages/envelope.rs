@@ -115,7 +115,7 @@ pub fn check<'a>(raw: &'a str, sender: &str, max_bytes: usize) -> Result<Envelop
             "from must be the signed-in user of this connection",
         ));
     }
-    if !crate::auth::valid_username(&e.to) {
+    if !crate::username::Username::is_valid(&e.to) {
         return Err(refuse("unknown_recipient", "no such recipient"));
     }
     if !b64::is_len(&e.iv, 12) {

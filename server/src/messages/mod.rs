@@ -1,20 +1,30 @@
-//! Owns messages as the REST API sees them: a user's conversations with unread counts,
-//! and the history of one conversation by seq. Envelope checks are in `envelope`; live
-//! delivery is the relay's.
+//! Owns messages: checking an envelope a sender hands in (`envelope`), storing it and its
+//! receipts, and reading them back — a user's conversations with unread counts and the
+//! history of one conversation by seq (`routes` serves those over REST). Live delivery is
+//! the relay's: it asks this module to check and store, then fans out what was stored.
 //!
-//! Invariant: a history is only ever the caller's own conversation with the named peer;
+//! Invariants: a history is only ever the caller's own conversation with the named peer;
 //! there is no way to name a conversation one is not part of, and asking for one that
-//! does not exist (no message yet, or no such peer) is a 404.
+//! does not exist (no message yet, or no such peer) is a 404. A store resolves only after
+//! its transaction committed; how ids are kept unique (the id index and its filter) and
+//! which thread writes are the storage layer's business, not the caller's.
 
 pub mod envelope;
 pub mod routes;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::auth::{db_error, Principal};
-use crate::db::{messages, users, Db};
+use crate::auth::Principal;
+use crate::config::MessagesConfig;
+use crate::db::messages::NewMessage;
+use crate::db::{messages, users, Db, DbResult, Pending};
 use crate::error::{ApiError, ApiResult};
+use crate::username::Username;
+
+pub use crate::db::messages::{MessageState, StoreOutcome, Stored};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
@@ -41,14 +51,72 @@ pub struct Conversation {
     pub unread: i64,
 }
 
+/// The messages service, shared by the REST routes and the relay.
 #[derive(Clone)]
 pub struct Messages {
     db: Db,
+    max_envelope_bytes: usize,
 }
 
 impl Messages {
-    pub fn new(db: Db) -> Messages {
-        Messages { db }
+    pub fn new(db: Db, config: &MessagesConfig) -> Messages {
+        Messages {
+            db,
+            max_envelope_bytes: config.max_envelope_bytes,
+        }
+    }
+
+    /// The largest envelope accepted, in bytes of its JSON text.
+    pub fn max_envelope_bytes(&self) -> usize {
+        self.max_envelope_bytes
+    }
+
+    /// Checks an envelope `sender` hands in, without copying it (see `envelope::check`).
+    pub fn check<'a>(
+        &self,
+        raw: &'a str,
+        sender: &str,
+    ) -> Result<envelope::Envelope<'a>, envelope::Refusal> {
+        envelope::check(raw, sender, self.max_envelope_bytes)
+    }
+
+    /// Stores a checked envelope from `sender_id` to `recipient_id`: queues it and returns
+    /// at once with a future that resolves after COMMIT (a resend of a stored id resolves
+    /// to the original seq). Stores one caller makes commit in the order it made them.
+    pub async fn store(
+        &self,
+        sender_id: i64,
+        recipient_id: i64,
+        id: String,
+        envelope: Arc<str>,
+    ) -> DbResult<Pending<StoreOutcome>> {
+        self.db
+            .submit_message(NewMessage {
+                sender_id,
+                recipient_id,
+                msg_id: id,
+                envelope,
+            })
+            .await
+    }
+
+    /// Records that `recipient` got (or read) message `id`: queued like [`Messages::store`];
+    /// resolves to the sender's id, or `None` if `recipient` received no such message.
+    pub async fn mark(
+        &self,
+        recipient: i64,
+        id: String,
+        state: MessageState,
+        at: i64,
+    ) -> DbResult<Pending<Option<i64>>> {
+        self.db.submit_receipt(recipient, id, state, at).await
+    }
+
+    /// Whether `a` and `b` have exchanged any message.
+    pub async fn share_conversation(&self, a: i64, b: i64) -> DbResult<bool> {
+        self.db
+            .read(move |c| messages::share_conversation(c, a, b))
+            .await
     }
 
     pub async fn conversations(&self, who: &Principal) -> ApiResult<Vec<Conversation>> {
@@ -56,8 +124,7 @@ impl Messages {
         let rows = self
             .db
             .read(move |c| messages::conversations(c, me))
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| Conversation {
@@ -90,17 +157,14 @@ impl Messages {
                 "after and before are sequence numbers (>= 0)",
             ));
         }
-        if !crate::auth::valid_username(peer) {
-            return Err(ApiError::not_found("conversation"));
-        }
+        let name = Username::parse(peer).map_err(|_| ApiError::not_found("conversation"))?;
         let me = who.user_id;
-        let name = peer.to_owned();
         let rows = self
             .db
             .read(move |c| {
                 // A conversation exists once a message does; outside one there is nothing
                 // to read, and the answer is the same as for a peer that does not exist.
-                let Some(p) = users::by_name(c, &name)? else {
+                let Some(p) = users::by_name(c, name.as_str())? else {
                     return Ok(None);
                 };
                 if !messages::share_conversation(c, me, p.id)? {
@@ -108,15 +172,14 @@ impl Messages {
                 }
                 messages::history(c, me, p.id, after, before, limit).map(Some)
             })
-            .await
-            .map_err(db_error)?
+            .await?
             .ok_or_else(|| ApiError::not_found("conversation"))?;
         rows.into_iter()
             .map(|r| {
                 Ok(HistoryItem {
                     seq: r.seq,
                     server_ts: r.server_ts,
-                    state: messages::state_name(r.state),
+                    state: r.state.as_str(),
                     envelope: RawValue::from_string(r.envelope).map_err(|e| {
                         ApiError::internal(format!("stored envelope is not JSON: {e}"))
                     })?,

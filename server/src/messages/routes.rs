@@ -10,8 +10,7 @@ use warp::{Filter, Reply};
 
 use super::Messages;
 use crate::auth::{Auth, Principal};
-use crate::error::ApiResult;
-use crate::http::authenticated;
+use crate::http::{authenticated, reply};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,10 +25,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/conversations"),
     ("GET", "/api/conversations/{peer}/messages"),
 ];
-
-fn reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
-    Ok(result.unwrap_or_else(|e| e.into_response()))
-}
 
 pub fn routes(messages: Messages, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
     let with_messages = warp::any().map(move || messages.clone());

@@ -20,34 +20,33 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::config::{MessagesConfig, RelayConfig};
+use crate::config::RelayConfig;
 use crate::db::{self, messages, now_ms, users, Db};
+use crate::messages::Messages;
 
-/// What the hub hands a connection's task.
-#[derive(Debug)]
-pub enum Out {
-    Frame(Utf8Bytes),
-}
-
+/// The hub's side of one registered connection: where to queue frames for it, and how to
+/// tell its task to close.
 #[derive(Clone)]
-struct Conn {
+struct ConnectionHandle {
     id: u64,
-    tx: mpsc::Sender<Out>,
+    tx: mpsc::Sender<Utf8Bytes>,
     kick: Arc<Notify>,
 }
 
-/// A registered connection, as its task holds it.
+/// A registered connection, as its task holds it: its id, the frames queued for it, and
+/// the signal that it is too slow and must go.
 pub struct Registration {
     pub conn_id: u64,
-    pub rx: mpsc::Receiver<Out>,
+    pub rx: mpsc::Receiver<Utf8Bytes>,
     pub kick: Arc<Notify>,
 }
 
 pub struct Hub {
     db: Db,
     pub(crate) relay: RelayConfig,
-    pub(crate) messages: MessagesConfig,
-    conns: RwLock<HashMap<i64, Vec<Conn>>>,
+    /// Checks and stores what connections send.
+    pub(crate) messages: Messages,
+    conns: RwLock<HashMap<i64, Vec<ConnectionHandle>>>,
     next_conn: AtomicU64,
     /// username -> id; users are never renamed, so entries never go stale.
     ids: RwLock<HashMap<String, i64>>,
@@ -57,7 +56,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(db: Db, relay: RelayConfig, messages: MessagesConfig) -> Arc<Hub> {
+    pub fn new(db: Db, relay: RelayConfig, messages: Messages) -> Arc<Hub> {
         Arc::new(Hub {
             db,
             relay,
@@ -87,7 +86,7 @@ impl Hub {
         let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
         let set = conns.entry(user_id).or_default();
         let first = set.is_empty();
-        set.push(Conn {
+        set.push(ConnectionHandle {
             id: conn_id,
             tx,
             kick: kick.clone(),
@@ -133,9 +132,7 @@ impl Hub {
                 return;
             };
             for c in set.iter().filter(|c| Some(c.id) != except) {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    c.tx.try_send(Out::Frame(frame.clone()))
-                {
+                if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(frame.clone()) {
                     too_slow.push(c.clone());
                 }
             }

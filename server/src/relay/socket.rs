@@ -22,9 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{Hub, Out, Registration};
-use crate::db::{messages, now_ms, DbResult};
-use crate::messages::envelope;
+use super::{Hub, Registration};
+use crate::db::{now_ms, DbResult};
+use crate::messages::{envelope, MessageState, StoreOutcome, Stored};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +52,7 @@ enum Done {
         id: String,
         recipient_id: i64,
         envelope: Arc<str>,
-        result: DbResult<messages::StoreOutcome>,
+        result: DbResult<StoreOutcome>,
     },
     Marked {
         id: String,
@@ -64,7 +64,8 @@ enum Done {
 
 type DoneFuture = Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
 
-struct Conn<S> {
+/// One connection's state, owned by its task.
+struct Socket<S> {
     ws: WebSocketStream<S>,
     hub: Arc<Hub>,
     peer: Peer,
@@ -105,7 +106,7 @@ where
         }
     };
     let mut shutdown = hub.shutdown_signal();
-    let mut conn = Conn {
+    let mut conn = Socket {
         ws,
         hub: hub.clone(),
         peer,
@@ -131,7 +132,7 @@ where
             () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
             Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish_ready(done).await,
             out = rx.recv() => match out {
-                Some(Out::Frame(f)) => conn.forward(f, &mut rx).await,
+                Some(f) => conn.forward(f, &mut rx).await,
                 None => Err(End::Close(CloseCode::Again, "dropped by the server")),
             },
             msg = conn.ws.next(), if conn.pending.len() < max_in_flight => conn.receive(msg).await,
@@ -160,7 +161,7 @@ where
         };
         let _ = in_time(conn.ws.close(Some(frame))).await;
     }
-    let Conn { peer, .. } = conn;
+    let Socket { peer, .. } = conn;
     // A kicked connection was already unregistered; either way, offline is announced when
     // the user has no connection left.
     hub.unregister(peer.user_id, conn_id);
@@ -187,7 +188,7 @@ fn error_frame(code: &str, message: &str, id: Option<&str>) -> Message {
     Message::Text(v.to_string().into())
 }
 
-impl<S> Conn<S>
+impl<S> Socket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -204,13 +205,13 @@ where
     async fn forward(
         &mut self,
         first: Utf8Bytes,
-        rx: &mut tokio::sync::mpsc::Receiver<Out>,
+        rx: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
     ) -> Result<(), End> {
         let work = async {
             self.ws.feed(Message::Text(first)).await?;
             for _ in 0..64 {
                 match rx.try_recv() {
-                    Ok(Out::Frame(f)) => self.ws.feed(Message::Text(f)).await?,
+                    Ok(f) => self.ws.feed(Message::Text(f)).await?,
                     Err(_) => break,
                 }
             }
@@ -287,11 +288,7 @@ where
     }
 
     async fn handle_send(&mut self, raw: &str) -> Result<(), End> {
-        let env = match envelope::check(
-            raw,
-            &self.peer.username,
-            self.hub.messages.max_envelope_bytes,
-        ) {
+        let env = match self.hub.messages.check(raw, &self.peer.username) {
             Ok(e) => e,
             Err(r) => {
                 let id = serde_json::from_str::<serde_json::Value>(raw)
@@ -314,29 +311,18 @@ where
                     .await;
             }
         };
-        let sender_id = self.peer.user_id;
         let id = env.id.into_owned();
         // One copy of the envelope, shared by the write and the fan-out.
         let envelope: Arc<str> = Arc::from(raw);
-        let (op_id, op_env) = (id.clone(), envelope.clone());
-        let known = self.hub.db().known_ids().clone();
         let pending = self
             .hub
-            .db()
-            .writer()
-            .submit(move |c| {
-                messages::store(
-                    c,
-                    &known,
-                    &messages::NewMessage {
-                        sender_id,
-                        recipient_id,
-                        msg_id: &op_id,
-                        server_ts: now_ms(),
-                        envelope: &op_env,
-                    },
-                )
-            })
+            .messages
+            .store(
+                self.peer.user_id,
+                recipient_id,
+                id.clone(),
+                envelope.clone(),
+            )
             .await;
         match pending {
             Ok(p) => {
@@ -364,20 +350,16 @@ where
                 .bad_frame("invalid_frame", "id must be a lower-case UUID v4", None)
                 .await;
         }
-        let me = self.peer.user_id;
         let at = now_ms();
         let state = if read {
-            messages::STATE_READ
+            MessageState::Read
         } else {
-            messages::STATE_DELIVERED
+            MessageState::Delivered
         };
-        let op_id = id.clone();
-        let known = self.hub.db().known_ids().clone();
         match self
             .hub
-            .db()
-            .writer()
-            .submit(move |c| messages::mark(c, &known, me, &op_id, state, at))
+            .messages
+            .mark(self.peer.user_id, id.clone(), state, at)
             .await
         {
             Ok(p) => {
@@ -412,8 +394,8 @@ where
             let me = self.peer.user_id;
             let shared = self
                 .hub
-                .db()
-                .read(move |c| messages::share_conversation(c, me, to_id))
+                .messages
+                .share_conversation(me, to_id)
                 .await
                 .unwrap_or(false);
             if !shared {
@@ -451,7 +433,7 @@ where
                 envelope,
                 result,
             } => match result {
-                Ok(messages::StoreOutcome::IdTaken) => {
+                Ok(StoreOutcome::IdTaken) => {
                     self.bad_frame(
                         "invalid_envelope",
                         "that id is already used by another message; use a fresh uuid",
@@ -459,7 +441,7 @@ where
                     )
                     .await
                 }
-                Ok(messages::StoreOutcome::Stored(stored)) => {
+                Ok(StoreOutcome::Stored(stored)) => {
                     // `id` passed envelope::check (a lower-case UUID): nothing to escape.
                     let ack = format!(
                         "{{\"type\":\"ack\",\"id\":\"{id}\",\"seq\":{},\"server_ts\":{}}}",
@@ -530,7 +512,7 @@ where
 
 /// `{"type":"message","seq":…,"server_ts":…,"envelope":…}` in one allocation of the right
 /// size (`format!` grows its string by doubling, copying a large envelope several times).
-fn message_frame(stored: messages::Stored, envelope: &str) -> String {
+fn message_frame(stored: Stored, envelope: &str) -> String {
     use std::fmt::Write as _;
     let mut f = String::with_capacity(envelope.len() + 80);
     // Writing to a String cannot fail.

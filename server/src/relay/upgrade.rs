@@ -42,7 +42,7 @@ impl WsEndpoint {
         headers: HeaderMap,
     ) -> WsEndpoint {
         // The frame cap leaves room for the {"type":"send","envelope":...} wrapper.
-        let max = hub.messages.max_envelope_bytes + 1024;
+        let max = hub.messages.max_envelope_bytes() + 1024;
         let config = WebSocketConfig::default()
             .read_buffer_size(hub.relay.read_buffer_bytes)
             // Frames queued with `feed` (a commit's acks, pushed frames) leave in one write

@@ -1,7 +1,9 @@
-//! Owns the checks on published public keys (DESIGN §8): that the encryption key is an
-//! RSA-OAEP-2048 SPKI with e = 65537, that the signing key is a P-256 SPKI, that the
-//! self-signature (and on rotation the signature by the previous key) verifies, and the
-//! 30-digit fingerprint.
+//! Owns the key formats an account publishes and the server checks: that the encryption
+//! key is an RSA-OAEP-2048 SPKI with e = 65537, that the signing key is a P-256 SPKI, that
+//! the self-signature (and on rotation the signature by the previous key) verifies, the
+//! 30-digit fingerprint, and the shape of the wrapped private-key bundle (which the server
+//! stores and returns, never opens). Registration (`auth`) and key rotation (`directory`)
+//! both use it; it depends on nothing else in the crate but `b64`.
 //!
 //! Invariant: the server only ever parses public keys; it never makes or sees a private one.
 
@@ -12,6 +14,8 @@ use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPublicKey};
 use sha2::{Digest, Sha512};
 
+use serde::{Deserialize, Serialize};
+
 use crate::b64;
 
 /// Why a set of keys was refused; each maps to a stable error code.
@@ -21,6 +25,34 @@ pub enum KeyError {
     InvalidKey(&'static str),
     /// A signature is malformed or does not verify.
     InvalidSignature(&'static str),
+    /// The wrapped private-key bundle is not the shape a client makes.
+    InvalidBundle(&'static str),
+}
+
+/// The private keys wrapped under the key-encryption key, as the client uploads them:
+/// opaque to the server, which checks sizes only and returns them byte for byte.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBundle {
+    pub iv: String,
+    pub ct: String,
+}
+
+impl KeyBundle {
+    /// A 12-byte nonce and an AES-GCM ciphertext (tag included) of at most 16 KiB.
+    pub fn check(&self) -> Result<(), KeyError> {
+        if !b64::is_len(&self.iv, 12) {
+            return Err(KeyError::InvalidBundle(
+                "key_bundle.iv must be 12 bytes, base64url",
+            ));
+        }
+        match b64::decode(&self.ct) {
+            Some(ct) if (17..=16 * 1024).contains(&ct.len()) => Ok(()),
+            _ => Err(KeyError::InvalidBundle(
+                "key_bundle.ct must be base64url AES-GCM ciphertext of at most 16 KiB",
+            )),
+        }
+    }
 }
 
 /// Public keys that parsed, with their raw SPKI bytes.
