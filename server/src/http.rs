@@ -1,17 +1,15 @@
 //! Owns the HTTP edge shared by every route: JSON bodies with a size cap and one error for
-//! malformed JSON, bearer authentication, security headers, and request logging.
+//! malformed JSON, the one way a handler's result becomes a reply, security headers, and
+//! request logging. (Bearer authentication is `auth::routes::authenticated`.)
 //!
 //! Invariants: every response — API, asset or error — carries the security headers; the
 //! request log line has method, path (never the query string), status and duration, and
 //! nothing else from the request.
 
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 use warp::http::header::{HeaderMap, HeaderName, HeaderValue};
 use warp::{Filter, Rejection};
 
-use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, ApiResult};
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -112,24 +110,6 @@ pub fn optional_json_body<T: DeserializeOwned + Send>(
                 "request body is not valid JSON",
             ))
         })
-    })
-}
-
-/// The caller, from `Authorization: Bearer <access token>`; 401 otherwise.
-pub fn authenticated(
-    auth: Arc<Auth>,
-) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let auth = auth.clone();
-        async move {
-            let token = header
-                .as_deref()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| warp::reject::custom(ApiError::unauthorized()))?;
-            auth.authenticate(token).await.map_err(warp::reject::custom)
-        }
     })
 }
 

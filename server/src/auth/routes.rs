@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{Auth, LoginRequest, Principal, RegisterRequest};
 use crate::db::users;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{authenticated, json_body, optional_json_body, reply};
+use crate::http::{json_body, optional_json_body, reply};
 use crate::plugins::Plugins;
 use securechat_plugin_api::Event;
 
@@ -33,6 +33,24 @@ struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 struct LogoutRequest {
     refresh_token: Option<String>,
+}
+
+/// The caller, from `Authorization: Bearer <access token>`; 401 otherwise.
+pub fn authenticated(
+    auth: Arc<Auth>,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let auth = auth.clone();
+        async move {
+            let token = header
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| warp::reject::custom(ApiError::unauthorized()))?;
+            auth.authenticate(token).await.map_err(warp::reject::custom)
+        }
+    })
 }
 
 /// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.

@@ -10,8 +10,9 @@ use warp::reply::{json, Response};
 use warp::{Filter, Reply};
 
 use super::{Directory, RotateRequest};
+use crate::auth::routes::authenticated;
 use crate::auth::{Auth, Principal};
-use crate::http::{authenticated, json_body, reply};
+use crate::http::{json_body, reply};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,8 +9,9 @@ use warp::reply::{json, Response};
 use warp::{Filter, Reply};
 
 use super::Messages;
+use crate::auth::routes::authenticated;
 use crate::auth::{Auth, Principal};
-use crate::http::{authenticated, reply};
+use crate::http::reply;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

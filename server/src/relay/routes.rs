@@ -8,8 +8,8 @@ use warp::reply::{json, Response};
 use warp::{Filter, Reply};
 
 use super::tickets::Tickets;
+use crate::auth::routes::authenticated;
 use crate::auth::{Auth, Principal};
-use crate::http::authenticated;
 
 /// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/ws-ticket"), ("GET", "/api/ws")];
