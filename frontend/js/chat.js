@@ -293,13 +293,13 @@ class ChatView {
 
   wire() {
     const m = this.m;
-    m.on('conversations', () => this.queue('list'));
-    m.on('conversation', (peer) => {
+    m.addEventListener('conversations', () => this.queue('list'));
+    m.addEventListener('conversation', ({ detail: peer }) => {
       if (peer === this.peer) this.queue('conversation');
     });
-    m.on('incoming', ({ peer, message }) => this.announce(peer, message));
-    m.on('connection', (state) => this.renderConnection(state));
-    m.on('notice', (text) => say($('conv-status'), text));
+    m.addEventListener('incoming', ({ detail: { peer, message } }) => this.announce(peer, message));
+    m.addEventListener('connection', ({ detail: state }) => this.renderConnection(state));
+    m.addEventListener('notice', ({ detail: text }) => say($('conv-status'), text));
 
     $('composer').addEventListener('submit', (event) => {
       event.preventDefault();
