@@ -4,8 +4,9 @@
 // presence, and key pinning (sending is blocked while a peer's key changed unverified;
 // messages that do not verify against an accepted key are never shown as text).
 //
-// The page renders from `conversations` and `presence` and listens to:
-//   'conversations' ()  the list changed (order, unread, presence);
+// The Messenger is an EventTarget. The page renders from `conversations` and `presence` and
+// listens to these CustomEvents (the value in `detail`):
+//   'conversations' (none)  the list changed (order, unread, presence);
 //   'conversation' (peer)  the messages, typing or key state of one conversation changed;
 //   'incoming' ({peer, message})  a new live message from someone else (for the live region);
 //   'connection' (state)  the relay state;
@@ -38,7 +39,7 @@ export function textBytes(text) {
 
 const keyOf = (from, id) => `${from}\n${id}`;
 
-export class Messenger {
+export class Messenger extends EventTarget {
   /**
    * @param {object} o
    * @param {import('./api.js').Api} o.api
@@ -51,6 +52,7 @@ export class Messenger {
    * @param {object} [o.timers]
    */
   constructor(o) {
+    super();
     this.api = o.api;
     this.session = o.session;
     this.me = o.session.username;
@@ -65,7 +67,6 @@ export class Messenger {
     /** user -> { online, last_seen, inferred } */
     this.presence = new Map();
     this.active = null;
-    this.listeners = new Map();
     this.lastTypingSent = new Map();
     this.keyChecks = new Map();
     this.listLoaded = false;
@@ -74,20 +75,9 @@ export class Messenger {
 
   // ---------------------------------------------------------------- events
 
-  on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
-    return () => this.listeners.get(type)?.delete(fn);
-  }
-
-  emit(type, value) {
-    for (const fn of [...(this.listeners.get(type) ?? [])]) {
-      try {
-        fn(value);
-      } catch (err) {
-        console.warn(`listener for ${type} failed:`, err);
-      }
-    }
+  /** Tells the page: a CustomEvent `type` with `detail` (see the top of this file). */
+  #emit(type, detail = null) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   // ---------------------------------------------------------------- model
@@ -144,15 +134,16 @@ export class Messenger {
   // ---------------------------------------------------------------- start
 
   async start() {
-    this.relay.on('open', () => this.onOpen());
-    this.relay.on('state', (state) => this.emit('connection', state));
-    this.relay.on('message', (f) => this.onMessageFrame(f));
-    this.relay.on('delivered', (f) => this.onReceipt(f, 'delivered'));
-    this.relay.on('read', (f) => this.onReceipt(f, 'read'));
-    this.relay.on('typing', (f) => this.onTyping(f));
-    this.relay.on('presence', (f) => this.onPresence(f));
-    this.relay.on('error', (f) => this.onErrorFrame(f));
-    await this.refreshList().catch((err) => this.emit('notice', `Could not load your conversations: ${err.message}`));
+    const on = (type, fn) => this.relay.addEventListener(type, (event) => fn(event.detail));
+    on('open', () => this.onOpen());
+    on('state', (state) => this.#emit('connection', state));
+    on('message', (f) => this.onMessageFrame(f));
+    on('delivered', (f) => this.onReceipt(f, 'delivered'));
+    on('read', (f) => this.onReceipt(f, 'read'));
+    on('typing', (f) => this.onTyping(f));
+    on('presence', (f) => this.onPresence(f));
+    on('error', (f) => this.onErrorFrame(f));
+    await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${err.message}`));
     this.relay.start();
   }
 
@@ -167,7 +158,7 @@ export class Messenger {
       c.unread = this.active === row.peer && this.isVisible() ? 0 : (row.unread ?? 0);
     }
     this.listLoaded = true;
-    this.emit('conversations');
+    this.#emit('conversations');
     return answer;
   }
 
@@ -285,8 +276,8 @@ export class Messenger {
       if (message.from !== this.me) receipts.push(message);
     }
     if (changed) {
-      this.emit('conversation', peer);
-      this.emit('conversations');
+      this.#emit('conversation', peer);
+      this.#emit('conversations');
     }
     this.sendReceipts(peer, receipts);
   }
@@ -299,7 +290,7 @@ export class Messenger {
     const seq = Number.isSafeInteger(item.seq) ? item.seq : null;
     if (existing) {
       if (existing.seq != null && seq != null && existing.seq !== seq) {
-        this.emit('notice', `A copy of an earlier message from ${env.from} was replayed and has been dropped.`);
+        this.#emit('notice', `A copy of an earlier message from ${env.from} was replayed and has been dropped.`);
         return null;
       }
       if (existing.seq == null && seq != null) existing.seq = seq;
@@ -308,7 +299,7 @@ export class Messenger {
       return existing;
     }
     if (seq != null && (await this.guard.check(env.from, env.id, seq)) === 'replayed') {
-      this.emit('notice', `A message from ${env.from} arrived again under a new number and was dropped (possible replay).`);
+      this.#emit('notice', `A message from ${env.from} arrived again under a new number and was dropped (possible replay).`);
       return null;
     }
     const message = {
@@ -387,7 +378,7 @@ export class Messenger {
         if (m.status === 'unverified') await this.openMessage(c, m);
       }
     });
-    this.emit('conversation', peer);
+    this.#emit('conversation', peer);
     if (this.active === peer) this.markRead(peer);
   }
 
@@ -422,7 +413,7 @@ export class Messenger {
       const c = this.conversation(peer);
       if (c.unread) {
         c.unread = 0;
-        this.emit('conversations');
+        this.#emit('conversations');
       }
     }
   }
@@ -435,7 +426,7 @@ export class Messenger {
     this.sendReceipts(peer, [...c.messages.values()].filter((m) => !m.mine && m.state !== 'read'));
     if (c.unread) {
       c.unread = 0;
-      this.emit('conversations');
+      this.#emit('conversations');
     }
   }
 
@@ -458,11 +449,11 @@ export class Messenger {
                 c.unread = Math.max(0, c.unread - 1);
               }
             }
-            this.emit('conversation', c.peer);
+            this.#emit('conversation', c.peer);
           }
         }
       }
-      if (found) this.emit('conversations');
+      if (found) this.#emit('conversations');
       else if (state === 'read') this.refreshList().catch(() => {});
       return;
     }
@@ -474,7 +465,7 @@ export class Messenger {
       const m = c.messages.get(keyOf(this.me, frame.id));
       if (!m) return;
       this.advance(m, state);
-      this.emit('conversation', frame.by);
+      this.#emit('conversation', frame.by);
     });
   }
 
@@ -502,10 +493,10 @@ export class Messenger {
         c.unread += 1;
       }
       c.typingUntil = 0;
-      this.emit('incoming', { peer, message });
+      this.#emit('incoming', { peer, message });
     }
-    this.emit('conversation', peer);
-    this.emit('conversations');
+    this.#emit('conversation', peer);
+    this.#emit('conversations');
     if (!message.mine) this.sendReceipts(peer, [message]);
   }
 
@@ -517,9 +508,9 @@ export class Messenger {
     this.timers.clearTimeout(c.typingTimer);
     c.typingTimer = this.timers.setTimeout(() => {
       c.typingUntil = 0;
-      this.emit('conversation', frame.from);
+      this.#emit('conversation', frame.from);
     }, TYPING_SHOWN_MS);
-    this.emit('conversation', frame.from);
+    this.#emit('conversation', frame.from);
   }
 
   isTyping(peer) {
@@ -534,8 +525,8 @@ export class Messenger {
       last_seen: Number.isSafeInteger(frame.last_seen) ? frame.last_seen : null,
       inferred: false,
     });
-    this.emit('conversations');
-    this.emit('conversation', frame.user);
+    this.#emit('conversations');
+    this.#emit('conversation', frame.user);
   }
 
   /** A live frame from someone means they are connected right now. */
@@ -544,8 +535,8 @@ export class Messenger {
     const p = this.presence.get(user);
     if (p?.online) return;
     this.presence.set(user, { online: true, last_seen: p?.last_seen ?? null, inferred: true });
-    this.emit('conversations');
-    this.emit('conversation', user);
+    this.#emit('conversations');
+    this.#emit('conversation', user);
   }
 
   onErrorFrame(frame) {
@@ -566,7 +557,7 @@ export class Messenger {
     const check = checkPeerKeys(this.api, this.pins, peer)
       .then((result) => {
         c.keys = { ...result, checkedAt: this.now() };
-        if (before !== result.status || result.status !== 'ok') this.emit('conversation', peer);
+        if (before !== result.status || result.status !== 'ok') this.#emit('conversation', peer);
         return c.keys;
       })
       .finally(() => this.keyChecks.delete(peer));
@@ -599,7 +590,7 @@ export class Messenger {
     if (c.keys?.status !== 'changed' || !c.keys.current) throw new Error('there is no key change to accept');
     const pin = await acceptKeys(this.pins, peer, c.keys.current);
     c.keys = { status: 'ok', pin, current: c.keys.current, checkedAt: this.now() };
-    this.emit('conversation', peer);
+    this.#emit('conversation', peer);
     await this.reopen(peer);
     return pin;
   }
@@ -622,12 +613,12 @@ export class Messenger {
     const c = this.conversation(peer);
     const keys = peer === this.me ? null : this.checkKeys(peer, { force: true }).catch((err) => {
       c.error = `Could not check ${peer}’s keys: ${err.message}`;
-      this.emit('conversation', peer);
+      this.#emit('conversation', peer);
     });
     const history = c.loaded ? this.catchUp(peer) : this.loadNewest(peer);
     await Promise.all([keys, history]);
     this.markRead(peer);
-    this.emit('conversation', peer);
+    this.#emit('conversation', peer);
     return c;
   }
 
@@ -681,8 +672,8 @@ export class Messenger {
     c.lastTs = Math.max(c.lastTs, envelope.sent_at);
     // the peer hides "typing" when the message arrives: the next keystroke may say so again at once
     this.lastTypingSent.delete(peer);
-    this.emit('conversation', peer);
-    this.emit('conversations');
+    this.#emit('conversation', peer);
+    this.#emit('conversations');
     this.relay.send(envelope).then(
       async ({ seq, server_ts }) => {
         message.seq = seq;
@@ -692,13 +683,13 @@ export class Messenger {
         c.lastSeq = Math.max(c.lastSeq, seq);
         c.lastTs = Math.max(c.lastTs, server_ts ?? 0);
         await this.guard.record(this.me, envelope.id, seq).catch(() => {});
-        this.emit('conversation', peer);
-        this.emit('conversations');
+        this.#emit('conversation', peer);
+        this.#emit('conversations');
       },
       (err) => {
         message.state = 'failed';
         message.error = err?.message ?? 'not sent';
-        this.emit('conversation', peer);
+        this.#emit('conversation', peer);
       },
     );
     return message;
@@ -720,7 +711,7 @@ export class Messenger {
     const m = c?.messages.get(key);
     if (m && m.state === 'failed') {
       c.messages.delete(key);
-      this.emit('conversation', peer);
+      this.#emit('conversation', peer);
     }
   }
 

@@ -4,6 +4,7 @@
 // again with the SAME envelope (same id) after a reconnect (the server acknowledges a resend
 // with the original seq and stores it once), receipts queued while offline, and every server
 // frame handed to listeners: ack, message, delivered, read, typing, presence, error.
+// The relay is an EventTarget: listeners get CustomEvents whose `detail` is the value.
 //
 // DOM-free: the WebSocket class, timers and randomness are injectable for the unit tests.
 
@@ -35,7 +36,7 @@ export function backoffDelay(attempt, { baseMs = 500, maxMs = 30000, random = Ma
 
 const OPEN = 1;
 
-export class Relay {
+export class Relay extends EventTarget {
   /**
    * @param {object} o
    * @param {import('./api.js').Api} o.api
@@ -50,6 +51,7 @@ export class Relay {
    * @param {number}   [o.retryMs]  delay before resending after an `internal` error frame
    */
   constructor(o) {
+    super();
     this.api = o.api;
     this.WebSocket = o.WebSocket ?? globalThis.WebSocket;
     this.url = o.url ?? ((ticket) => relayUrl(ticket));
@@ -73,32 +75,21 @@ export class Relay {
     this.pending = new Map();
     /** receipts waiting for a connection: "kind\nid" */
     this.receipts = new Set();
-    this.listeners = new Map();
   }
 
   // ---------------------------------------------------------------- events
 
-  /** Listens to 'state' (state), 'open' (), 'close' ({code, reason}), a frame type (frame), or 'frame' (any frame). */
-  on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
-    return () => this.listeners.get(type)?.delete(fn);
-  }
-
-  emit(type, value) {
-    for (const fn of [...(this.listeners.get(type) ?? [])]) {
-      try {
-        fn(value);
-      } catch (err) {
-        console.warn(`relay listener for ${type} failed:`, err);
-      }
-    }
+  // Events (CustomEvent, the value in `detail`): 'state' (the new state), 'open' (none),
+  // 'close' ({code, reason}), one per frame type in FRAME_TYPES (the frame) and 'frame' (any frame).
+  // A listener that throws does not stop the others (a browser reports the error on `window`).
+  #emit(type, detail = null) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   setState(state) {
     if (this.state === state) return;
     this.state = state;
-    this.emit('state', state);
+    this.#emit('state', state);
   }
 
   get isOpen() {
@@ -173,7 +164,7 @@ export class Relay {
       if (generation !== this.generation) return;
       this.openedAt = this.now();
       this.setState('open');
-      this.emit('open');
+      this.#emit('open');
       this.flush();
     };
     ws.onmessage = (event) => {
@@ -195,7 +186,7 @@ export class Relay {
     this.ackTimer = null;
     const wasOpen = this.state === 'open';
     if (wasOpen && this.now() - this.openedAt >= this.stableMs) this.attempt = 0;
-    this.emit('close', { code, reason });
+    this.#emit('close', { code, reason });
     if (code === 1009) {
       // frame too large: the largest waiting send caused it; sending it again would loop
       let largest = null;
@@ -303,8 +294,8 @@ export class Relay {
         this.fail(frame.id, new SendError(frame.code, typeof frame.message === 'string' ? frame.message : frame.code));
       }
     }
-    this.emit('frame', frame);
-    if (FRAME_TYPES.includes(frame.type)) this.emit(frame.type, frame);
+    this.#emit('frame', frame);
+    if (FRAME_TYPES.includes(frame.type)) this.#emit(frame.type, frame);
   }
 
   fail(id, err) {

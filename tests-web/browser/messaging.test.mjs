@@ -326,7 +326,10 @@ describe('encrypted messaging in the browser', () => {
     assert.match(await a.locator('#key-log li[data-version="1"]').innerText(), /the key you pinned/);
     assert.equal(await a.locator('#send').isDisabled(), true);
     assert.match(await a.locator('#composer-error').innerText(), /blocked until you verify/);
+    // the key check and the history load run side by side: count only once the history is shown
+    await bubble(a, 'bob writes to both tabs', 'theirs').waitFor();
     const count = await a.locator('#messages li.msg').count();
+    assert.ok(count > 0);
     await a.fill('#composer-input', 'must not be sent');
     await a.press('#composer-input', 'Enter');
     await a.locator('#composer-error', { hasText: /safety number has changed|blocked/ }).waitFor();

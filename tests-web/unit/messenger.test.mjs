@@ -81,21 +81,30 @@ function fakeServer() {
   return server;
 }
 
+/**
+ * A relay that is a real EventTarget, as js/ws.js's Relay is. `emit` dispatches a CustomEvent
+ * and waits for what the messenger's listeners returned (their handling is asynchronous:
+ * Web Crypto), so a test can look at the result right after it.
+ */
+class FakeRelay extends EventTarget {
+  handling = [];
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, (event) => this.handling.push(listener(event)), options);
+  }
+  async emit(type, detail = null) {
+    this.handling = [];
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+    await Promise.all(this.handling);
+  }
+}
+
 function fakeRelay() {
-  const listeners = new Map();
-  const relay = {
+  const relay = Object.assign(new FakeRelay(), {
     sent: [],
     receipts: [],
     typings: [],
     acks: new Map(),
     isOpen: true,
-    on(type, fn) {
-      if (!listeners.has(type)) listeners.set(type, []);
-      listeners.get(type).push(fn);
-    },
-    emit(type, value) {
-      return Promise.all((listeners.get(type) ?? []).map((fn) => fn(value)));
-    },
     start() {},
     stop() {},
     send(envelope) {
@@ -110,7 +119,7 @@ function fakeRelay() {
       return true;
     },
     reconnectNow() {},
-  };
+  });
   return relay;
 }
 
@@ -219,7 +228,7 @@ test('receiving: text only after verification; delivered when not looking, read 
 test('a replayed envelope under a new seq is dropped; a tampered one is never shown as text', async () => {
   const { m, relay } = await setup();
   const notices = [];
-  m.on('notice', (t) => notices.push(t));
+  m.addEventListener('notice', (e) => notices.push(e.detail));
   const env = await fromBob('once only');
   await relay.emit('message', { type: 'message', seq: 3, server_ts: 10, envelope: env });
   await relay.emit('message', { type: 'message', seq: 9, server_ts: 20, envelope: env });
@@ -321,4 +330,21 @@ test('a note to oneself: one reader, my own keys, no pin', async () => {
   assert.equal(copy.mine, true);
   assert.equal(copy.text, 'remember the milk');
   assert.deepEqual(other.relay.receipts, [], 'no receipts for my own messages');
+});
+
+test('the page listens with addEventListener: CustomEvents with the value in detail, and an AbortSignal ends it', async () => {
+  const { m, relay } = await setup();
+  const heard = [];
+  const stop = new AbortController();
+  m.addEventListener('conversation', (e) => heard.push(`conversation:${e.detail}`), { signal: stop.signal });
+  m.addEventListener('conversations', (e) => heard.push(`conversations:${e.detail}`), { signal: stop.signal });
+  m.addEventListener('connection', (e) => heard.push(`connection:${e.detail}`), { signal: stop.signal });
+  await relay.emit('presence', { type: 'presence', user: 'bob', online: true, last_seen: null });
+  await relay.emit('state', 'open');
+  assert.deepEqual(heard, ['conversations:null', 'conversation:bob', 'connection:open']);
+  stop.abort();
+  await relay.emit('presence', { type: 'presence', user: 'bob', online: false, last_seen: 5 });
+  await relay.emit('state', 'waiting');
+  assert.equal(heard.length, 3, 'nothing after the abort');
+  assert.deepEqual(m.presence.get('bob'), { online: false, last_seen: 5, inferred: false }, 'the model still updated');
 });

@@ -125,7 +125,7 @@ test('relayUrl and backoffDelay', () => {
 test('connects with a fresh ticket; a send is written at once and resolved by its ack', async () => {
   const { r } = relay();
   const states = [];
-  r.on('state', (s) => states.push(s));
+  r.addEventListener('state', (e) => states.push(e.detail));
   r.start();
   await settle();
   const ws = FakeSocket.all[0];
@@ -161,7 +161,7 @@ test('sends made while offline wait, in order, and go out when the socket opens'
 test('a connection lost before the ack: reconnect with backoff, same envelope again, one resolution', async () => {
   const { r, timers, api } = relay();
   const opens = [];
-  r.on('open', () => opens.push(FakeSocket.all.length));
+  r.addEventListener('open', () => opens.push(FakeSocket.all.length));
   r.start();
   await settle();
   FakeSocket.all[0].accept();
@@ -239,7 +239,7 @@ test('error frames: internal means send the same envelope again; other codes rej
   const retried = r.send(envelope('id-1'));
   const refused = r.send(envelope('id-2'));
   const errors = [];
-  r.on('error', (f) => errors.push(f.code));
+  r.addEventListener('error', (e) => errors.push(e.detail.code));
   ws.push({ type: 'error', code: 'internal', message: 'try again', id: 'id-1' });
   ws.push({ type: 'error', code: 'unknown_recipient', message: 'no such recipient', id: 'id-2' });
   await assert.rejects(refused, (err) => err instanceof SendError && err.code === 'unknown_recipient');
@@ -287,8 +287,8 @@ test('closed with 1009 (too large): the largest waiting send is refused, not sen
 test('frames are dispatched by type; garbage is ignored; typing is dropped when offline', async () => {
   const { r } = relay();
   const seen = [];
-  for (const type of ['message', 'delivered', 'read', 'typing', 'presence']) r.on(type, (f) => seen.push(f.type));
-  r.on('frame', (f) => seen.push(`frame:${f.type}`));
+  for (const type of ['message', 'delivered', 'read', 'typing', 'presence']) r.addEventListener(type, (e) => seen.push(e.detail.type));
+  r.addEventListener('frame', (e) => seen.push(`frame:${e.detail.type}`));
   assert.equal(r.typing('bob'), false);
   r.start();
   await settle();
@@ -305,4 +305,22 @@ test('frames are dispatched by type; garbage is ignored; typing is dropped when 
   r.receipt('delivered', 'm-1');
   assert.deepEqual(ws.frames().slice(-2), [{ type: 'typing', to: 'bob' }, { type: 'delivered', id: 'm-1' }]);
   assert.throws(() => r.receipt('seen', 'm-1'), TypeError);
+});
+
+test('listeners come off with removeEventListener or an AbortSignal, the others stay', async () => {
+  const { r } = relay();
+  const seen = [];
+  const byFunction = (e) => seen.push(`removed:${e.detail}`);
+  const aborted = new AbortController();
+  r.addEventListener('state', byFunction);
+  r.addEventListener('state', (e) => seen.push(`signal:${e.detail}`), { signal: aborted.signal });
+  r.addEventListener('state', (e) => seen.push(`kept:${e.detail}`));
+  r.start();
+  await settle();
+  assert.deepEqual(seen, ['removed:connecting', 'signal:connecting', 'kept:connecting']);
+  r.removeEventListener('state', byFunction);
+  aborted.abort();
+  FakeSocket.all[0].accept();
+  r.stop();
+  assert.deepEqual(seen.slice(3), ['kept:open', 'kept:stopped']);
 });

@@ -1,0 +1,295 @@
+// Owns the conversation panel (#conversation, or #panel-empty when none is open): the header
+// (name, presence, the "Safety number" toggle), the key-change warning with the published key
+// log and "I have verified", the messages (paging back, states of your own messages, messages
+// that did not verify shown as such) and the typing line. The composer and the contact card
+// inside the panel are their own modules; this one opens, closes and re-renders them.
+// Message text is only ever written with textContent.
+import { authErrorMessage } from '../auth.js';
+import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
+import { $, renderDigits, say, show } from '../ui.js';
+import { Composer } from './composer.js';
+import { ContactCard } from './contact.js';
+import { el, fullFormat, presenceText, when } from './format.js';
+
+const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+
+export class ConversationView {
+  /**
+   * @param {import('../messenger.js').Messenger} messenger
+   * @param {import('../api.js').Api} api
+   * @param {object} session  the signed-in user's session
+   * @param {object} list  the page's conversation list: { render(), focus(peer) }
+   */
+  constructor(messenger, api, session, list) {
+    this.m = messenger;
+    this.api = api;
+    this.session = session;
+    this.me = session.username;
+    this.list = list;
+    this.peer = null;
+    this.items = new Map(); // message key -> <li>
+    this.keyLogFor = null;
+    this.contact = new ContactCard(api, session);
+    this.composer = new Composer(messenger, () => this.peer);
+  }
+
+  wire() {
+    this.composer.wire();
+    $('load-older').addEventListener('click', () => this.loadOlder());
+    $('back').addEventListener('click', () => this.close());
+    $('conv-safety').addEventListener('click', () => {
+      const open = $('conv-safety').getAttribute('aria-expanded') !== 'true';
+      this.toggleSafety(open);
+    });
+    $('accept-key').addEventListener('click', () => this.acceptKey());
+  }
+
+  /** A line for the user above the messages ('' clears it). */
+  status(text) {
+    say($('conv-status'), text);
+  }
+
+  async open(peer, { showSafety = false } = {}) {
+    const changed = peer !== this.peer;
+    if (changed) {
+      this.peer = peer;
+      this.items.clear();
+      $('messages').replaceChildren();
+      this.composer.clear();
+      this.status('Loading messages…');
+      this.keyLogFor = null;
+    }
+    $('conv-name').textContent = peer === this.me ? `${peer} (you)` : peer;
+    this.composer.label(peer);
+    $('messages').setAttribute('aria-label', `Messages with ${peer}`);
+    show($('panel-empty'), false);
+    show($('conversation'));
+    $('app').dataset.view = 'conversation';
+    this.toggleSafety(showSafety);
+    this.list.render();
+    this.render();
+    if (!showSafety) this.composer.focus();
+    try {
+      await this.m.openConversation(peer);
+      if (this.peer === peer) this.status('');
+    } catch (err) {
+      if (this.peer === peer) this.status(`Could not load the conversation: ${authErrorMessage(err)}`);
+    }
+    this.render();
+    this.scrollToEnd();
+  }
+
+  close() {
+    const peer = this.peer;
+    this.m.closeConversation();
+    this.peer = null;
+    show($('conversation'), false);
+    this.contact.hide();
+    show($('panel-empty'));
+    $('app').dataset.view = 'list';
+    this.list.render();
+    this.list.focus(peer);
+  }
+
+  toggleSafety(open) {
+    const button = $('conv-safety');
+    button.setAttribute('aria-expanded', open ? 'true' : 'false');
+    if (open && this.peer) {
+      this.contact.show(this.peer);
+    } else {
+      this.contact.hide();
+    }
+  }
+
+  /** The header's presence line (nothing when no conversation is open). */
+  renderPresence() {
+    if (!this.peer) return;
+    const p = this.m.presence.get(this.peer);
+    $('conv-dot').dataset.online = p?.online ? 'true' : 'false';
+    $('conv-dot').hidden = this.peer === this.me;
+    say($('conv-presence'), presenceText(this.m, this.peer));
+  }
+
+  render() {
+    const peer = this.peer;
+    if (!peer) return;
+    const c = this.m.conversations.get(peer);
+    this.renderPresence();
+    say($('typing'), this.m.isTyping(peer) ? `${peer} is typing…` : '');
+    this.renderKeys(c);
+    this.renderMessages(c);
+    show($('load-older'), Boolean(c?.hasOlder));
+    this.composer.render();
+  }
+
+  renderMessages(c) {
+    const list = $('messages');
+    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+    const messages = this.m.ordered(this.peer);
+    let previous = null;
+    let addedOwn = false;
+    const keep = new Set();
+    for (const m of messages) {
+      keep.add(m.key);
+      let li = this.items.get(m.key);
+      if (!li) {
+        li = el('li', `msg ${m.mine ? 'mine' : 'theirs'}`);
+        li.dataset.id = m.id;
+        this.items.set(m.key, li);
+        if (m.mine && m.state === 'sending') addedOwn = true;
+      }
+      this.fillMessage(li, m);
+      const wanted = previous ? previous.nextSibling : list.firstChild;
+      if (wanted !== li) list.insertBefore(li, wanted);
+      previous = li;
+    }
+    for (const [key, li] of this.items) {
+      if (!keep.has(key)) {
+        li.remove();
+        this.items.delete(key);
+      }
+    }
+    const empty = messages.length === 0 && c?.loaded;
+    list.dataset.empty = empty ? 'true' : 'false';
+    if (atEnd || addedOwn) this.scrollToEnd();
+  }
+
+  fillMessage(li, m) {
+    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}`;
+    if (li.dataset.render === signature) return;
+    li.dataset.render = signature;
+    li.dataset.state = m.mine ? m.state : '';
+    li.dataset.status = m.status;
+    if (m.seq != null) li.dataset.seq = String(m.seq);
+    const who = el('span', 'visually-hidden', m.mine ? 'You: ' : `${m.from}: `);
+    let body;
+    if (m.status === 'ok') {
+      body = el('p', 'msg-text', m.text);
+    } else {
+      const reasons = {
+        unverified: `Could not verify this message: it is not signed with ${m.from}’s verified key, so it is not shown.`,
+        undecryptable: 'This message could not be decrypted here (it may have been encrypted for an earlier key of yours).',
+        invalid: 'This message is malformed and is not shown.',
+        pending: 'Opening…',
+      };
+      body = el('p', 'msg-text msg-problem', reasons[m.status] ?? reasons.invalid);
+    }
+    const meta = el('p', 'msg-meta');
+    const time = el('time', '', when(m.serverTs ?? m.sentAt));
+    time.dateTime = new Date(m.serverTs ?? m.sentAt).toISOString();
+    time.title = fullFormat.format(new Date(m.serverTs ?? m.sentAt));
+    meta.append(time);
+    if (m.mine) {
+      const state = el('span', 'msg-state', STATE_LABEL[m.state] ?? m.state);
+      state.dataset.state = m.state;
+      meta.append(' · ', state);
+      if (m.state === 'failed' && m.error) meta.append(el('span', 'msg-error', ` — ${m.error}`));
+    }
+    li.replaceChildren(who, body, meta);
+  }
+
+  renderKeys(c) {
+    const box = $('key-warning');
+    const keys = c?.keys;
+    if (!keys || (keys.status !== 'changed' && keys.status !== 'invalid') || this.peer === this.me) {
+      show(box, false);
+      this.keyLogFor = null;
+      return;
+    }
+    const peer = this.peer;
+    show(box);
+    $('key-log-name').textContent = peer;
+    if (keys.status === 'invalid') {
+      $('key-warning-title').textContent = `${peer}’s published keys are not valid`;
+      $('key-warning-text').textContent =
+        `The keys the server publishes for ${peer} do not carry a valid self-signature (or the server misreports their fingerprint). ` +
+        'Sending is blocked and messages that are not signed with a key you accepted are not shown.';
+      show($('key-compare'), false);
+      show($('accept-key'), false);
+    } else {
+      $('key-warning-title').textContent = `${peer}’s safety number has changed`;
+      const pinnedOn = keys.pin?.pinned_at ? `, pinned ${fullFormat.format(new Date(keys.pin.pinned_at))}` : '';
+      $('key-warning-text').textContent =
+        `The server now shows other keys for ${peer} (version ${keys.pin.key_version}${pinnedOn} → version ${keys.current.key_version}). ` +
+        'That happens when someone sets up their keys again — or when someone tries to read along. ' +
+        `Compare the new safety number with ${peer} in person or over a channel you trust before you write again.`;
+      const numbers = changedSafetyNumbers({ username: this.me, fingerprint: this.session.fingerprint }, peer, keys.pin, keys.current);
+      renderDigits($('old-safety'), numbers.old);
+      renderDigits($('new-safety'), numbers.new);
+      show($('key-compare'));
+      show($('accept-key'));
+    }
+    const logKey = `${peer}|${keys.current?.fingerprint}`;
+    if (this.keyLogFor !== logKey) {
+      this.keyLogFor = logKey;
+      this.renderKeyLog(peer, logKey);
+    }
+  }
+
+  async renderKeyLog(peer, logKey) {
+    const list = $('key-log');
+    const status = $('key-log-status');
+    list.replaceChildren();
+    say(status, 'Loading the key-change log…');
+    try {
+      const changes = await fetchKeyChanges(this.api, peer);
+      if (this.keyLogFor !== logKey) return;
+      const pinned = this.m.conversations.get(peer)?.keys?.pin?.fingerprint;
+      for (const change of changes) {
+        const li = el('li');
+        li.dataset.version = String(change.key_version);
+        const head = el('strong', '', `Key version ${change.key_version}`);
+        const at = Number.isFinite(change.changed_at) ? ` · ${fullFormat.format(new Date(change.changed_at))}` : '';
+        li.append(head, at);
+        const fp = el('span', 'log-fp', change.fingerprint ? ` · fingerprint ${change.fingerprint.match(/.{5}/g).join(' ')}` : ' · fingerprint unavailable');
+        li.append(fp);
+        const notes = [];
+        if (!change.selfSigValid) notes.push('no valid self-signature');
+        if (change.chained === true) notes.push('signed by their previous key');
+        if (change.chained === false) notes.push('NOT signed by their previous key');
+        if (change.fingerprint && change.fingerprint === pinned) notes.push('the key you pinned');
+        if (notes.length) li.append(el('span', 'log-note', ` · ${notes.join(' · ')}`));
+        list.append(li);
+      }
+      say(status, changes.length ? '' : 'The server published no key changes.');
+    } catch (err) {
+      if (this.keyLogFor === logKey) say(status, `Could not load the key-change log: ${authErrorMessage(err)}`);
+    }
+  }
+
+  async acceptKey() {
+    const peer = this.peer;
+    const button = $('accept-key');
+    button.disabled = true;
+    try {
+      await this.m.acceptKeyChange(peer);
+      this.status(`You verified ${peer}’s new safety number. Sending is possible again.`);
+      this.composer.focus();
+    } catch (err) {
+      this.status(`Could not accept the new keys: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async loadOlder() {
+    const list = $('messages');
+    const button = $('load-older');
+    const fromEnd = list.scrollHeight - list.scrollTop;
+    button.disabled = true;
+    try {
+      await this.m.loadOlder(this.peer);
+      this.render();
+      list.scrollTop = list.scrollHeight - fromEnd;
+    } catch (err) {
+      this.status(`Could not load earlier messages: ${authErrorMessage(err)}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  scrollToEnd() {
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
+  }
+}

@@ -1,0 +1,81 @@
+// Owns the directory search ("Find people": #search-form, #results, #more): searching users
+// by name (debounced while typing, paged with "Show more") and picking one, which the page
+// turns into opening a conversation with their safety number shown.
+import { authErrorMessage, normalizeUsername } from '../auth.js';
+import { $, say, show } from '../ui.js';
+
+/**
+ * @param {import('../api.js').Api} api
+ * @param {string} me  the signed-in username (tagged "you" in the results)
+ * @param {(username: string) => void} pick  called when a user in the results is clicked
+ */
+export function wireDirectory(api, me, pick) {
+  const form = $('search-form');
+  const input = $('search');
+  const results = $('results');
+  const more = $('more');
+  const searchStatus = $('search-status');
+  let generation = 0;
+  let nextCursor = null;
+  let currentQuery = '';
+  let debounce = null;
+
+  async function search(query, cursor = null) {
+    const mine = ++generation;
+    currentQuery = query;
+    const params = new URLSearchParams({ query });
+    if (cursor) params.set('cursor', cursor);
+    say(searchStatus, 'Searching…');
+    try {
+      const answer = await api.get(`/api/users?${params}`, { auth: true });
+      if (mine !== generation) return;
+      if (!cursor) results.replaceChildren();
+      for (const user of answer.users ?? []) results.append(userItem(user));
+      results.dataset.query = query; // what the list shows (tests wait on it)
+      nextCursor = answer.next_cursor ?? null;
+      show(more, Boolean(nextCursor));
+      const count = results.children.length;
+      say(searchStatus, count === 0 ? 'No users found.' : `${count} user${count === 1 ? '' : 's'} found.`);
+    } catch (err) {
+      if (mine !== generation) return;
+      say(searchStatus, `Search failed: ${authErrorMessage(err)}`);
+    }
+  }
+
+  function userItem(user) {
+    const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'user';
+    button.dataset.username = user.username;
+    button.textContent = user.username;
+    if (user.username === me) {
+      const you = document.createElement('span');
+      you.className = 'tag';
+      you.textContent = 'you';
+      button.append(' ', you);
+    }
+    button.addEventListener('click', () => {
+      for (const other of results.querySelectorAll('button.user[aria-current]')) other.removeAttribute('aria-current');
+      button.setAttribute('aria-current', 'true');
+      pick(user.username);
+    });
+    li.append(button);
+    return li;
+  }
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    clearTimeout(debounce);
+    search(normalizeUsername(input.value));
+  });
+  input.addEventListener('input', () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => search(normalizeUsername(input.value)), 250);
+  });
+  more.addEventListener('click', () => {
+    if (nextCursor) search(currentQuery, nextCursor);
+  });
+
+  search('');
+}

@@ -1,0 +1,32 @@
+// Owns how the chat views put things into words and elements: times, a contact's presence
+// line, and the element helper every chat view builds its lists with. No state.
+
+/** A new element with an optional class and text (always textContent, never HTML). */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+/** Date and time in full (titles, the key-change texts). */
+export const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/** A time of day for today, else the date and time. */
+export function when(ms) {
+  const d = new Date(ms);
+  const today = new Date();
+  return d.toDateString() === today.toDateString() ? timeFormat.format(d) : dateTimeFormat.format(d);
+}
+
+/** The presence line of `user` in the list and the conversation header ('' when unknown). */
+export function presenceText(messenger, user) {
+  if (user === messenger.me) return 'Notes to yourself';
+  const p = messenger.presence.get(user);
+  if (p?.online) return 'online';
+  if (p?.last_seen) return `last seen ${when(p.last_seen)}`;
+  // unknown unless the server said so: it only reports partners' presence (see the report)
+  return p ? 'offline' : '';
+}
