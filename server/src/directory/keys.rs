@@ -1,7 +1,7 @@
-//! Owns the checks on published public keys (DESIGN §8): that the encryption key is an
-//! RSA-OAEP-2048 SPKI with e = 65537, that the signing key is a P-256 SPKI, that the
-//! self-signature (and on rotation the signature by the previous key) verifies, and the
-//! 30-digit fingerprint.
+//! Owns the checks on published public keys (docs/PROTOCOL.md §3.1, §4): that the
+//! encryption key is an RSA-OAEP-2048 SPKI with e = 65537, that the signing key is a P-256
+//! SPKI, that the self-signature (and on rotation the signature by the previous key)
+//! verifies, and the 30-digit fingerprint.
 //!
 //! Invariant: the server only ever parses public keys; it never makes or sees a private one.
 
@@ -55,6 +55,7 @@ pub fn parse_keys(enc_b64: &str, sign_b64: &str) -> Result<CheckedKeys, KeyError
 }
 
 /// `"securechat/v1/self|" || username || "|" || key_version || "|" || enc_spki || sign_spki`
+/// (PROTOCOL.md §4.1)
 pub fn self_sig_message(username: &str, key_version: i64, k: &CheckedKeys) -> Vec<u8> {
     let mut m = format!("securechat/v1/self|{username}|{key_version}|").into_bytes();
     m.extend_from_slice(&k.enc_spki);
@@ -63,6 +64,7 @@ pub fn self_sig_message(username: &str, key_version: i64, k: &CheckedKeys) -> Ve
 }
 
 /// `"securechat/v1/rotate|" || username || "|" || new_version || "|" || enc_spki || sign_spki`
+/// (PROTOCOL.md §4.2)
 pub fn rotate_sig_message(username: &str, new_version: i64, k: &CheckedKeys) -> Vec<u8> {
     let mut m = format!("securechat/v1/rotate|{username}|{new_version}|").into_bytes();
     m.extend_from_slice(&k.enc_spki);
@@ -70,7 +72,8 @@ pub fn rotate_sig_message(username: &str, new_version: i64, k: &CheckedKeys) -> 
     m
 }
 
-/// Verifies a raw r||s ECDSA-P256-SHA256 signature; high-S and low-S both accepted.
+/// Verifies a raw r||s ECDSA-P256-SHA256 signature; high-S and low-S both accepted
+/// (PROTOCOL.md §1.6).
 pub fn verify_sig(
     key: &VerifyingKey,
     message: &[u8],
@@ -84,7 +87,7 @@ pub fn verify_sig(
         .map_err(|_| KeyError::InvalidSignature(what))
 }
 
-/// The 30-digit fingerprint of one user's keys (DESIGN §8).
+/// The 30-digit fingerprint of one user's keys (PROTOCOL.md §5.1).
 pub fn fingerprint(username: &str, enc_spki: &[u8], sign_spki: &[u8]) -> String {
     let mut d = format!("securechat/v1/fp|{username}|").into_bytes();
     d.extend_from_slice(enc_spki);
