@@ -103,7 +103,8 @@ pub struct UserKeys {
 
 impl UserKeys {
     /// Check the directory entry: keys parse (RSA-2048 e=65537, P-256), the self-signature
-    /// verifies for this user and version, and the fingerprint is the one computed locally.
+    /// verifies for this user and version, and the fingerprint is the one computed locally
+    /// (PROTOCOL.md §3.1, §4.1, §5.1).
     pub fn verify(&self) -> Result<PublicKeys> {
         verify_entry(
             &self.username,
