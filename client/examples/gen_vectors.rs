@@ -1,6 +1,7 @@
 //! Writes testdata/crypto-vectors.json: deterministic inputs (seeded keys, fixed salt and
-//! IV, a non-NFC password) and every value DESIGN §8 derives from them, for the Rust
-//! client (tests/vectors.rs) and Web Crypto implementations to check.
+//! IV, a non-NFC password) and every value docs/PROTOCOL.md derives from them, for the
+//! Rust client (tests/vectors.rs) and Web Crypto implementations to check. What each
+//! entry pins: PROTOCOL.md §11.2.
 //!
 //! Run: `cargo run -p securechat-client --example gen_vectors [-- OUTPUT]`.
 
@@ -74,7 +75,7 @@ struct Message {
     note: Sealed,
 }
 
-/// One sealed envelope with the intermediate values that produced it.
+/// One sealed envelope with the intermediate values that produced it (PROTOCOL.md §8.2–§8.4).
 #[derive(Serialize)]
 struct Sealed {
     key: String,
@@ -85,7 +86,7 @@ struct Sealed {
     envelope: Envelope,
 }
 
-const MESSAGE_DESCRIPTION: &str = "Message envelopes (DESIGN.md section 8). The top level is a message from `peer` (bob) to \
+const MESSAGE_DESCRIPTION: &str = "Message envelopes (docs/PROTOCOL.md sections 8 and 11). The top level is a message from `peer` (bob) to \
 the user (carol), signed with bob's key (verify with `peer.sign_spki`), which carol opens with `enc_pkcs8`; `note` is a note \
 from carol to herself (one reader). `key` is K, `plaintext` the exact plaintext bytes (compact JSON), `aad` the AAD text, \
 `k_list` the K_list text, `signed` the exact bytes `sig` signs. `ct` is reproducible from key, iv, plaintext and aad; \
@@ -133,7 +134,7 @@ fn sealed(
     })
 }
 
-const DESCRIPTION: &str = "securechat v1 crypto test vectors (DESIGN.md section 8). All binary values are base64url without padding. \
+const DESCRIPTION: &str = "securechat v1 crypto test vectors (docs/PROTOCOL.md section 11). All binary values are base64url without padding. \
 `password` is deliberately not NFC: implementations must NFC-normalize it (to `password_nfc`) before PBKDF2. \
 ECDSA signatures are RFC 6979 deterministic here; Web Crypto signs with random k, so other implementations verify \
 `self_sig` and `rotation.prev_sig` (and `self_sig_other_s`, the same signature with s replaced by n - s) rather than reproduce them. \
@@ -195,9 +196,12 @@ fn main() -> anyhow::Result<()> {
     let mut oaep_key = [0u8; 32];
     rng.fill_bytes(&mut oaep_key);
 
+    // PROTOCOL.md §2.1–§2.3
     let (auth_key, kek) = derive_keys(&password, &salt, iterations);
     let pk = id.public_keys()?;
+    // PROTOCOL.md §3.2–§3.3
     let bundle = wrap_bundle_with_iv(&kek, &username, key_version, &id, &iv)?;
+    // PROTOCOL.md §4.1
     let sig = self_sig(
         &id.sign,
         &username,
@@ -205,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         &pk.enc_spki,
         &pk.sign_spki,
     );
+    // PROTOCOL.md §5.1, then the §6.1 registration body
     let fp = fingerprint(&username, &pk.enc_spki, &pk.sign_spki);
     let register_request =
         RegisterRequest::build_with(&username, &password, iterations, &id, &salt, &iv)?;
@@ -212,10 +217,12 @@ fn main() -> anyhow::Result<()> {
     let peer_name = "bob".to_owned();
     let peer_pk = peer.public_keys()?;
     let peer_fp = fingerprint(&peer_name, &peer_pk.enc_spki, &peer_pk.sign_spki);
+    // PROTOCOL.md §5.2
     let sn = safety_number((&username, &fp), (&peer_name, &peer_fp));
 
     let new_pk = rotated.public_keys()?;
     let new_version = 2;
+    // PROTOCOL.md §4.2
     let psig = prev_sig(
         &id.sign,
         &username,
@@ -223,14 +230,15 @@ fn main() -> anyhow::Result<()> {
         &new_pk.enc_spki,
         &new_pk.sign_spki,
     );
-    // Seeded OAEP padding, so that regenerating the file changes nothing.
+    // Seeded OAEP padding, so that regenerating the file changes nothing. PROTOCOL.md §1.6
     let oaep_ct =
         id.enc
             .to_public_key()
             .encrypt(&mut rng, rsa::Oaep::new::<sha2::Sha256>(), &oaep_key)?;
     anyhow::ensure!(rsa_oaep_decrypt(&id.enc, &oaep_ct)? == oaep_key);
 
-    // Message envelopes: drawn after every value above, so those stay as they were.
+    // Message envelopes (PROTOCOL.md §8): drawn after every value above, so those stay as
+    // they were.
     let received = sealed(
         &mut rng,
         (&peer_name, &peer),

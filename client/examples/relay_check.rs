@@ -1,7 +1,8 @@
-//! Checks a running securechat server's WebSocket relay and history against DESIGN §3,
-//! §7 and §8 with the Rust client, the way a browser would use them, and prints one
-//! `PASS`/`FAIL`/`NOTE` line per check (NOTE: behaviour the design leaves open, or a
-//! deviation worth a look that is not a wire-format error). Exits non-zero on any FAIL.
+//! Checks a running securechat server's WebSocket relay and history against
+//! docs/PROTOCOL.md §6.4, §7 and §8 with the Rust client, the way a browser would use
+//! them, and prints one `PASS`/`FAIL`/`NOTE` line per check (NOTE: behaviour the protocol
+//! leaves open, or a deviation worth a look that is not a wire-format error). Exits
+//! non-zero on any FAIL.
 //!
 //! Run: `cargo run -p securechat-client --example relay_check -- http://127.0.0.1:PORT`
 //! against a server started with `SECURECHAT_AUTH__MIN_KDF_ITERATIONS=1000` (or pass the

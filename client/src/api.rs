@@ -103,7 +103,8 @@ pub struct UserKeys {
 
 impl UserKeys {
     /// Check the directory entry: keys parse (RSA-2048 e=65537, P-256), the self-signature
-    /// verifies for this user and version, and the fingerprint is the one computed locally.
+    /// verifies for this user and version, and the fingerprint is the one computed locally
+    /// (PROTOCOL.md §3.1, §4.1, §5.1).
     pub fn verify(&self) -> Result<PublicKeys> {
         verify_entry(
             &self.username,
@@ -125,9 +126,8 @@ pub struct KeyChange {
     pub self_sig: String,
     pub fingerprint: String,
     pub changed_at: i64,
-    /// The rotation signature by the previous key (absent or null for the first version).
-    /// Not in API-CONTRACT's table; the server sends it, and [`KeyChanges::verify_chain`]
-    /// checks it when present.
+    /// The rotation signature by the previous key (absent or null for the first version;
+    /// PROTOCOL.md §4.2); [`KeyChanges::verify_chain`] checks it when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_sig: Option<String>,
 }
@@ -156,7 +156,8 @@ pub struct KeyChanges {
 impl KeyChanges {
     /// Check the whole log: every entry verifies ([`KeyChange::verify`]), versions
     /// increase by one, and each later entry carries a `prev_sig` that the previous
-    /// entry's signing key made over the new keys. Returns the public keys, oldest first.
+    /// entry's signing key made over the new keys (PROTOCOL.md §4.2). Returns the public
+    /// keys, oldest first.
     pub fn verify_chain(&self) -> Result<Vec<PublicKeys>> {
         let mut out: Vec<PublicKeys> = Vec::with_capacity(self.changes.len());
         let mut prev_version: Option<u32> = None;

@@ -1,5 +1,5 @@
 //! base64url without padding ("b64"), the encoding of every binary value on the wire
-//! (DESIGN §8). Decoding is strict: padding, the standard alphabet (`+`, `/`),
+//! (docs/PROTOCOL.md §1.1). Decoding is strict: padding, the standard alphabet (`+`, `/`),
 //! whitespace and non-canonical trailing bits are all rejected.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

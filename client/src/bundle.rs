@@ -1,4 +1,4 @@
-//! The encrypted private-key bundle (DESIGN §8): AES-256-GCM under the `kek`, plaintext
+//! The encrypted private-key bundle (docs/PROTOCOL.md §3): AES-256-GCM under the `kek`, plaintext
 //! the compact JSON `{"enc":b64(PKCS#8 RSA),"sign":b64(PKCS#8 P-256)}` in that key order,
 //! AAD `"securechat/v1/keys|" || username || "|" || key_version`.
 
@@ -23,12 +23,12 @@ struct BundlePlain {
     sign: String,
 }
 
-/// The AAD binding a bundle to its owner and key version.
+/// The AAD binding a bundle to its owner and key version (PROTOCOL.md §3.3).
 pub fn bundle_aad(username: &str, key_version: u32) -> Vec<u8> {
     format!("securechat/v1/keys|{username}|{key_version}").into_bytes()
 }
 
-/// The exact plaintext bytes that get encrypted.
+/// The exact plaintext bytes that get encrypted (PROTOCOL.md §3.2).
 pub fn bundle_plaintext(identity: &Identity) -> Result<Vec<u8>> {
     let plain = BundlePlain {
         enc: b64::encode(identity.enc_pkcs8()?),
@@ -50,6 +50,7 @@ pub fn wrap_bundle(
 }
 
 /// Wrap with a given IV (deterministic; for test vectors only, never reuse an IV).
+/// PROTOCOL.md §3.3.
 pub fn wrap_bundle_with_iv(
     kek: &[u8; 32],
     username: &str,
@@ -76,6 +77,7 @@ pub fn wrap_bundle_with_iv(
 }
 
 /// Unwrap a bundle; fails on a wrong kek, user name or key version, or a tampered bundle.
+/// PROTOCOL.md §3.4.
 pub fn unwrap_bundle(
     kek: &[u8; 32],
     username: &str,

@@ -1,4 +1,4 @@
-//! The message envelope of DESIGN §3 and §8, byte for byte as the browser builds it:
+//! The message envelope of docs/PROTOCOL.md §8, byte for byte as the browser builds it:
 //! sealing (fresh 32-byte `K`, 12-byte `iv`, AES-256-GCM over the plaintext JSON with the
 //! canonical header as AAD, `K` wrapped with RSA-OAEP-SHA256 for every reader, an
 //! ECDSA-P256-SHA256 signature over `aad || 0x00 || iv || ct || 0x00 || K_list`), opening
@@ -29,7 +29,7 @@ use crate::identity::{parse_sign_spki, rsa_oaep_decrypt};
 use crate::sig::{sign_raw, verify_raw};
 use crate::{b64, Error, Identity, Result};
 
-/// The envelope format version of DESIGN §8.
+/// The envelope format version (PROTOCOL.md §8.1).
 pub const ENVELOPE_VERSION: u32 = 1;
 /// Domain prefix of the message AAD.
 pub const AAD_PREFIX: &str = "securechat/v1/msg|";
@@ -42,7 +42,7 @@ pub const WRAPPED_KEY_LEN: usize = 256;
 /// Raw `r||s` signature length.
 pub const SIG_LEN: usize = 64;
 
-/// A message envelope; the field order is the serialization order of DESIGN §8.
+/// A message envelope; the field order is the serialization order of PROTOCOL.md §8.1.
 /// Deserializing refuses unknown fields, as the server does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,19 +70,20 @@ impl Envelope {
         Ok(serde_json::from_str(text)?)
     }
 
-    /// The canonical header the AES-GCM AAD and the signature start with.
+    /// The canonical header the AES-GCM AAD and the signature start with (PROTOCOL.md §8.2).
     pub fn aad(&self) -> Vec<u8> {
         message_aad(&self.id, &self.from, &self.to, self.sent_at)
     }
 
-    /// The exact bytes `sig` signs: `aad || 0x00 || iv || ct || 0x00 || K_list`.
+    /// The exact bytes `sig` signs: `aad || 0x00 || iv || ct || 0x00 || K_list`
+    /// (PROTOCOL.md §8.4).
     pub fn signed_bytes(&self) -> Result<Vec<u8>> {
         let iv = b64::decode(&self.iv)?;
         let ct = b64::decode(&self.ct)?;
         Ok(signed_bytes(&self.aad(), &iv, &ct, &self.keys))
     }
 
-    /// Check every field against DESIGN §8 for a 1:1 message: version 1, a lower-case
+    /// Check every field against PROTOCOL.md §8.5–§8.6 for a 1:1 message: version 1, a lower-case
     /// hyphenated UUID v4 id, valid user names, a 12-byte iv, a ct of at least one tag,
     /// `keys` holding exactly `from` and `to` (one entry when they are equal) with
     /// 256-byte values, a 64-byte signature, every binary value strict b64.
@@ -126,7 +127,8 @@ impl Envelope {
         Ok(())
     }
 
-    /// Check the shape and the signature against the sender's signing key (P-256 SPKI).
+    /// Check the shape and the signature against the sender's signing key (P-256 SPKI);
+    /// PROTOCOL.md §8.4, §8.6 step 3.
     pub fn verify(&self, sender_sign_spki: &[u8]) -> Result<()> {
         self.check_shape()?;
         let key = parse_sign_spki(sender_sign_spki)?;
@@ -136,12 +138,12 @@ impl Envelope {
     }
 }
 
-/// `"securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at`.
+/// `"securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at` (PROTOCOL.md §8.2).
 pub fn message_aad(id: &str, from: &str, to: &str, sent_at: u64) -> Vec<u8> {
     format!("{AAD_PREFIX}{id}|{from}|{to}|{sent_at}").into_bytes()
 }
 
-/// `aad || 0x00 || iv || ct || 0x00 || K_list` (iv and ct raw).
+/// `aad || 0x00 || iv || ct || 0x00 || K_list` (iv and ct raw; PROTOCOL.md §8.4).
 pub fn signed_bytes(aad: &[u8], iv: &[u8], ct: &[u8], keys: &ReaderKeys) -> Vec<u8> {
     let k_list = keys.k_list();
     let mut m = Vec::with_capacity(aad.len() + iv.len() + ct.len() + k_list.len() + 2);
@@ -156,6 +158,7 @@ pub fn signed_bytes(aad: &[u8], iv: &[u8], ct: &[u8], keys: &ReaderKeys) -> Vec<
 
 /// The `keys` object: reader name -> b64 of RSA-OAEP(K), in the order received (byte
 /// order of names when sealed here). Duplicate names are refused when parsing.
+/// PROTOCOL.md §8.3.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReaderKeys(Vec<(String, String)>);
 
@@ -204,7 +207,7 @@ impl ReaderKeys {
         &mut self.0
     }
 
-    /// `K_list`: for each reader in byte order of names, `name "=" b64 ";"`.
+    /// `K_list`: for each reader in byte order of names, `name "=" b64 ";"` (PROTOCOL.md §8.4).
     pub fn k_list(&self) -> Vec<u8> {
         let mut sorted: Vec<&(String, String)> = self.0.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -331,6 +334,7 @@ pub struct Reader<'a> {
 /// Seal `plaintext` (a JSON object such as `{"text": ...}`) from `from` (holding
 /// `identity`) to `to`, whose RSA key is `to_enc`; `keys` gets `from` and `to` (one entry
 /// for a note to oneself, when `to_enc` is ignored). Fresh id, time, `K` and `iv`.
+/// PROTOCOL.md §8.2–§8.4.
 pub fn seal(
     from: &str,
     identity: &Identity,
@@ -392,7 +396,7 @@ pub fn plaintext_bytes(plaintext: &Value) -> Result<Vec<u8>> {
 /// The sealing step with everything given: `inputs` (id, sent_at, K, iv), the sender's
 /// signing key, the readers (must be exactly `from` and `to`, once each), the plaintext
 /// bytes. `rng` feeds the OAEP padding only (ECDSA is RFC 6979 deterministic), so a
-/// seeded `rng` makes the whole envelope reproducible.
+/// seeded `rng` makes the whole envelope reproducible. PROTOCOL.md §8.2–§8.4.
 pub fn seal_with<R: RngCore + CryptoRng>(
     rng: &mut R,
     inputs: &SealInputs,
@@ -458,7 +462,7 @@ impl Opened {
 /// `me` (a copy of my own sent message); the signature must verify with the sender's
 /// signing key `sender_sign_spki` (P-256 SPKI: pinned, or my own for my sent copies);
 /// then my `K` is unwrapped and `ct` decrypted to a JSON object. Replays are the
-/// caller's business ([`ReplayGuard::open`]).
+/// caller's business ([`ReplayGuard::open`]). PROTOCOL.md §8.6.
 pub fn open(
     envelope: &Envelope,
     me: &str,
@@ -504,7 +508,7 @@ pub fn open(
 }
 
 /// Remembers `(from, id)` of opened messages and refuses to open one twice. Bounded
-/// guards forget the oldest ids first.
+/// guards forget the oldest ids first. PROTOCOL.md §8.6 step 7.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayGuard {
     seen: HashSet<(String, String)>,
@@ -571,7 +575,7 @@ impl ReplayGuard {
     }
 }
 
-/// `[a-z0-9_.-]{3,32}` (DESIGN §8).
+/// `[a-z0-9_.-]{3,32}` (PROTOCOL.md §1.4).
 pub fn is_username(name: &str) -> bool {
     (3..=32).contains(&name.len())
         && name.bytes().all(|b| {
@@ -579,7 +583,7 @@ pub fn is_username(name: &str) -> bool {
         })
 }
 
-/// Lower-case hyphenated UUID v4 text (version nibble 4, RFC 4122 variant).
+/// Lower-case hyphenated UUID v4 text (version nibble 4, RFC 4122 variant; PROTOCOL.md §1.5).
 pub fn is_uuid_v4(id: &str) -> bool {
     let b = id.as_bytes();
     b.len() == 36
@@ -884,7 +888,7 @@ mod tests {
 
     #[test]
     fn keys_member_order_in_json_is_not_signed() {
-        // DESIGN §8 signs K_list in byte order of names, so an object written in another
+        // PROTOCOL.md §8.4 signs K_list in byte order of names, so an object written in another
         // member order (as a browser may) is the same signed message; it re-serializes in
         // the order it came, so a relay can be checked byte for byte.
         let p = pair();

@@ -1,4 +1,4 @@
-//! Fingerprints and safety numbers (DESIGN §8): iterated SHA-512 (5200 hashes in all)
+//! Fingerprints and safety numbers (docs/PROTOCOL.md §5): iterated SHA-512 (5200 hashes in all)
 //! over the user name and both SPKIs, 30 decimal digits; a pair's safety number is the
 //! two fingerprints, the bytewise-lower user name's first.
 
@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha512};
 /// Total number of SHA-512 computations.
 pub const FINGERPRINT_HASHES: usize = 5200;
 
-/// The 30-digit fingerprint of one user's public keys.
+/// The 30-digit fingerprint of one user's public keys (PROTOCOL.md §5.1).
 pub fn fingerprint(username: &str, enc_spki: &[u8], sign_spki: &[u8]) -> String {
     let mut h = Sha512::new()
         .chain_update(b"securechat/v1/fp|")
@@ -33,6 +33,7 @@ pub fn fingerprint(username: &str, enc_spki: &[u8], sign_spki: &[u8]) -> String 
 
 /// The 60-digit safety number of a conversation: the fingerprint of the user whose name
 /// is bytewise lower comes first. Arguments are `(username, fingerprint)` pairs.
+/// PROTOCOL.md §5.2.
 pub fn safety_number(a: (&str, &str), b: (&str, &str)) -> String {
     let (first, second) = if a.0.as_bytes() <= b.0.as_bytes() {
         (a, b)
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn matches_independent_computation() {
-        // Computed with Python: hashlib.sha512 iterated as in DESIGN §8, for
+        // Computed with Python: hashlib.sha512 iterated as in PROTOCOL.md §5.1, for
         // username "alice", enc_spki b"enc", sign_spki b"sign".
         assert_eq!(fingerprint("alice", b"enc", b"sign"), ALICE_ENC_SIGN);
     }

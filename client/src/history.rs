@@ -1,4 +1,4 @@
-//! Message history over REST (DESIGN §3, §8): `GET /api/conversations/{peer}/messages`
+//! Message history over REST (docs/PROTOCOL.md §6.4): `GET /api/conversations/{peer}/messages`
 //! (ascending by `seq`, `after`/`before` exclusive, `limit` default 50, max 200) and
 //! `GET /api/conversations` (one row per peer). Envelopes stay raw JSON, as stored.
 

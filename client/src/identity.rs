@@ -2,6 +2,7 @@
 //! for key wrapping, ECDSA P-256 for signing; SPKI DER for public keys (rsaEncryption
 //! OID; uncompressed P-256 point), PKCS#8 DER for private keys. Also RSA-OAEP-SHA256
 //! (MGF1-SHA256, empty label) of a 32-byte key, as used by message envelopes.
+//! The encodings: docs/PROTOCOL.md §1.6.
 
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::pkcs8::{

@@ -1,4 +1,4 @@
-//! Password to keys (DESIGN §8): NFC-normalize, PBKDF2-HMAC-SHA256 to a 32-byte master,
+//! Password to keys (docs/PROTOCOL.md §2): NFC-normalize, PBKDF2-HMAC-SHA256 to a 32-byte master,
 //! then HKDF-SHA256 (empty salt) with info `securechat/v1/auth` (the `auth_key` the server
 //! sees) and `securechat/v1/wrap` (the `kek` that wraps the private-key bundle).
 
@@ -8,19 +8,20 @@ use unicode_normalization::UnicodeNormalization;
 
 /// The only algorithm name in the `kdf` objects of v1.
 pub const KDF_ALG: &str = "PBKDF2-SHA256";
-/// The default iteration count of DESIGN §2.
+/// The iteration count this client registers with (PROTOCOL.md §2.2).
 pub const DEFAULT_ITERATIONS: u32 = 600_000;
 /// HKDF info for the authentication key.
 pub const INFO_AUTH: &[u8] = b"securechat/v1/auth";
 /// HKDF info for the key-encryption key.
 pub const INFO_WRAP: &[u8] = b"securechat/v1/wrap";
 
-/// The password as the KDF sees it: NFC, UTF-8.
+/// The password as the KDF sees it: NFC, UTF-8 (PROTOCOL.md §2.1).
 pub fn normalize_password(password: &str) -> String {
     password.nfc().collect()
 }
 
-/// Derive `(auth_key, kek)` from a password, a salt and an iteration count.
+/// Derive `(auth_key, kek)` from a password, a salt and an iteration count
+/// (PROTOCOL.md §2.2–§2.3).
 pub fn derive_keys(password: &str, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32]) {
     let password = normalize_password(password);
     let mut master = [0u8; 32];

@@ -1,5 +1,5 @@
 //! securechat-client: the browser client's cryptography and HTTP calls in Rust, byte for
-//! byte (DESIGN §2 and §8, docs/API-CONTRACT.md). Used by the server's black-box tests,
+//! byte (docs/PROTOCOL.md, docs/API-CONTRACT.md). Used by the server's black-box tests,
 //! by the cross-check with the browser (the `securechat-client` binary and
 //! `testdata/crypto-vectors.json`), and by load generation.
 //!

@@ -1,6 +1,6 @@
 //! Request bodies the client builds: the registration body of `POST /api/auth/register`
-//! (DESIGN §8, fields in the documented order) and the key-rotation body of
-//! `POST /api/keys/rotate` (API-CONTRACT).
+//! (docs/PROTOCOL.md §6.1, fields in the documented order) and the key-rotation body of
+//! `POST /api/keys/rotate` (PROTOCOL.md §4.2).
 
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};

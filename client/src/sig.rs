@@ -1,5 +1,5 @@
 //! Key signatures, ECDSA-P256-SHA256 with raw 64-byte `r||s` (what Web Crypto produces):
-//! the registration `self_sig` (DESIGN §8) and the rotation `prev_sig` (API-CONTRACT).
+//! the registration `self_sig` (docs/PROTOCOL.md §4.1) and the rotation `prev_sig` (§4.2).
 //! Verification accepts both low-S and high-S signatures, as Web Crypto's do occur.
 
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
@@ -8,7 +8,8 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use crate::identity::parse_sign_spki;
 use crate::{Error, Result};
 
-/// `"securechat/v1/self|" || username || "|" || key_version || "|" || enc_spki || sign_spki`.
+/// `"securechat/v1/self|" || username || "|" || key_version || "|" || enc_spki || sign_spki`
+/// (PROTOCOL.md §4.1).
 pub fn self_sig_message(
     username: &str,
     key_version: u32,
@@ -21,7 +22,8 @@ pub fn self_sig_message(
     m
 }
 
-/// `"securechat/v1/rotate|" || username || "|" || new_version || "|" || new_enc_spki || new_sign_spki`.
+/// `"securechat/v1/rotate|" || username || "|" || new_version || "|" || new_enc_spki || new_sign_spki`
+/// (PROTOCOL.md §4.2).
 pub fn prev_sig_message(
     username: &str,
     new_version: u32,
@@ -40,7 +42,7 @@ pub fn sign_raw(key: &SigningKey, message: &[u8]) -> [u8; 64] {
     sig.to_bytes().into()
 }
 
-/// Verify a raw `r||s` signature; high-S is accepted.
+/// Verify a raw `r||s` signature; high-S is accepted (PROTOCOL.md §1.6).
 pub fn verify_raw(key: &VerifyingKey, message: &[u8], sig: &[u8]) -> Result<()> {
     let sig = Signature::from_slice(sig)
         .map_err(|_| Error::Verification("signature is not 64 bytes of valid r||s".into()))?;

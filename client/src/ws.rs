@@ -1,4 +1,4 @@
-//! The WebSocket side of DESIGN §8: `POST /api/ws-ticket`, the upgrade to
+//! The WebSocket side of docs/PROTOCOL.md §7: `POST /api/ws-ticket`, the upgrade to
 //! `/api/ws?ticket=...` with an `Origin` header, the typed frames in both directions
 //! ([`ServerFrame`], [`ClientFrame`]), receiving with timeouts, and raw frames (any text,
 //! binary, ping or close) for negative tests. Envelopes in frames stay raw JSON
@@ -80,7 +80,7 @@ impl PartialEq for RawEnvelope {
 
 impl Eq for RawEnvelope {}
 
-/// A frame from the server (DESIGN §8). Unknown members are ignored.
+/// A frame from the server (PROTOCOL.md §7.4). Unknown members are ignored.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServerFrame {
     /// `{"type":"ack","id","seq","server_ts"}`: the envelope `id` is durable.
@@ -255,7 +255,7 @@ impl ServerFrame {
     }
 }
 
-/// A frame to the server (DESIGN §8).
+/// A frame to the server (PROTOCOL.md §7.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientFrame {
     /// `{"type":"send","envelope":{...}}`.

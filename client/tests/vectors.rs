@@ -1,5 +1,6 @@
 //! Recomputes every deterministic value of testdata/crypto-vectors.json from its inputs
-//! and checks the rest (signatures verify, ciphertexts decrypt).
+//! and checks the rest (signatures verify, ciphertexts decrypt). What each entry pins:
+//! docs/PROTOCOL.md §11.2; the steps: §11.3.
 
 use securechat_client::bundle::bundle_plaintext;
 use securechat_client::envelope::{message_aad, open};
@@ -110,11 +111,12 @@ fn d(text: &str) -> Vec<u8> {
     b64::decode(text).expect("strict base64url")
 }
 
+// PROTOCOL.md §2, §3, §4, §5, §6.1, §11
 #[test]
 fn vectors_recompute() {
     let v = load();
 
-    // Password and KDF.
+    // Password and KDF. PROTOCOL.md §2.1–§2.3
     assert_ne!(v.password, v.password_nfc, "the password must exercise NFC");
     assert_eq!(normalize_password(&v.password), v.password_nfc);
     let salt = d(&v.salt);
@@ -127,7 +129,7 @@ fn vectors_recompute() {
         (auth_key, kek)
     );
 
-    // Keys and their encodings.
+    // Keys and their encodings. PROTOCOL.md §1.6, §3.1
     let id = Identity::from_pkcs8(&d(&v.enc_pkcs8), &d(&v.sign_pkcs8)).unwrap();
     assert_eq!(b64::encode(id.enc_pkcs8().unwrap()), v.enc_pkcs8);
     assert_eq!(b64::encode(id.sign_pkcs8().unwrap()), v.sign_pkcs8);
@@ -135,7 +137,7 @@ fn vectors_recompute() {
     assert_eq!(b64::encode(&pk.enc_spki), v.enc_spki);
     assert_eq!(b64::encode(&pk.sign_spki), v.sign_spki);
 
-    // Key bundle.
+    // Key bundle. PROTOCOL.md §3.2–§3.3
     let iv: [u8; 12] = d(&v.bundle_iv).try_into().unwrap();
     let plain = bundle_plaintext(&id).unwrap();
     assert_eq!(String::from_utf8(plain).unwrap(), v.bundle_plaintext);
@@ -150,7 +152,7 @@ fn vectors_recompute() {
     assert_eq!(back.public_keys().unwrap(), pk);
     assert!(unwrap_bundle(&kek, &v.username, v.key_version + 1, &file_bundle).is_err());
 
-    // Self-signature: RFC 6979 makes ours reproducible; both S forms verify.
+    // Self-signature: RFC 6979 makes ours reproducible; both S forms verify. PROTOCOL.md §4.1, §1.6
     let sig = self_sig(
         &id.sign,
         &v.username,
@@ -171,7 +173,7 @@ fn vectors_recompute() {
     }
     assert_ne!(v.self_sig, v.self_sig_other_s);
 
-    // Fingerprints and safety number.
+    // Fingerprints and safety number. PROTOCOL.md §5.1–§5.2
     assert_eq!(
         fingerprint(&v.username, &pk.enc_spki, &pk.sign_spki),
         v.fingerprint
@@ -191,14 +193,14 @@ fn vectors_recompute() {
     assert!(v.peer.username.as_bytes() < v.username.as_bytes());
     assert_eq!(sn, format!("{}{}", v.peer.fingerprint, v.fingerprint));
 
-    // Registration body.
+    // Registration body. PROTOCOL.md §6.1
     let req = RegisterRequest::build_with(&v.username, &v.password, v.iterations, &id, &salt, &iv)
         .unwrap();
     assert_eq!(serde_json::to_value(&req).unwrap(), v.register_request);
     assert_eq!(req.auth_key, v.auth_key);
     assert_eq!(req.key_bundle, file_bundle);
 
-    // Rotation.
+    // Rotation. PROTOCOL.md §4.2
     let r = &v.rotation;
     let (new_enc, new_sign) = (d(&r.new_enc_spki), d(&r.new_sign_spki));
     let psig = prev_sig(&id.sign, &v.username, r.new_version, &new_enc, &new_sign);
@@ -213,13 +215,13 @@ fn vectors_recompute() {
     )
     .unwrap();
 
-    // RSA-OAEP.
+    // RSA-OAEP. PROTOCOL.md §1.6, §8.3
     let key = rsa_oaep_decrypt(&id.enc, &d(&v.oaep.ct)).unwrap();
     assert_eq!(b64::encode(key), v.oaep.key);
 }
 
 /// Everything about one vector envelope that can be recomputed without the signer's
-/// private key; returns the parsed envelope.
+/// private key; returns the parsed envelope. PROTOCOL.md §8.1–§8.6
 #[allow(clippy::unwrap_used)] // test helper
 fn check_sealed(
     s: &Sealed,
@@ -310,6 +312,7 @@ fn check_sealed(
     env
 }
 
+// PROTOCOL.md §8, §11.2 (`message`, `message.note`)
 #[test]
 fn message_vectors() {
     let v = load();

@@ -1,4 +1,4 @@
-// Registration and sign-in, end to end (DESIGN §2 and §8). Pure logic over an Api instance:
+// Registration and sign-in, end to end (docs/PROTOCOL.md §2–§4 and §6). Pure logic over an Api instance:
 // no DOM and no IndexedDB, so the same code runs in the unit tests under Node.
 
 import { ApiError, tokensFrom } from './api.js';
@@ -221,7 +221,7 @@ export async function fetchVerifiedKeys(api, username) {
 }
 
 /**
- * Key rotation (docs/API-CONTRACT.md): fresh keys, wrapped under the same kek (derived again
+ * Key rotation (docs/PROTOCOL.md §4.2): fresh keys, wrapped under the same kek (derived again
  * from the password) for version current+1, self-signed with the new signing key and chained
  * with prev_sig by the current one. The session's keys are the old ones afterwards: sign in
  * again to use the new ones. Returns the server's answer {username, key_version}.

@@ -1,5 +1,5 @@
 // base64url without padding (RFC 4648 §5), as every binary field of the
-// securechat wire format (DESIGN §8). Decoding is strict: it rejects padding,
+// securechat wire format (docs/PROTOCOL.md §1.1). Decoding is strict: it rejects padding,
 // the standard alphabet ('+', '/'), whitespace, impossible lengths and
 // non-canonical trailing bits, so that one value has exactly one encoding.
 

@@ -1,5 +1,5 @@
 // All client-side cryptography of securechat, on the Web Crypto API only.
-// The byte layouts follow DESIGN.md §2 and §8 exactly; the Rust test client
+// The byte layouts follow docs/PROTOCOL.md §1–§5 exactly; the Rust test client
 // implements the same functions and testdata/crypto-vectors.json pins both.
 //
 // Runs unchanged in the browser and in Node >= 20 (globalThis.crypto.subtle).
@@ -78,7 +78,7 @@ function checkKeyVersion(keyVersion) {
   return String(keyVersion); // decimal, no sign, no leading zeros
 }
 
-/** Bytewise comparison of two user names (DESIGN §8: "first" means bytewise order). */
+/** Bytewise comparison of two user names (PROTOCOL.md §1.4: "first" means bytewise order). */
 export function compareUsernames(a, b) {
   const x = utf8(a);
   const y = utf8(b);
@@ -94,6 +94,7 @@ export function compareUsernames(a, b) {
  * auth_key = HKDF-SHA256(master, salt = empty, info "securechat/v1/auth", 32);
  * kek = HKDF-SHA256(master, salt = empty, info "securechat/v1/wrap", 32).
  * Returns { authKey, kek } as 32-byte Uint8Arrays; callers should .fill(0) them when done.
+ * PROTOCOL.md §2.1–§2.3.
  */
 export async function deriveKeys(password, salt, iterations) {
   if (typeof password !== 'string') throw new TypeError('password must be a string');
@@ -114,7 +115,7 @@ export async function deriveKeys(password, salt, iterations) {
   return { authKey: await hkdf(INFO_AUTH), kek: await hkdf(INFO_WRAP) };
 }
 
-/** Checks KDF parameters that came from a server; returns the salt bytes or throws. */
+/** Checks KDF parameters that came from a server; returns the salt bytes or throws (PROTOCOL.md §2.4). */
 export function checkKdfParams(kdf, { minIterations = MIN_ITERATIONS } = {}) {
   if (!kdf || typeof kdf !== 'object') throw new TypeError('missing KDF parameters');
   if (kdf.alg !== KDF_ALG) throw new TypeError(`unsupported KDF algorithm ${String(kdf.alg)}`);
@@ -190,6 +191,7 @@ export async function publicSpkisOf(encPkcs8, signPkcs8) {
 
 // ---------------------------------------------------------------- key bundle
 
+// PROTOCOL.md §3.3
 export function bundleAad(username, keyVersion) {
   return utf8(`securechat/v1/keys|${username}|${checkKeyVersion(keyVersion)}`);
 }
@@ -197,7 +199,7 @@ export function bundleAad(username, keyVersion) {
 /**
  * key_bundle = AES-256-GCM(kek, iv, JSON {"enc": b64(PKCS#8 RSA), "sign": b64(PKCS#8 P-256)},
  *                          aad = "securechat/v1/keys|" || username || "|" || key_version).
- * Returns { iv, ct } as base64url strings.
+ * Returns { iv, ct } as base64url strings. PROTOCOL.md §3.2–§3.3.
  */
 export async function wrapBundle(kek, username, keyVersion, encPkcs8, signPkcs8, iv = randomBytes(12)) {
   if (iv.length !== 12) throw new TypeError('iv must be 12 bytes');
@@ -210,7 +212,7 @@ export async function wrapBundle(kek, username, keyVersion, encPkcs8, signPkcs8,
   return { iv: b64encode(iv), ct: b64encode(ct) };
 }
 
-/** Decrypts a key bundle to its raw PKCS#8 bytes. Throws UnwrapError. Prefer unwrapBundle(). */
+/** Decrypts a key bundle to its raw PKCS#8 bytes (PROTOCOL.md §3.4). Throws UnwrapError. Prefer unwrapBundle(). */
 export async function decryptBundle(kek, username, keyVersion, bundle) {
   let iv;
   let ct;
@@ -263,6 +265,7 @@ export async function unwrapBundle(kek, username, keyVersion, bundle) {
 
 // ---------------------------------------------------------------- self-signature
 
+// PROTOCOL.md §4.1
 export function selfSigMessage(username, keyVersion, encSpki, signSpki) {
   return concatBytes(
     utf8(`securechat/v1/self|${username}|${checkKeyVersion(keyVersion)}|`),
@@ -292,7 +295,7 @@ export async function verifySelfSig(signPublicKey, sig, username, keyVersion, en
   }
 }
 
-/** The bytes a key rotation's prev_sig covers (docs/API-CONTRACT.md, key rotation). */
+/** The bytes a key rotation's prev_sig covers (PROTOCOL.md §4.2). */
 export function prevSigMessage(username, newVersion, newEncSpki, newSignSpki) {
   return concatBytes(
     utf8(`securechat/v1/rotate|${username}|${checkKeyVersion(newVersion)}|`),
@@ -325,7 +328,7 @@ export async function verifyPrevSig(oldSignPublicKey, sig, username, newVersion,
 // ---------------------------------------------------------------- fingerprints
 
 /**
- * 30-digit fingerprint (DESIGN §8): d = "securechat/v1/fp|" || username || "|" || enc_spki || sign_spki;
+ * 30-digit fingerprint (PROTOCOL.md §5.1): d = "securechat/v1/fp|" || username || "|" || enc_spki || sign_spki;
  * h = SHA-512(d), then 5199 more times h = SHA-512(h || enc_spki || sign_spki); the first 30 bytes
  * as six 5-byte big-endian numbers, each mod 100000, written as 5 digits.
  */
@@ -347,7 +350,7 @@ export async function fingerprint(username, encSpki, signSpki) {
   return digits;
 }
 
-/** 60-digit safety number: the two users' fingerprints, the bytewise-lower user name first. */
+/** 60-digit safety number: the two users' fingerprints, the bytewise-lower user name first (PROTOCOL.md §5.2). */
 export function safetyNumber(a, b) {
   for (const side of [a, b]) {
     if (!side || typeof side.username !== 'string' || !/^\d{30}$/.test(side.fingerprint ?? '')) {

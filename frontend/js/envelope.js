@@ -1,4 +1,4 @@
-// Message envelopes (DESIGN §3 and §8), byte for byte as the Rust client builds them
+// Message envelopes (docs/PROTOCOL.md §8), byte for byte as the Rust client builds them
 // (client/src/envelope.rs); testdata/crypto-vectors.json "message" pins both.
 //
 //   aad  = "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at
@@ -60,13 +60,13 @@ export function newMessageId() {
   return globalThis.crypto.randomUUID();
 }
 
-/** The AAD: "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at (decimal). */
+/** The AAD: "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at (decimal). PROTOCOL.md §8.2 */
 export function messageAad(id, from, to, sentAt) {
   if (!Number.isSafeInteger(sentAt) || sentAt < 0) throw new TypeError('sent_at must be a non-negative integer');
   return utf8(`${AAD_PREFIX}${id}|${from}|${to}|${String(sentAt)}`);
 }
 
-/** K_list text: for each reader in byte order of names, name "=" keys[name] ";". */
+/** K_list text: for each reader in byte order of names, name "=" keys[name] ";". PROTOCOL.md §8.4 */
 export function kList(keys) {
   return Object.keys(keys)
     .sort(compareUsernames)
@@ -74,14 +74,14 @@ export function kList(keys) {
     .join('');
 }
 
-/** The exact bytes sig signs: aad || 0x00 || iv || ct || 0x00 || K_list (iv and ct raw). */
+/** The exact bytes sig signs: aad || 0x00 || iv || ct || 0x00 || K_list (iv and ct raw). PROTOCOL.md §8.4 */
 export function signedBytes(envelope) {
   const aad = messageAad(envelope.id, envelope.from, envelope.to, envelope.sent_at);
   const zero = new Uint8Array(1);
   return concatBytes(aad, zero, b64decode(envelope.iv), b64decode(envelope.ct), zero, utf8(kList(envelope.keys)));
 }
 
-/** The readers a 1:1 envelope must name: from and to, once each, in byte order. */
+/** The readers a 1:1 envelope must name: from and to, once each, in byte order. PROTOCOL.md §8.3 */
 export function expectedReaders(from, to) {
   return from === to ? [from] : [from, to].sort(compareUsernames);
 }
@@ -98,7 +98,7 @@ function decodeExact(value, length, field) {
 }
 
 /**
- * Checks every field of a parsed envelope against DESIGN §8 for a 1:1 message (as the
+ * Checks every field of a parsed envelope against PROTOCOL.md §8.5–§8.6 for a 1:1 message (as the
  * server and the Rust client do): exactly the nine fields, version 1, a UUID v4 id, user
  * names, an integer sent_at, a 12-byte iv, a ct of at least one tag, keys for exactly
  * from and to (256 bytes each), a 64-byte sig. Throws EnvelopeError('invalid_envelope').
@@ -175,7 +175,7 @@ export function textPlaintext(text) {
  * @param {CryptoKey} p.signKey  my ECDSA P-256 private key
  * @param {object} p.readers  { name: RSA-OAEP public CryptoKey or SPKI (bytes / b64) } for `from` and `to`
  * @param {string} [p.id] [p.sentAt] [p.key] [p.iv]  fixed values for tests; fresh otherwise
- * Returns the envelope object (fields in order).
+ * Returns the envelope object (fields in order). PROTOCOL.md §8.1–§8.4.
  */
 export async function seal({ from, to, plaintext, signKey, readers, id = newMessageId(), sentAt = Date.now(), key, iv }) {
   if (!isUsername(from) || !isUsername(to)) throw new TypeError('from and to must be user names');
@@ -205,7 +205,7 @@ export async function seal({ from, to, plaintext, signKey, readers, id = newMess
   return ordered(envelope);
 }
 
-/** True when the envelope is well formed and its signature verifies under `signPublicKey` (CryptoKey or SPKI). */
+/** True when the envelope is well formed and its signature verifies under `signPublicKey` (CryptoKey or SPKI). PROTOCOL.md §8.4 */
 export async function verifyEnvelope(envelope, signPublicKey) {
   try {
     checkShape(envelope);
@@ -226,7 +226,7 @@ export async function verifyEnvelope(envelope, signPublicKey) {
  *        (my own key for my own copies); the signature must verify under one of them
  * Checks, in order: shape; `to` is me (or `from` is me: my own copy); the signature; my
  * wrapped K; decryption; a JSON-object plaintext. Returns { envelope, plaintext, text, signKeyIndex }.
- * Throws EnvelopeError.
+ * Throws EnvelopeError. PROTOCOL.md §8.6.
  */
 export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
   checkShape(envelope);
@@ -289,6 +289,7 @@ export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
  * second copy under another seq (a replay). The same seq again is the same stored message
  * arriving twice (live and from history) and is reported as a duplicate, not a replay.
  * `backing` (optional) persists the ids: { get(key) -> seq|undefined, put(key, seq) } (async).
+ * PROTOCOL.md §8.6 step 7.
  */
 export class ReplayGuard {
   constructor({ capacity = 10000, backing = null } = {}) {

@@ -1,4 +1,4 @@
-// Key pinning (DESIGN §2): the first time you talk to someone their key version and
+// Key pinning (docs/PROTOCOL.md §5.3): the first time you talk to someone their key version and
 // fingerprint are pinned; if the directory later publishes a different fingerprint, sending
 // to them is blocked until you compare the new safety number and say so. Messages are only
 // ever verified with keys you accepted (the pinned key and the ones pinned before it).

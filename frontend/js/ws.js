@@ -1,4 +1,4 @@
-// The WebSocket connection manager (DESIGN §8, docs/API-CONTRACT.md):
+// The WebSocket connection manager (docs/PROTOCOL.md §7, docs/API-CONTRACT.md):
 //   POST /api/ws-ticket (Bearer) -> new WebSocket(ws(s)://host/api/ws?ticket=...)
 // with reconnects (exponential backoff with jitter), sends kept until acknowledged and sent
 // again with the SAME envelope (same id) after a reconnect (the server acknowledges a resend

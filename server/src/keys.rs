@@ -1,8 +1,8 @@
-//! Owns the key formats an account publishes and the server checks: that the encryption
-//! key is an RSA-OAEP-2048 SPKI with e = 65537, that the signing key is a P-256 SPKI, that
-//! the self-signature (and on rotation the signature by the previous key) verifies, the
-//! 30-digit fingerprint, and the shape of the wrapped private-key bundle (which the server
-//! stores and returns, never opens). Registration (`auth`) and key rotation (`directory`)
+//! Owns the key formats an account publishes and the server checks (docs/PROTOCOL.md §3.1,
+//! §4): that the encryption key is an RSA-OAEP-2048 SPKI with e = 65537, that the signing
+//! key is a P-256 SPKI, that the self-signature (and on rotation the signature by the
+//! previous key) verifies, the 30-digit fingerprint, and the shape of the wrapped
+//! private-key bundle (which the server stores and returns, never opens). Registration (`auth`) and key rotation (`directory`)
 //! both use it; it depends on nothing else in the crate but `b64`.
 //!
 //! Invariant: the server only ever parses public keys; it never makes or sees a private one.
@@ -87,6 +87,7 @@ pub fn parse_keys(enc_b64: &str, sign_b64: &str) -> Result<CheckedKeys, KeyError
 }
 
 /// `"securechat/v1/self|" || username || "|" || key_version || "|" || enc_spki || sign_spki`
+/// (PROTOCOL.md §4.1)
 pub fn self_sig_message(username: &str, key_version: i64, k: &CheckedKeys) -> Vec<u8> {
     let mut m = format!("securechat/v1/self|{username}|{key_version}|").into_bytes();
     m.extend_from_slice(&k.enc_spki);
@@ -95,6 +96,7 @@ pub fn self_sig_message(username: &str, key_version: i64, k: &CheckedKeys) -> Ve
 }
 
 /// `"securechat/v1/rotate|" || username || "|" || new_version || "|" || enc_spki || sign_spki`
+/// (PROTOCOL.md §4.2)
 pub fn rotate_sig_message(username: &str, new_version: i64, k: &CheckedKeys) -> Vec<u8> {
     let mut m = format!("securechat/v1/rotate|{username}|{new_version}|").into_bytes();
     m.extend_from_slice(&k.enc_spki);
@@ -102,7 +104,8 @@ pub fn rotate_sig_message(username: &str, new_version: i64, k: &CheckedKeys) -> 
     m
 }
 
-/// Verifies a raw r||s ECDSA-P256-SHA256 signature; high-S and low-S both accepted.
+/// Verifies a raw r||s ECDSA-P256-SHA256 signature; high-S and low-S both accepted
+/// (PROTOCOL.md §1.6).
 pub fn verify_sig(
     key: &VerifyingKey,
     message: &[u8],
@@ -116,7 +119,7 @@ pub fn verify_sig(
         .map_err(|_| KeyError::InvalidSignature(what))
 }
 
-/// The 30-digit fingerprint of one user's keys (DESIGN §8).
+/// The 30-digit fingerprint of one user's keys (PROTOCOL.md §5.1).
 pub fn fingerprint(username: &str, enc_spki: &[u8], sign_spki: &[u8]) -> String {
     let mut d = format!("securechat/v1/fp|{username}|").into_bytes();
     d.extend_from_slice(enc_spki);

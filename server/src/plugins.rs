@@ -1,8 +1,11 @@
 //! Owns the set of compiled-in plugins: which exist (the ONLY file with plugin
-//! `#[cfg(feature)]` lines), their routes, guards and events.
+//! `#[cfg(feature)]` lines), their guards and events.
 //!
-//! Invariant: the core talks to plugins only through `securechat-plugin-api`; a build
-//! without a plugin answers that plugin's routes with a clear "feature not compiled in".
+//! Invariant: the core talks to plugins only through `securechat-plugin-api`.
+//!
+//! Today no plugin crate exists, so the list is empty in every build and a plugin's path
+//! is answered like any unknown path (404 `not_found`); a clear "not compiled in" answer
+//! arrives with the plugins issue.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 // Interoperability with the Rust test client (crate securechat-client): an account made in the
 // browser logs in with the CLI, and an account made by the CLI logs in in the browser; both
-// sides must show the same fingerprint.
+// sides must show the same fingerprint. This is docs/PROTOCOL.md §11.3 step 8 against a real
+// server.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runClient } from './server.mjs';
@@ -20,6 +21,7 @@ describe('browser <-> Rust client', () => {
     await server?.stop();
   });
 
+  // PROTOCOL.md §2 (NFC password, KDF), §3 (bundle), §4.1, §5.1, §6.1–§6.2
   test('registered in the browser, logs in with the Rust CLI: same fingerprint', async () => {
     const { context, page, problems } = await newPage(browser);
     const password = 'Café pässwörd 🔑 browser'; // NFC matters on both sides
@@ -32,6 +34,7 @@ describe('browser <-> Rust client', () => {
     await context.close();
   });
 
+  // PROTOCOL.md §2, §3, §4.1, §5.1, §6.1–§6.2 (the other direction)
   test('registered by the Rust CLI (600000 iterations), logs in in the browser: same fingerprint', async () => {
     const password = 'cli password with ümlaut';
     const out = await runClient([

@@ -1,5 +1,5 @@
 // The user directory on chat.html: search, a user's fingerprint, and the safety number, which
-// both sides must compute identically (DESIGN §8).
+// both sides must compute identically (docs/PROTOCOL.md §5).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertClean, fingerprintOn, startServerAndBrowser, newPage, registerViaUi, visibleDigits, waitForChat } from './helpers.mjs';

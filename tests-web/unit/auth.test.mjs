@@ -74,7 +74,7 @@ function fakeServer() {
   return server;
 }
 
-test('register sends the DESIGN §8 body, then signs in and returns a storable session', async () => {
+test('register sends the PROTOCOL.md §6.1 body, then signs in and returns a storable session', async () => {
   const server = fakeServer();
   const steps = [];
   const session = await auth.register(new Api({ fetch: server.fetch }), {

@@ -98,7 +98,7 @@ test('unwrapBundle fails with UnwrapError for a wrong kek, user name, key versio
   await assert.rejects(c.unwrapBundle(kek, 'alice', 1, null), c.UnwrapError);
 });
 
-test('selfSig is 64 raw bytes over the exact DESIGN §8 message and verifies independently', async () => {
+test('selfSig is 64 raw bytes over the exact PROTOCOL.md §4.1 message and verifies independently', async () => {
   const sig = await c.selfSig(identity.signPrivateKey, 'alice', 1, identity.encSpki, identity.signSpki);
   assert.equal(sig.length, 64);
   assert.ok(refVerifySelfSig(identity.signSpki, sig, 'alice', 1, identity.encSpki));
@@ -120,7 +120,7 @@ test('verifySelfSig accepts a signature made by node:crypto (a second implementa
   assert.ok(await c.verifySelfSig(signSpki, sig, 'bob', 3, identity.encSpki, signSpki));
 });
 
-test('fingerprint follows the iterated SHA-512 of DESIGN §8 (30 digits)', async () => {
+test('fingerprint follows the iterated SHA-512 of PROTOCOL.md §5.1 (30 digits)', async () => {
   const fp = await c.fingerprint('alice', identity.encSpki, identity.signSpki);
   assert.match(fp, /^\d{30}$/);
   assert.equal(fp, refFingerprint('alice', identity.encSpki, identity.signSpki));

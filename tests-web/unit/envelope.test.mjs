@@ -1,4 +1,4 @@
-// js/envelope.js: the message envelope of DESIGN §8, against the Rust client's vectors
+// js/envelope.js: the message envelope of docs/PROTOCOL.md §8, against the Rust client's vectors
 // (testdata/crypto-vectors.json "message"), round trips, tampering and the replay guard.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,6 +42,7 @@ const openAs = (who, env, senderSign) => e.open(env, { me: who.name, encPrivateK
 
 // ---------------------------------------------------------------- vectors
 
+// PROTOCOL.md §8.2, §8.4
 test('vectors: aad, K_list and the signed bytes are rebuilt exactly', () => {
   const env = m.envelope;
   assert.equal(text(e.messageAad(env.id, env.from, env.to, env.sent_at)), m.aad);
@@ -52,6 +53,7 @@ test('vectors: aad, K_list and the signed bytes are rebuilt exactly', () => {
   assert.equal(b64.encode(e.signedBytes(m.note.envelope)), m.note.signed);
 });
 
+// PROTOCOL.md §8.6
 test('vectors: the envelope from bob opens as carol with bob\'s signing key', async () => {
   const opened = await e.open(m.envelope, { me: 'carol', encPrivateKey: carol.encPrivateKey, senderSignKeys: bobSign });
   assert.deepEqual(opened.plaintext, JSON.parse(m.plaintext));
@@ -63,6 +65,7 @@ test('vectors: the envelope from bob opens as carol with bob\'s signing key', as
   assert.equal(b64.encode(k), m.key);
 });
 
+// PROTOCOL.md §8.3, §8.6
 test('vectors: the note to oneself has one key and opens with carol\'s own key', async () => {
   const note = m.note.envelope;
   assert.deepEqual(Object.keys(note.keys), ['carol']);
@@ -71,6 +74,7 @@ test('vectors: the note to oneself has one key and opens with carol\'s own key',
   assert.equal(opened.text, 'note to self');
 });
 
+// PROTOCOL.md §8.2
 test('vectors: seal with the same K, iv, id and sent_at reproduces ct byte for byte', async () => {
   const env = m.envelope;
   const sealed = await e.seal({
@@ -111,6 +115,7 @@ test('vectors: seal with the same K, iv, id and sent_at reproduces ct byte for b
   assert.deepEqual(Object.keys(sealedNote.keys), ['carol']);
 });
 
+// PROTOCOL.md §8.6
 test('vectors: wrong addressee, wrong signing key and a tampered field are refused', async () => {
   const carolOpen = (env, sign = bobSign) => e.open(env, { me: 'carol', encPrivateKey: carol.encPrivateKey, senderSignKeys: sign });
   await assert.rejects(e.open(m.envelope, { me: 'dave', encPrivateKey: carol.encPrivateKey, senderSignKeys: bobSign }), { code: 'not_for_me' });
@@ -119,6 +124,7 @@ test('vectors: wrong addressee, wrong signing key and a tampered field are refus
   assert.equal(await e.verifyEnvelope({ ...m.envelope, to: 'carl' }, bobSign), false);
 });
 
+// PROTOCOL.md §1.6
 test('a high-S signature (the other valid s) verifies too', async () => {
   const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');
   const sig = bytes(m.envelope.sig);
@@ -166,6 +172,7 @@ test('a note to oneself has exactly one key', async () => {
   assert.equal((await openAs(alice, env, alice.signSpki)).text, 'remember the milk');
 });
 
+// PROTOCOL.md §1.4, §8.4
 test('keys and K_list are in byte order of names, not locale order', async () => {
   // "-" < "." < digits < "_" < letters in bytes; localeCompare would put "_" elsewhere
   const names = ['bob_', 'boba', 'bob.x', 'bob-x', 'bob9'];
@@ -186,6 +193,7 @@ test('keys and K_list are in byte order of names, not locale order', async () =>
   assert.equal((await e.open(reversed, { me: 'bob_', encPrivateKey: alice.encPrivateKey, senderSignKeys: bob.signSpki })).text, 'x');
 });
 
+// PROTOCOL.md §8.4
 test('the signature is over aad || 0 || iv || ct || 0 || K_list', async () => {
   const env = await sealText(alice, bob, 'layout');
   const want = c.concatBytes(
@@ -293,6 +301,7 @@ test('seal refuses bad input', async () => {
   );
 });
 
+// PROTOCOL.md §8.5–§8.6
 test('checkShape accepts the vectors and refuses malformed envelopes', () => {
   e.checkShape(m.envelope);
   e.checkShape(m.note.envelope);
@@ -316,6 +325,7 @@ test('checkShape accepts the vectors and refuses malformed envelopes', () => {
 
 // ---------------------------------------------------------------- replays
 
+// PROTOCOL.md §8.6 step 7
 test('ReplayGuard: the same seq is a duplicate, another seq is a replay', async () => {
   const guard = new e.ReplayGuard();
   assert.equal(await guard.check('bob', 'id-1', 7), 'new');

@@ -1,4 +1,4 @@
-// An independent implementation of the DESIGN §8 formats on node:crypto (not Web Crypto),
+// An independent implementation of the docs/PROTOCOL.md formats on node:crypto (not Web Crypto),
 // used to cross-check frontend/js/crypto.js.
 import nodeCrypto from 'node:crypto';
 

@@ -1,5 +1,6 @@
 // testdata/crypto-vectors.json is produced by the Rust client (crate securechat-client); these
-// tests prove the browser code agrees with it byte for byte (DESIGN §8).
+// tests prove the browser code agrees with it byte for byte. What each entry pins:
+// docs/PROTOCOL.md §11.2.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -10,17 +11,20 @@ const b64 = await frontendModule('b64.js');
 const v = JSON.parse(await readFile(new URL('crypto-vectors.json', TESTDATA), 'utf8'));
 const bytes = (s) => b64.decode(s);
 
+// PROTOCOL.md §2.1
 test('the password in the vectors is not NFC, so normalization is exercised', () => {
   assert.notEqual(v.password, v.password.normalize('NFC'));
   if (v.password_nfc !== undefined) assert.equal(v.password.normalize('NFC'), v.password_nfc);
 });
 
+// PROTOCOL.md §2.2–§2.3
 test('deriveKeys gives the same auth_key and kek', async () => {
   const { authKey, kek } = await c.deriveKeys(v.password, bytes(v.salt), v.iterations);
   assert.equal(b64.encode(authKey), v.auth_key);
   assert.equal(b64.encode(kek), v.kek);
 });
 
+// PROTOCOL.md §3.2–§3.4
 test('decryptBundle opens bundle_ct to the same PKCS#8s (and the same plaintext JSON)', async () => {
   const { kek } = await c.deriveKeys(v.password, bytes(v.salt), v.iterations);
   const raw = await c.decryptBundle(kek, v.username, v.key_version, { iv: v.bundle_iv, ct: v.bundle_ct });
@@ -31,12 +35,14 @@ test('decryptBundle opens bundle_ct to the same PKCS#8s (and the same plaintext 
   }
 });
 
+// PROTOCOL.md §3.3
 test('wrapBundle with the same iv reproduces bundle_ct exactly', async () => {
   const { kek } = await c.deriveKeys(v.password, bytes(v.salt), v.iterations);
   const bundle = await c.wrapBundle(kek, v.username, v.key_version, bytes(v.enc_pkcs8), bytes(v.sign_pkcs8), bytes(v.bundle_iv));
   assert.deepEqual(bundle, { iv: v.bundle_iv, ct: v.bundle_ct });
 });
 
+// PROTOCOL.md §3.4, §1.6
 test('unwrapBundle yields non-extractable keys whose public halves are enc_spki / sign_spki', async () => {
   const keys = await c.unwrapBundle(bytes(v.kek), v.username, v.key_version, { iv: v.bundle_iv, ct: v.bundle_ct });
   assert.equal(b64.encode(keys.encSpki), v.enc_spki);
@@ -52,6 +58,7 @@ test('unwrapBundle yields non-extractable keys whose public halves are enc_spki 
   assert.ok(await c.verifySelfSig(bytes(v.sign_spki), sig, v.username, v.key_version, bytes(v.enc_spki), bytes(v.sign_spki)));
 });
 
+// PROTOCOL.md §3.3
 test('the wrong kek or AAD does not open the bundle', async () => {
   const wrong = bytes(v.kek);
   wrong[0] ^= 1;
@@ -59,6 +66,7 @@ test('the wrong kek or AAD does not open the bundle', async () => {
   await assert.rejects(c.unwrapBundle(bytes(v.kek), v.username, v.key_version + 1, { iv: v.bundle_iv, ct: v.bundle_ct }), c.UnwrapError);
 });
 
+// PROTOCOL.md §4.1, §1.6
 test('verifySelfSig accepts self_sig (low-S and high-S forms) and rejects it for other data', async () => {
   const args = [v.username, v.key_version, bytes(v.enc_spki), bytes(v.sign_spki)];
   assert.ok(await c.verifySelfSig(bytes(v.sign_spki), bytes(v.self_sig), ...args));
@@ -68,6 +76,7 @@ test('verifySelfSig accepts self_sig (low-S and high-S forms) and rejects it for
   assert.equal(await c.verifySelfSig(bytes(v.sign_spki), bytes(v.self_sig), v.username + 'x', ...args.slice(1)), false);
 });
 
+// PROTOCOL.md §6.1
 test('the registration request in the vectors carries the same values', () => {
   const r = v.register_request;
   if (!r) return;
@@ -80,11 +89,13 @@ test('the registration request in the vectors carries the same values', () => {
   assert.equal(r.self_sig, v.self_sig);
 });
 
+// PROTOCOL.md §5.1
 test('fingerprint of the user and of the peer match', async () => {
   assert.equal(await c.fingerprint(v.username, bytes(v.enc_spki), bytes(v.sign_spki)), v.fingerprint);
   assert.equal(await c.fingerprint(v.peer.username, bytes(v.peer.enc_spki), bytes(v.peer.sign_spki)), v.peer.fingerprint);
 });
 
+// PROTOCOL.md §5.2
 test('safetyNumber matches, in either argument order', () => {
   const me = { username: v.username, fingerprint: v.fingerprint };
   const peer = { username: v.peer.username, fingerprint: v.peer.fingerprint };
@@ -93,6 +104,7 @@ test('safetyNumber matches, in either argument order', () => {
   assert.match(v.safety_number, /^\d{60}$/);
 });
 
+// PROTOCOL.md §4.2
 test('verifyPrevSig accepts rotation.prev_sig made with the old signing key', async () => {
   const r = v.rotation;
   assert.ok(await c.verifyPrevSig(bytes(v.sign_spki), bytes(r.prev_sig), v.username, r.new_version, bytes(r.new_enc_spki), bytes(r.new_sign_spki)));

@@ -36,6 +36,7 @@ const RSA = { name: 'RSA-OAEP', hash: 'SHA-256' };
 const EC = { name: 'ECDSA', namedCurve: 'P-256' };
 const SIG = { name: 'ECDSA', hash: 'SHA-256' };
 
+// PROTOCOL.md §2.1–§2.3
 async function deriveKeys(password, salt, iterations) {
   const pw = await subtle.importKey('raw', te.encode(password.normalize('NFC')), 'PBKDF2', false, ['deriveBits']);
   const master = await subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt, iterations }, pw, 256);
@@ -56,6 +57,7 @@ async function publicSpkis(encPkcs8, signPkcs8) {
   };
 }
 
+// PROTOCOL.md §5.1
 async function fingerprint(username, encSpki, signSpki) {
   let h = new Uint8Array(await subtle.digest('SHA-512', cat(te.encode(`securechat/v1/fp|${username}|`), encSpki, signSpki)));
   for (let i = 1; i < 5200; i++) h = new Uint8Array(await subtle.digest('SHA-512', cat(h, encSpki, signSpki)));
@@ -86,6 +88,7 @@ const { encSpki, signSpki } = await publicSpkis(encPkcs8, signPkcs8);
 eq(encSpki, v.enc_spki, 'enc_spki');
 eq(signSpki, v.sign_spki, 'sign_spki');
 
+// Key bundle: PROTOCOL.md §3.2–§3.3
 const bundlePlain = te.encode(JSON.stringify({ enc: v.enc_pkcs8, sign: v.sign_pkcs8 }));
 eq(bundlePlain, te.encode(v.bundle_plaintext), 'bundle_plaintext');
 const kekKey = await subtle.importKey('raw', kek, 'AES-GCM', false, ['encrypt', 'decrypt']);
@@ -96,23 +99,28 @@ eq(ct, v.bundle_ct, 'bundle_ct');
 const back = new Uint8Array(await subtle.decrypt({ name: 'AES-GCM', iv, additionalData: aad }, kekKey, ct));
 eq(back, bundlePlain, 'bundle decrypt');
 
+// Self-signature, both S forms: PROTOCOL.md §4.1, §1.6
 const selfMsg = cat(te.encode(`securechat/v1/self|${v.username}|${v.key_version}|`), encSpki, signSpki);
 ok(await verify(signSpki, selfMsg, b64u.dec(v.self_sig)), 'self_sig does not verify');
 ok(await verify(signSpki, selfMsg, b64u.dec(v.self_sig_other_s)), 'self_sig_other_s does not verify');
 
+// Fingerprints and safety number: PROTOCOL.md §5.1–§5.2
 eq(await fingerprint(v.username, encSpki, signSpki), v.fingerprint, 'fingerprint');
 eq(await fingerprint(v.peer.username, b64u.dec(v.peer.enc_spki), b64u.dec(v.peer.sign_spki)), v.peer.fingerprint, 'peer fingerprint');
 const [first, second] = Buffer.compare(Buffer.from(v.username), Buffer.from(v.peer.username)) <= 0
   ? [v.fingerprint, v.peer.fingerprint] : [v.peer.fingerprint, v.fingerprint];
 eq(first + second, v.safety_number, 'safety_number');
 
+// Rotation: PROTOCOL.md §4.2
 const r = v.rotation;
 const rotMsg = cat(te.encode(`securechat/v1/rotate|${v.username}|${r.new_version}|`), b64u.dec(r.new_enc_spki), b64u.dec(r.new_sign_spki));
 ok(await verify(signSpki, rotMsg, b64u.dec(r.prev_sig)), 'rotation.prev_sig does not verify');
 
+// RSA-OAEP: PROTOCOL.md §1.6
 const encPriv = await subtle.importKey('pkcs8', encPkcs8, RSA, false, ['decrypt']);
 eq(new Uint8Array(await subtle.decrypt({ name: 'RSA-OAEP' }, encPriv, b64u.dec(v.oaep.ct))), v.oaep.key, 'oaep');
 
+// Registration body: PROTOCOL.md §6.1
 const rq = v.register_request;
 eq(JSON.stringify(Object.keys(rq)), JSON.stringify(['username', 'auth_key', 'kdf', 'enc_public_key', 'sign_public_key', 'key_bundle', 'self_sig']), 'register_request keys');
 eq(JSON.stringify(rq.kdf), JSON.stringify({ alg: 'PBKDF2-SHA256', iterations: v.iterations, salt: v.salt }), 'register_request.kdf');
@@ -121,7 +129,7 @@ eq(rq.enc_public_key, v.enc_spki, 'register enc');
 eq(rq.sign_public_key, v.sign_spki, 'register sign');
 eq(JSON.stringify(rq.key_bundle), JSON.stringify({ iv: v.bundle_iv, ct: v.bundle_ct }), 'register key_bundle');
 
-// Message envelopes (DESIGN §8): rebuild aad, K_list and the signed bytes from the
+// Message envelopes (PROTOCOL.md §8): rebuild aad, K_list and the signed bytes from the
 // envelope, verify the signature, unwrap K as carol, re-encrypt the plaintext to the same ct.
 const AES = { name: 'AES-GCM' };
 const kList = (keys) => Object.keys(keys)

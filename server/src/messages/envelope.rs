@@ -1,4 +1,4 @@
-//! Owns the server's checks on a message envelope (DESIGN §3, §8): shape, sizes, that
+//! Owns the server's checks on a message envelope (docs/PROTOCOL.md §8.5): shape, sizes, that
 //! `from` is the sender, that `keys` names exactly the readers. It never decrypts and
 //! never re-encodes: the envelope is stored and relayed as the bytes the client sent.
 
@@ -78,7 +78,7 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-/// Lower-case hyphenated UUID version 4 text.
+/// Lower-case hyphenated UUID version 4 text (PROTOCOL.md §1.5).
 pub fn is_uuid_v4(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
@@ -91,6 +91,7 @@ pub fn is_uuid_v4(s: &str) -> bool {
 }
 
 /// Parses and checks `raw` as sent by `sender`. `max_bytes` bounds the JSON text.
+/// The checks and their error codes: PROTOCOL.md §8.5.
 pub fn check<'a>(raw: &'a str, sender: &str, max_bytes: usize) -> Result<Envelope<'a>, Refusal> {
     if raw.len() > max_bytes {
         return Err(refuse(
