@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::JobRecord;
+use super::types::JobRecord;
 
 /// A fixed-width table of `jobs` (id, queue, kind, state, attempts, times, last error).
 pub fn render_list(jobs: &[JobRecord]) -> String {

@@ -1,121 +1,18 @@
-//! Owns what a handler gets and gives back: [`JobContext`] (identity of the job, heartbeat,
-//! progress, the stop signal, and completing the job inside the handler's own transaction)
-//! and [`JobError`] (retry, fail for good, or stopped).
+//! Owns what a handler is given: [`JobContext`] (identity of the job, heartbeat, progress,
+//! the stop signal, and completing the job inside the handler's own transaction), and
+//! [`complete_in`] for a write the caller makes itself.
 
-use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::watch;
 
+use super::error::{JobError, StopReason};
+use super::running::Running;
 use super::shared::Shared;
-use super::{store, JobId, JobOutcome};
+use super::store;
+use super::types::{JobId, JobOutcome, Lease};
 use crate::db::{now_ms, DbError, DbResult};
-
-/// The proof that a worker holds a running job: its id and the token of this claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    pub job_id: JobId,
-    pub token: i64,
-}
-
-/// Why a handler is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// Someone cancelled the job.
-    Cancelled,
-    /// The lease expired and the reaper took the job back (or another worker holds it).
-    LeaseLost,
-    /// The process is shutting down and the grace period is over.
-    Shutdown,
-}
-
-impl Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StopReason::Cancelled => "the job was cancelled",
-            StopReason::LeaseLost => "the job's lease was lost",
-            StopReason::Shutdown => "the queue is shutting down",
-        })
-    }
-}
-
-/// How a handler ends badly.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum JobError {
-    /// Try again after the backoff (or `after`, when given), while attempts remain.
-    #[error("{message}")]
-    Retry {
-        message: String,
-        after: Option<Duration>,
-    },
-    /// Fail for good, whatever attempts remain.
-    #[error("{message}")]
-    Fail { message: String },
-    /// The job was taken away (cancelled, lease lost, shutdown): there is nothing to record.
-    #[error("{0}")]
-    Stopped(StopReason),
-}
-
-impl JobError {
-    pub fn retry(e: impl Display) -> JobError {
-        JobError::Retry {
-            message: e.to_string(),
-            after: None,
-        }
-    }
-
-    pub fn retry_after(e: impl Display, after: Duration) -> JobError {
-        JobError::Retry {
-            message: e.to_string(),
-            after: Some(after),
-        }
-    }
-
-    pub fn fail(e: impl Display) -> JobError {
-        JobError::Fail {
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<DbError> for JobError {
-    fn from(e: DbError) -> Self {
-        JobError::retry(e)
-    }
-}
-
-/// The per-claim state shared by the worker loop and the handler's context.
-pub(crate) struct Running {
-    pub lease: Lease,
-    pub queue: Arc<str>,
-    pub kind: Arc<str>,
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub run_at: i64,
-    /// Set once the handler completed the job itself (`complete_with`).
-    pub completed: AtomicBool,
-    pub stop: watch::Sender<Option<StopReason>>,
-    /// The handler's task, to abort it when the shutdown grace is over.
-    pub abort: std::sync::OnceLock<tokio::task::AbortHandle>,
-    /// Set when the handler starts (a job claimed ahead waits for a worker first).
-    pub started: AtomicBool,
-}
-
-impl Running {
-    pub fn signal(&self, reason: StopReason) {
-        self.stop.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
 
 /// What a handler is given. Cheap to clone.
 #[derive(Clone)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::context::StopReason;
-use super::shared::{sleep_until, Shared, NEVER};
+use super::error::StopReason;
+use super::shared::{sleep_until, Shared};
 use super::store::{self, Reclaimed};
-use super::{JobEvent, JobOutcome, JobState};
+use super::types::{JobEvent, JobOutcome, JobState, NEVER};
 use crate::db::now_ms;
 
 /// Expired leases taken back per reaper transaction.

@@ -1,4 +1,5 @@
-//! Owns the table of handlers by job kind, and the periodic jobs declared in code.
+//! Owns the table of handlers by job kind, and the periodic jobs declared in code (each a
+//! [`Periodic`] with its handler).
 //!
 //! A handler is `async fn(JobContext, P) -> Result<(), JobError>` where `P` is the payload
 //! type (any `serde::Deserialize`); a payload that does not parse fails the job for good.
@@ -11,49 +12,15 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::{JobContext, JobError, JobsError, INTERNAL_QUEUE};
+use super::context::JobContext;
+use super::error::{JobError, JobsError};
+use super::periodic::Periodic;
+use super::types::INTERNAL_QUEUE;
 
 pub(crate) type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(JobContext, &str) -> JobFuture + Send + Sync>;
 
-/// A job that runs every `every`, declared in code. At most one instance is live at a time
-/// (dedup key `periodic:<kind>`); when one finishes (done or failed), the next is stored in
-/// the same transaction, due at the next tick of the schedule, so the schedule survives
-/// restarts. A cancelled instance ends the chain until the next start.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Periodic {
-    pub kind: String,
-    pub queue: String,
-    pub every: Duration,
-    pub payload: serde_json::Value,
-}
-
-impl Periodic {
-    pub fn new(kind: impl Into<String>, every: Duration) -> Periodic {
-        Periodic {
-            kind: kind.into(),
-            queue: "default".into(),
-            every,
-            payload: serde_json::Value::Null,
-        }
-    }
-
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = queue.into();
-        self
-    }
-
-    pub fn payload(mut self, payload: serde_json::Value) -> Self {
-        self.payload = payload;
-        self
-    }
-
-    pub(crate) fn dedup_key(kind: &str) -> String {
-        format!("periodic:{kind}")
-    }
-}
-
-/// Handlers by kind, and the periodic jobs. Built before [`super::Queue::new`].
+/// Handlers by kind, and the periodic jobs. Built before [`Queue::new`](super::Queue::new).
 #[derive(Default, Clone)]
 pub struct Registry {
     pub(crate) handlers: HashMap<String, Handler>,

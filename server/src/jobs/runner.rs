@@ -5,7 +5,7 @@
 //! A worker loop runs *rounds*: one write operation that records the outcomes of the handlers
 //! that finished since the last round (each fenced by its lease) and claims as many due jobs
 //! as there are free places (workers, plus jobs claimed ahead for fast queues, see
-//! [`super::shared::PREFETCH`]), so a busy queue costs one transaction per round. Between rounds it sleeps on
+//! [`PREFETCH`](super::queue_state::PREFETCH)), so a busy queue costs one transaction per round. Between rounds it sleeps on
 //! a notification (enqueue, a finished handler, shutdown) or on one timer for the queue's
 //! earliest `run_at`; an idle queue runs no SQL at all.
 //!
@@ -26,15 +26,19 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::time::Instant;
 
-use super::context::{JobError, Running, StopReason};
+use super::error::{JobError, JobsError, StopReason};
+use super::periodic::Periodic;
+use super::queue_state::QueueState;
 use super::reaper::reap_loop;
-use super::shared::{sleep_until, QueueState, Shared, NEVER};
-use super::store::{self};
+use super::registry::Registry;
+use super::running::{Finished, Running};
+use super::shared::{sleep_until, Shared};
+use super::store;
 use super::task::{abort_running, spawn_claimed, stop_waiting};
-use super::{JobOutcome, JobState, JobsError, Periodic};
+use super::types::{JobOutcome, JobState, NEVER};
 use crate::db::{now_ms, DbResult};
 
-/// What [`super::Queue::start`] found.
+/// What [`Queue::start`](super::Queue::start) found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartReport {
     /// Jobs left `running` by the last process, now available again.
@@ -43,7 +47,7 @@ pub struct StartReport {
     pub failed: usize,
 }
 
-/// What [`super::Queue::shutdown`] did.
+/// What [`Queue::shutdown`](super::Queue::shutdown) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Handlers that finished during the grace period.
@@ -54,7 +58,10 @@ pub struct ShutdownReport {
 
 /// Start-up: requeue orphans, ensure periodic instances, learn each queue's earliest run_at,
 /// then start the loops.
-pub(crate) async fn start(shared: &Arc<Shared>) -> Result<StartReport, JobsError> {
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    registry: &Arc<Registry>,
+) -> Result<StartReport, JobsError> {
     if shared.started.swap(true, Ordering::AcqRel) {
         return Err(JobsError::AlreadyStarted);
     }
@@ -64,7 +71,7 @@ pub(crate) async fn start(shared: &Arc<Shared>) -> Result<StartReport, JobsError
         .write(move |c| {
             let now = now_ms();
             let reclaimed = store::reclaim(c, now, false, &s.backoff, i64::MAX)?;
-            let mut periodic: Vec<&Periodic> = s.registry.periodic.values().collect();
+            let mut periodic: Vec<&Periodic> = s.periodic.values().collect();
             periodic.sort_by(|a, b| a.kind.cmp(&b.kind));
             for p in periodic {
                 s.insert_periodic(c, p, now, now)?;
@@ -94,7 +101,11 @@ pub(crate) async fn start(shared: &Arc<Shared>) -> Result<StartReport, JobsError
     }
     let mut tasks = Vec::new();
     for q in shared.queues.values() {
-        tasks.push(tokio::spawn(work_loop(shared.clone(), q.clone())));
+        tasks.push(tokio::spawn(work_loop(
+            shared.clone(),
+            registry.clone(),
+            q.clone(),
+        )));
     }
     tasks.push(tokio::spawn(reap_loop(shared.clone())));
     shared.live.store(true, Ordering::Release);
@@ -135,12 +146,6 @@ pub(crate) async fn shutdown(shared: &Arc<Shared>, grace: Duration) -> ShutdownR
     ShutdownReport { finished, released }
 }
 
-/// A handler that ended, waiting for its outcome to be recorded in the next round.
-pub(crate) struct Finished {
-    pub(super) job: Arc<Running>,
-    pub(super) result: Result<(), JobError>,
-}
-
 /// What one round did, per finished job and in total.
 pub(super) struct RoundOut {
     outcomes: Vec<(JobOutcome, Option<(String, i64)>)>,
@@ -149,7 +154,7 @@ pub(super) struct RoundOut {
 }
 
 /// One queue's worker loop; see the module comment.
-pub(super) async fn work_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
+pub(super) async fn work_loop(shared: Arc<Shared>, registry: Arc<Registry>, q: Arc<QueueState>) {
     let mut stop_rx = shared.stop.subscribe();
     let mut error_pause = Duration::from_millis(50);
     let mut finished: Vec<Finished> = Vec::new();
@@ -246,7 +251,7 @@ pub(super) async fn work_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             };
             q.next_due.fetch_min(next, Ordering::AcqRel);
         }
-        spawn_claimed(&shared, &q, out.claimed, now, None);
+        spawn_claimed(&shared, &registry, &q, out.claimed, now, None);
     }
     tracing::debug!(queue = %q.name, "job worker loop stopped");
 }

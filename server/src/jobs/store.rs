@@ -1,4 +1,5 @@
-//! Owns every SQL statement on the `jobs` table (migrations/0002_jobs.sql): insert with
+//! Owns every SQL statement on the `jobs` table (migrations/0002_jobs.sql), and the rows they
+//! take and give back (`NewRow`, `Claimed`, `Reclaimed`): insert with
 //! dedup, the claim, fenced ack / fail / heartbeat / release, cancel, retry, the reaper's and
 //! the start-up requeue, pruning, and the reads behind lists, counts and metrics.
 //!
@@ -8,11 +9,10 @@
 //! whether they took effect.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
 
 use super::backoff::Backoff;
-use super::context::Lease;
-use super::{Enqueued, JobId, JobState, JobsError};
+use super::error::JobsError;
+use super::types::{CancelOutcome, Enqueued, JobId, JobRecord, JobState, Lease, QueueCounts};
 use crate::db::DbResult;
 
 /// A validated job, ready to insert.
@@ -38,50 +38,6 @@ pub(crate) struct Claimed {
     pub attempt: u32,
     pub max_attempts: u32,
     pub token: i64,
-}
-
-/// A job as the admin commands and metrics see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub queue: String,
-    pub kind: String,
-    pub state: JobState,
-    pub priority: i64,
-    pub run_at: i64,
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub dedup_key: Option<String>,
-    pub progress: Option<String>,
-    pub last_error: Option<String>,
-    pub payload: String,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub lease_expires_at: Option<i64>,
-}
-
-/// Jobs of one queue per state, and how long its oldest due job has waited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct QueueCounts {
-    pub queue: String,
-    pub available: u64,
-    pub running: u64,
-    pub done: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    /// ms since the oldest available job became due (0 when none is due).
-    pub oldest_available_age_ms: i64,
-}
-
-/// What [`super::Queue::cancel`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    Cancelled {
-        was_running: bool,
-    },
-    /// It had already finished; nothing changed.
-    AlreadyFinished(JobState),
 }
 
 /// A running job whose lease the reaper (or the start-up requeue) took back.

@@ -8,14 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::context::{JobContext, JobError, Lease, Running, StopReason};
-use super::registry::JobFuture;
-use super::runner::Finished;
-use super::shared::{QueueState, Shared};
+use super::context::JobContext;
+use super::counters::QueueMetrics;
+use super::error::{JobError, StopReason};
+use super::queue_state::QueueState;
+use super::registry::{Handler, JobFuture, Registry};
+use super::running::{Finished, Running};
+use super::shared::Shared;
 use super::store;
+use super::types::Lease;
 use crate::db::now_ms;
 
 /// Tells the jobs of `q` claimed ahead that have not started to stop (they are released).
@@ -83,13 +87,14 @@ impl Drop for Report {
 /// report the result.
 pub(super) async fn run_job(
     shared: Arc<Shared>,
+    handler: Option<Handler>,
     job: Arc<Running>,
     payload: String,
     claimed_at: i64,
-    slots: Arc<Semaphore>,
-    metrics: Option<Arc<super::metrics::QueueMetrics>>,
+    metrics: Option<Arc<QueueMetrics>>,
     mut report: Report,
 ) {
+    let slots = report.q.slots.clone();
     let ctx = JobContext {
         job: job.clone(),
         shared: shared.clone(),
@@ -138,7 +143,7 @@ pub(super) async fn run_job(
         m.started.fetch_add(1, Ordering::Relaxed);
         m.wait.observe((now - job.run_at).max(0) as f64 / 1000.0);
     }
-    let fut: JobFuture = match shared.registry.handlers.get(&*job.kind) {
+    let fut: JobFuture = match handler {
         Some(h) => h(ctx, &payload),
         None => {
             let msg = format!("no handler is registered for job kind {:?}", &*job.kind);
@@ -164,10 +169,12 @@ pub(super) async fn run_job(
     report.send(result);
 }
 
-/// Starts a task per claimed job; each already holds one of `q`'s reserved places. The tasks
-/// go to `rt`, or (`None`) to the runtime this is called from.
+/// Starts a task per claimed job, running the handler `registry` has for its kind; each
+/// already holds one of `q`'s reserved places. The tasks go to `rt`, or (`None`) to the
+/// runtime this is called from.
 pub(crate) fn spawn_claimed(
     shared: &Arc<Shared>,
+    registry: &Registry,
     q: &Arc<QueueState>,
     claimed: Vec<store::Claimed>,
     now: i64,
@@ -209,9 +216,17 @@ pub(crate) fn spawn_claimed(
             q: q.clone(),
             job: Some(job.clone()),
         };
-        let (shared2, slots, metrics) = (shared.clone(), q.slots.clone(), metrics.clone());
-        let task =
-            run_job(shared2, job.clone(), payload, now, slots, metrics, report).instrument(span);
+        let handler = registry.handlers.get(&*job.kind).cloned();
+        let task = run_job(
+            shared.clone(),
+            handler,
+            job.clone(),
+            payload,
+            now,
+            metrics.clone(),
+            report,
+        )
+        .instrument(span);
         let handle = match rt {
             Some(rt) => rt.spawn(task),
             None => tokio::spawn(task),

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 
 use super::backoff::Backoff;
-use super::context::Lease;
 use super::store::{self, NewRow};
+use super::types::Lease;
 use super::{CancelOutcome, JobId, JobState};
 use crate::config::StorageConfig;
 

@@ -1,0 +1,41 @@
+//! The layering rules of this crate, checked on its source (or, with `LAYERING_SRC=<dir>`,
+//! on another copy of `server/src/`, such as an older commit's from `git archive`).
+
+use std::path::PathBuf;
+
+use crate::graph::{dir_cycles, dir_graph, files_naming};
+
+fn src() -> PathBuf {
+    std::env::var_os("LAYERING_SRC").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn the_files_of_jobs_import_each_other_in_one_direction() {
+    let cycles = dir_cycles(&src(), &src().join("jobs"));
+    assert!(
+        cycles.is_empty(),
+        "server/src/jobs/ has import circles:\n{}",
+        cycles
+            .iter()
+            .map(|c| format!("  {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Not vacuous: the graph has the files and the imports it should.
+    let g = dir_graph(&src(), &src().join("jobs"));
+    assert!(g.edges.len() >= 10, "{:?}", g.edges.keys());
+    assert!(g.edges["mod.rs"].len() >= 5, "{:?}", g.edges["mod.rs"]);
+}
+
+#[test]
+fn db_and_jobs_never_import_warp() {
+    for dir in ["db", "jobs"] {
+        let found = files_naming(&src(), &src().join(dir), "warp");
+        assert_eq!(found, Vec::<String>::new(), "{dir}/ must not import warp");
+    }
+    // The check sees warp where it is used.
+    assert!(!files_naming(&src(), &src(), "warp").is_empty());
+}
