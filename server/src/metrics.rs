@@ -1,9 +1,16 @@
-//! Owns `GET /metrics`: Prometheus text exposition of the server's counters (writer
-//! transactions and operations, open WebSockets) followed by the job queue's
-//! (`jobs::metrics`).
+//! Owns `GET /metrics`: the server's metrics (writer transactions and operations, open
+//! WebSockets) and the job queue's (`jobs::metrics`), gathered into one `prometheus-client`
+//! registry per scrape and encoded in the OpenMetrics text format, which Prometheus reads.
+//!
+//! HELP texts carry no final period: the encoder adds one.
+//!
+//! Invariant: no metric text is written by hand; names, types, HELP lines, units and
+//! histogram series come from `prometheus-client`, so the exposition is valid by
+//! construction (a test parses it with an independent OpenMetrics/Prometheus parser).
 
-use std::fmt::Write;
-
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::reply::Response;
@@ -14,43 +21,41 @@ use crate::AppState;
 /// The routes this module serves (method, OpenAPI path); the OpenAPI test checks them.
 pub const ROUTES: &[(&str, &str)] = &[("GET", "/metrics")];
 
-/// One metric family in Prometheus text format.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
-}
+/// What Prometheus is told the body is.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub fn render(state: &AppState) -> String {
-    let mut out = String::new();
+/// Every metric of the server, read now: the server's own counters at once, the job
+/// queue's after one database read (left out, with a warning, if that read fails).
+pub async fn render(state: &AppState) -> String {
+    let mut registry = Registry::with_prefix("securechat");
     let w = state.db.writer().stats();
-    family(
-        &mut out,
-        "securechat_db_write_transactions_total",
-        "counter",
-        "Transactions committed (or attempted) by the single writer.",
-        &[("", w.transactions as f64)],
+    registry.register(
+        "db_write_transactions",
+        "Transactions committed (or attempted) by the single writer",
+        ConstCounter::new(w.transactions),
     );
-    family(
-        &mut out,
-        "securechat_db_write_operations_total",
-        "counter",
-        "Write operations folded into those transactions (group commit).",
-        &[("", w.operations as f64)],
+    registry.register(
+        "db_write_operations",
+        "Write operations folded into those transactions (group commit)",
+        ConstCounter::new(w.operations),
     );
-    family(
-        &mut out,
-        "securechat_websocket_connections",
-        "gauge",
-        "Open WebSocket connections.",
-        &[("", state.hub.connection_count() as f64)],
+    registry.register(
+        "db_write_reruns",
+        "Batches re-run with a savepoint per operation after one failed having written",
+        ConstCounter::new(w.reruns),
     );
+    registry.register(
+        "websocket_connections",
+        "Open WebSocket connections",
+        ConstGauge::<i64>::new(i64::try_from(state.hub.connection_count()).unwrap_or(i64::MAX)),
+    );
+    if let Err(e) = crate::jobs::metrics::register(&state.jobs, &mut registry).await {
+        tracing::warn!(error = %e, "job metrics unavailable");
+    }
+    let mut out = String::with_capacity(8192);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
 
@@ -59,15 +64,10 @@ pub fn route(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(warp::any().map(move || state.clone()))
         .then(|state: AppState| async move {
-            let mut text = render(&state);
-            match crate::jobs::metrics::render_prometheus(&state.jobs).await {
-                Ok(jobs) => text.push_str(&jobs),
-                Err(e) => tracing::warn!(error = %e, "job metrics unavailable"),
-            }
-            let mut r = Response::new(text.into());
+            let mut r = Response::new(render(&state).await.into());
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
             );
             r
         })

@@ -1,11 +1,17 @@
-//! Owns the queue's in-memory counters and histograms per queue (lock-free, no SQL); the
-//! text exposition of them is `metrics.rs`.
+//! Owns the queue's in-process counters and histograms per queue (no SQL): Prometheus
+//! metric families (`prometheus-client`), with each queue's handles taken out of them once,
+//! when the queue is built, so that counting on the hot path is an atomic add (a histogram
+//! observation takes its own short lock) and never a label lookup. The exposition is
+//! `metrics.rs`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Upper bounds (seconds) of the duration and wait histograms.
 const SECONDS_BUCKETS: [f64; 12] = [
@@ -14,90 +20,100 @@ const SECONDS_BUCKETS: [f64; 12] = [
 /// Upper bounds of the attempt-number histogram.
 const ATTEMPT_BUCKETS: [f64; 6] = [1.0, 2.0, 3.0, 5.0, 10.0, 25.0];
 
-pub(crate) struct Histogram<const N: usize> {
-    bounds: [f64; N],
-    counts: [AtomicU64; N],
-    count: AtomicU64,
-    /// Sum in millionths of the unit.
-    sum_micros: AtomicU64,
+/// The label every queue metric carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueLabel {
+    pub queue: String,
 }
 
-impl<const N: usize> Histogram<N> {
-    fn new(bounds: [f64; N]) -> Self {
-        Histogram {
-            bounds,
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
+type HistogramFamily = Family<QueueLabel, Histogram, fn() -> Histogram>;
 
-    pub fn observe(&self, v: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn render(&self, out: &mut String, name: &str, queue: &str) {
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{queue=\"{queue}\",le=\"{b}\"}} {cumulative}"
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{queue=\"{queue}\",le=\"+Inf\"}} {count}"
-        );
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{queue=\"{queue}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{queue=\"{queue}\"}} {count}");
-    }
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
 }
 
-/// Counters of one queue since this process started.
+fn attempts_histogram() -> Histogram {
+    Histogram::new(ATTEMPT_BUCKETS)
+}
+
+/// Counters of one queue since this process started: handles into [`Families`].
 pub(crate) struct QueueMetrics {
-    pub enqueued: AtomicU64,
-    pub started: AtomicU64,
-    pub done: AtomicU64,
-    pub retried: AtomicU64,
-    pub failed: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub lost: AtomicU64,
-    pub released: AtomicU64,
+    pub enqueued: Counter,
+    pub started: Counter,
+    pub done: Counter,
+    pub retried: Counter,
+    pub failed: Counter,
+    pub cancelled: Counter,
+    pub lost: Counter,
+    pub released: Counter,
     /// Handler run time, seconds.
-    pub duration: Histogram<12>,
+    pub duration: Histogram,
     /// From due (`run_at`) to start, seconds.
-    pub wait: Histogram<12>,
+    pub wait: Histogram,
     /// The attempt number jobs finished on (done or failed).
-    pub attempts: Histogram<6>,
+    pub attempts: Histogram,
 }
 
 impl QueueMetrics {
-    fn new() -> Self {
-        QueueMetrics {
-            enqueued: AtomicU64::new(0),
-            started: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            released: AtomicU64::new(0),
-            duration: Histogram::new(SECONDS_BUCKETS),
-            wait: Histogram::new(SECONDS_BUCKETS),
-            attempts: Histogram::new(ATTEMPT_BUCKETS),
+    pub fn observe_duration(&self, d: Duration) {
+        self.duration.observe(d.as_secs_f64());
+    }
+}
+
+/// The metric families of every queue, labelled by queue (what `/metrics` shows).
+#[derive(Clone)]
+pub(crate) struct Families {
+    pub enqueued: Family<QueueLabel, Counter>,
+    pub started: Family<QueueLabel, Counter>,
+    pub done: Family<QueueLabel, Counter>,
+    pub retried: Family<QueueLabel, Counter>,
+    pub failed: Family<QueueLabel, Counter>,
+    pub cancelled: Family<QueueLabel, Counter>,
+    pub lost: Family<QueueLabel, Counter>,
+    pub released: Family<QueueLabel, Counter>,
+    pub duration: HistogramFamily,
+    pub wait: HistogramFamily,
+    pub attempts: HistogramFamily,
+}
+
+impl Families {
+    fn new() -> Families {
+        Families {
+            enqueued: Family::default(),
+            started: Family::default(),
+            done: Family::default(),
+            retried: Family::default(),
+            failed: Family::default(),
+            cancelled: Family::default(),
+            lost: Family::default(),
+            released: Family::default(),
+            duration: Family::new_with_constructor(seconds_histogram),
+            wait: Family::new_with_constructor(seconds_histogram),
+            attempts: Family::new_with_constructor(attempts_histogram),
         }
     }
 
-    pub fn observe_duration(&self, d: Duration) {
-        self.duration.observe(d.as_secs_f64());
+    /// The handles of queue `name` (created in every family, so a queue that never ran a
+    /// job still shows its zeros).
+    fn queue(&self, name: &str) -> QueueMetrics {
+        let label = QueueLabel {
+            queue: name.to_owned(),
+        };
+        let counter = |f: &Family<QueueLabel, Counter>| f.get_or_create(&label).clone();
+        let histogram = |f: &HistogramFamily| f.get_or_create(&label).clone();
+        QueueMetrics {
+            enqueued: counter(&self.enqueued),
+            started: counter(&self.started),
+            done: counter(&self.done),
+            retried: counter(&self.retried),
+            failed: counter(&self.failed),
+            cancelled: counter(&self.cancelled),
+            lost: counter(&self.lost),
+            released: counter(&self.released),
+            duration: histogram(&self.duration),
+            wait: histogram(&self.wait),
+            attempts: histogram(&self.attempts),
+        }
     }
 }
 
@@ -116,16 +132,17 @@ pub struct Totals {
 
 /// Per-queue metrics; the set of queues is fixed when the queue is built.
 pub(crate) struct Metrics {
+    pub(crate) families: Families,
     pub(crate) queues: BTreeMap<String, Arc<QueueMetrics>>,
 }
 
 impl Metrics {
     pub fn new<'a>(names: impl Iterator<Item = &'a str>) -> Metrics {
-        Metrics {
-            queues: names
-                .map(|n| (n.to_string(), Arc::new(QueueMetrics::new())))
-                .collect(),
-        }
+        let families = Families::new();
+        let queues = names
+            .map(|n| (n.to_string(), Arc::new(families.queue(n))))
+            .collect();
+        Metrics { families, queues }
     }
 
     pub fn queue(&self, name: &str) -> Option<&Arc<QueueMetrics>> {
@@ -143,15 +160,14 @@ impl Metrics {
     fn sum<'a>(queues: impl Iterator<Item = &'a Arc<QueueMetrics>>) -> Totals {
         let mut t = Totals::default();
         for q in queues {
-            let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            t.enqueued += l(&q.enqueued);
-            t.started += l(&q.started);
-            t.done += l(&q.done);
-            t.retried += l(&q.retried);
-            t.failed += l(&q.failed);
-            t.cancelled += l(&q.cancelled);
-            t.lost += l(&q.lost);
-            t.released += l(&q.released);
+            t.enqueued += q.enqueued.get();
+            t.started += q.started.get();
+            t.done += q.done.get();
+            t.retried += q.retried.get();
+            t.failed += q.failed.get();
+            t.cancelled += q.cancelled.get();
+            t.lost += q.lost.get();
+            t.released += q.released.get();
         }
         t
     }

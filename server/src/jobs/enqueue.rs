@@ -4,7 +4,6 @@
 //! on the writer thread (counters, wake-ups, starting the claimed jobs); also enqueueing
 //! inside a caller's own write ([`enqueue_in`]).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -189,7 +188,7 @@ fn enqueued_group(shared: &Shared, (queue, new, earliest): (&str, u64, i64)) {
     if earliest != NEVER {
         shared.enqueued(queue, earliest, new);
     } else if let Some(m) = shared.metrics.queue(queue) {
-        m.enqueued.fetch_add(new, Ordering::Relaxed);
+        m.enqueued.inc_by(new);
     }
 }
 

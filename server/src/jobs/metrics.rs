@@ -1,23 +1,36 @@
-//! Owns the queue's Prometheus text exposition ([`render_prometheus`], for a `/metrics`
-//! route): the per-state counts and the oldest available job's age read from the database,
-//! and this process's counters and histograms (`counters.rs`).
+//! Owns the queue's part of the Prometheus exposition ([`register`], for a `/metrics`
+//! route): the per-state counts and the oldest available job's age, read from the database
+//! at scrape time, and this process's counters and histograms (`counters.rs`), all
+//! registered in the scrape's `prometheus-client` registry so that names, types, HELP lines
+//! and histogram series follow the exposition format by construction. (Units are in the
+//! names, `_seconds`, without `# UNIT` lines: some parsers refuse a unit on a histogram.)
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use super::counters::QueueMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::counters::QueueLabel;
 pub use super::counters::Totals;
 use super::error::JobsError;
 use super::queue::Queue;
 
-/// The Prometheus text exposition (version 0.0.4) of the queue: jobs per queue and state and
-/// the oldest due job's age (from the database), and this process's counters and histograms.
-pub async fn render_prometheus(queue: &Queue) -> Result<String, JobsError> {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+/// Adds the queue's metrics to `registry` (a scrape's): jobs per queue and state and the
+/// oldest due job's age (one read of the database), and the process's counters and
+/// histograms per queue. Names start `jobs_` (the registry adds the server's prefix).
+pub async fn register(queue: &Queue, registry: &mut Registry) -> Result<(), JobsError> {
     let counts = queue.counts().await?;
     let shared = queue.shared();
-    let mut out = String::with_capacity(4096);
-    out.push_str("# HELP securechat_jobs Jobs in the database by queue and state.\n");
-    out.push_str("# TYPE securechat_jobs gauge\n");
+
+    let jobs = Family::<QueueStateLabels, Gauge>::default();
     for c in &counts {
         for (state, n) in [
             ("available", c.available),
@@ -26,79 +39,74 @@ pub async fn render_prometheus(queue: &Queue) -> Result<String, JobsError> {
             ("failed", c.failed),
             ("cancelled", c.cancelled),
         ] {
-            let _ = writeln!(
-                out,
-                "securechat_jobs{{queue=\"{}\",state=\"{state}\"}} {n}",
-                c.queue
-            );
+            let labels = QueueStateLabels {
+                queue: c.queue.clone(),
+                state,
+            };
+            jobs.get_or_create(&labels)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
-    out.push_str(
-        "# HELP securechat_jobs_oldest_available_age_seconds How long the oldest due job has waited.\n",
-    );
-    out.push_str("# TYPE securechat_jobs_oldest_available_age_seconds gauge\n");
+    registry.register("jobs", "Jobs in the database by queue and state", jobs);
+
+    let oldest = Family::<QueueLabel, Gauge<f64, AtomicU64>>::default();
     for (name, _) in shared.queue_names() {
-        let age = counts
+        let age_ms = counts
             .iter()
             .find(|c| c.queue == name)
             .map_or(0, |c| c.oldest_available_age_ms);
-        let _ = writeln!(
-            out,
-            "securechat_jobs_oldest_available_age_seconds{{queue=\"{name}\"}} {}",
-            age as f64 / 1000.0
-        );
+        oldest
+            .get_or_create(&QueueLabel { queue: name })
+            .set(age_ms as f64 / 1000.0);
     }
-    type Counter = fn(&QueueMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Counter); 8] = [
-        ("enqueued", "Jobs stored.", |q| &q.enqueued),
-        ("started", "Attempts started (claims).", |q| &q.started),
-        ("done", "Jobs completed.", |q| &q.done),
+    registry.register(
+        "jobs_oldest_available_age_seconds",
+        "How long the oldest due job has waited",
+        oldest,
+    );
+
+    let f = shared.metrics.families.clone();
+    for (name, help, family) in [
+        ("jobs_enqueued", "Jobs stored", f.enqueued),
+        ("jobs_started", "Attempts started (claims)", f.started),
+        ("jobs_done", "Jobs completed", f.done),
         (
-            "retried",
-            "Attempts that failed and will be retried.",
-            |q| &q.retried,
+            "jobs_retried",
+            "Attempts that failed and will be retried",
+            f.retried,
         ),
-        ("failed", "Jobs failed for good.", |q| &q.failed),
-        ("cancelled", "Jobs cancelled.", |q| &q.cancelled),
+        ("jobs_failed", "Jobs failed for good", f.failed),
+        ("jobs_cancelled", "Jobs cancelled", f.cancelled),
         (
-            "lease_lost",
-            "Completions refused because the lease was gone.",
-            |q| &q.lost,
+            "jobs_lease_lost",
+            "Completions refused because the lease was gone",
+            f.lost,
         ),
-        ("released", "Leases released at shutdown.", |q| &q.released),
-    ];
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP securechat_jobs_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE securechat_jobs_{name}_total counter");
-        for (q, m) in &shared.metrics.queues {
-            let _ = writeln!(
-                out,
-                "securechat_jobs_{name}_total{{queue=\"{q}\"}} {}",
-                get(m).load(Ordering::Relaxed)
-            );
-        }
+        ("jobs_released", "Leases released at shutdown", f.released),
+    ] {
+        registry.register(name, help, family);
     }
-    let histograms: [(&str, &str); 3] = [
-        ("securechat_jobs_duration_seconds", "Handler run time."),
-        (
-            "securechat_jobs_wait_seconds",
-            "Time from a job being due to its start.",
-        ),
-        (
-            "securechat_jobs_finished_attempt",
-            "The attempt on which jobs finished (done or failed).",
-        ),
-    ];
-    for (i, (name, help)) in histograms.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (q, m) in &shared.metrics.queues {
-            match i {
-                0 => m.duration.render(&mut out, name, q),
-                1 => m.wait.render(&mut out, name, q),
-                _ => m.attempts.render(&mut out, name, q),
-            }
-        }
-    }
+    registry.register("jobs_duration_seconds", "Handler run time", f.duration);
+    registry.register(
+        "jobs_wait_seconds",
+        "Time from a job being due to its start",
+        f.wait,
+    );
+    registry.register(
+        "jobs_finished_attempt",
+        "The attempt on which jobs finished (done or failed)",
+        f.attempts,
+    );
+    Ok(())
+}
+
+/// The queue's metrics alone, as OpenMetrics text (for tests and tools; the server's
+/// `/metrics` registers them beside its own).
+pub async fn render_prometheus(queue: &Queue) -> Result<String, JobsError> {
+    let mut registry = Registry::with_prefix("securechat");
+    register(queue, &mut registry).await?;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     Ok(out)
 }

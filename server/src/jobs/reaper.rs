@@ -88,7 +88,7 @@ fn reaped(shared: &Shared, reclaimed: Vec<Reclaimed>, nexts: Vec<Option<(String,
             None
         };
         if let Some(m) = shared.metrics.queue(&r.queue) {
-            m.lost.fetch_add(1, Ordering::Relaxed);
+            m.lost.inc();
         }
         let outcome = match r.state {
             JobState::Failed => JobOutcome::Failed {

@@ -115,7 +115,7 @@ impl Shared {
         }
         if new_jobs > 0 {
             if let Some(m) = self.metrics.queue(queue) {
-                m.enqueued.fetch_add(new_jobs, Ordering::Relaxed);
+                m.enqueued.inc_by(new_jobs);
             }
         }
     }
@@ -207,7 +207,7 @@ impl Shared {
                 JobOutcome::LeaseLost => &m.lost,
                 JobOutcome::Released => &m.released,
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
         let id = job.lease.job_id;
         match &outcome {
@@ -242,7 +242,7 @@ impl Shared {
     /// After a committed cancel: counters, event, log line.
     pub fn cancelled(&self, id: JobId, queue: &str, kind: &str) {
         if let Some(m) = self.metrics.queue(queue) {
-            m.cancelled.fetch_add(1, Ordering::Relaxed);
+            m.cancelled.inc();
         }
         tracing::info!(job.id = id, queue, kind, "job cancelled");
         let _ = self.events.send(JobEvent {

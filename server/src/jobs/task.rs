@@ -140,7 +140,7 @@ pub(super) async fn run_job(
     }
     job.started.store(true, Ordering::Release);
     if let Some(m) = &metrics {
-        m.started.fetch_add(1, Ordering::Relaxed);
+        m.started.inc();
         m.wait.observe((now - job.run_at).max(0) as f64 / 1000.0);
     }
     let fut: JobFuture = match handler {

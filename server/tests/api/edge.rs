@@ -196,7 +196,9 @@ async fn the_openapi_document_matches_the_routes() {
 }
 
 #[tokio::test]
-async fn metrics_expose_the_writer_the_relay_and_the_job_queue() {
+async fn metrics_expose_the_writer_the_relay_and_the_job_queue_in_a_format_prometheus_parses() {
+    use openmetrics_parser::{MetricNumber, OpenMetricsType, OpenMetricsValue};
+
     let app = spawn_app().await;
     app.register("alice").await;
     let r = app
@@ -208,20 +210,57 @@ async fn metrics_expose_the_writer_the_relay_and_the_job_queue() {
     assert!(r
         .header("content-type")
         .unwrap_or_default()
-        .starts_with("text/plain"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = r.text();
-    for family in [
-        "securechat_db_write_transactions_total",
-        "securechat_db_write_operations_total",
-        "securechat_websocket_connections",
-        "securechat_jobs_",
+
+    // An independent, strict parser of the exposition format accepts it: OpenMetrics 1.0,
+    // what the Content-Type says and what Prometheus asks a target for first. (Its older
+    // Prometheus-0.0.4 grammar wants `# TYPE x_total counter`, which OpenMetrics forbids.)
+    let om = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("not OpenMetrics: {e:?}\n{text}"));
+
+    let kind = |name: &str| {
+        om.families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name} in\n{text}"))
+            .family_type
+    };
+    for (name, want) in [
+        ("securechat_db_write_transactions", OpenMetricsType::Counter),
+        ("securechat_db_write_operations", OpenMetricsType::Counter),
+        ("securechat_websocket_connections", OpenMetricsType::Gauge),
+        ("securechat_jobs", OpenMetricsType::Gauge),
+        ("securechat_jobs_enqueued", OpenMetricsType::Counter),
+        (
+            "securechat_jobs_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        ("securechat_jobs_wait_seconds", OpenMetricsType::Histogram),
     ] {
-        assert!(text.contains(family), "missing {family} in\n{text}");
+        assert_eq!(kind(name), want, "{name}");
     }
-    let ops: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("securechat_db_write_operations_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("a value");
-    assert!(ops >= 1.0, "the registration was a write");
+
+    let ops = om.families["securechat_db_write_operations"]
+        .iter_samples()
+        .find_map(|s| match &s.value {
+            OpenMetricsValue::Counter(c) => Some(c.value.as_f64()),
+            _ => None,
+        })
+        .expect("a counter sample");
+    assert!(ops >= 1.0, "the registration was a write: {ops}");
+    let connections = om.families["securechat_websocket_connections"]
+        .iter_samples()
+        .find_map(|s| match &s.value {
+            OpenMetricsValue::Gauge(MetricNumber::Int(n)) => Some(*n),
+            _ => None,
+        });
+    assert_eq!(connections, Some(0));
+    // Every queue's histogram has its buckets, ending in +Inf with the count.
+    for s in om.families["securechat_jobs_wait_seconds"].iter_samples() {
+        let OpenMetricsValue::Histogram(h) = &s.value else {
+            panic!("not a histogram sample")
+        };
+        assert_eq!(h.buckets.len(), 13, "12 bounds and +Inf");
+        assert_eq!(h.buckets.last().map(|b| b.upper_bound), Some(f64::INFINITY));
+    }
 }

@@ -248,12 +248,14 @@ async fn metrics_show_states_ages_counters_and_histograms() {
         "securechat_jobs_started_total{queue=\"one\"} 1",
         "securechat_jobs_done_total{queue=\"one\"} 1",
         "securechat_jobs_duration_seconds_count{queue=\"one\"} 1",
-        "securechat_jobs_wait_seconds_bucket{queue=\"one\",le=\"+Inf\"} 1",
-        "securechat_jobs_finished_attempt_bucket{queue=\"one\",le=\"1\"} 1",
+        "securechat_jobs_wait_seconds_bucket{le=\"+Inf\",queue=\"one\"} 1",
+        "securechat_jobs_finished_attempt_bucket{le=\"1.0\",queue=\"one\"} 1",
         "# TYPE securechat_jobs_duration_seconds histogram",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("not OpenMetrics: {e:?}\n{text}"));
     let totals = queue.totals();
     assert!(totals.enqueued >= 1 && totals.done >= 1, "{totals:?}");
 }
