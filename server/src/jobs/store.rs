@@ -8,7 +8,7 @@
 //! nothing unless the row is still `running` under that very token (fencing); they return
 //! whether they took effect.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
 
 use super::backoff::Backoff;
 use super::error::JobsError;
@@ -57,53 +57,92 @@ fn state_of(s: &str) -> rusqlite::Result<JobState> {
     })
 }
 
+/// Stores a job as available (`?1`…`?8`: queue, kind, payload, priority, run_at,
+/// max_attempts, dedup_key, now).
+pub(crate) const INSERT_SQL: &str =
+    "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, dedup_key, \
+     created_at) VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8)";
+
+/// [`INSERT_SQL`] that stores nothing while a live job holds the dedup key.
+pub(crate) const INSERT_DEDUP_SQL: &str =
+    "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, dedup_key, \
+     created_at) VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL \
+     AND state IN ('available', 'running') DO NOTHING";
+
+const LIVE_HOLDER_SQL: &str =
+    "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('available', 'running')";
+
 /// Stores `job` as available. With a dedup key that a live job holds, stores nothing and
 /// returns that job's id.
 pub(crate) fn insert(conn: &Connection, job: &NewRow, now: i64) -> DbResult<Enqueued> {
-    macro_rules! insert_sql {
-        ($tail:literal) => {
-            concat!(
-                "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, max_attempts, ",
-                "dedup_key, created_at) VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8) ",
-                $tail
-            )
+    Inserter::new(conn).insert(job, now)
+}
+
+/// Stores `jobs` in order, each as [`insert`] would (a job sees those before it: a dedup key
+/// repeated in the batch gets the first one's id), with each statement prepared once for
+/// the batch instead of looked up per row.
+pub(crate) fn insert_many(conn: &Connection, jobs: &[NewRow], now: i64) -> DbResult<Vec<Enqueued>> {
+    let mut ins = Inserter::new(conn);
+    jobs.iter().map(|job| ins.insert(job, now)).collect()
+}
+
+/// The insert statements, each taken from the connection's cache when first needed.
+struct Inserter<'c> {
+    conn: &'c Connection,
+    plain: Option<CachedStatement<'c>>,
+    dedup: Option<(CachedStatement<'c>, CachedStatement<'c>)>,
+}
+
+impl<'c> Inserter<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Inserter {
+            conn,
+            plain: None,
+            dedup: None,
+        }
+    }
+
+    fn insert(&mut self, job: &NewRow, now: i64) -> DbResult<Enqueued> {
+        let args = params![
+            job.queue,
+            job.kind,
+            job.payload,
+            job.priority,
+            job.run_at,
+            job.max_attempts,
+            job.dedup_key,
+            now
+        ];
+        // The new id is read with last_insert_rowid(), not RETURNING: SQLite runs a RETURNING
+        // statement through a temporary table, which cost more than the insert itself here.
+        let Some(key) = &job.dedup_key else {
+            let st = match &mut self.plain {
+                Some(st) => st,
+                None => self.plain.insert(self.conn.prepare_cached(INSERT_SQL)?),
+            };
+            st.execute(args)?;
+            return Ok(Enqueued {
+                id: self.conn.last_insert_rowid(),
+                existing: false,
+            });
         };
+        let (st, holder) = match &mut self.dedup {
+            Some(sts) => sts,
+            None => self.dedup.insert((
+                self.conn.prepare_cached(INSERT_DEDUP_SQL)?,
+                self.conn.prepare_cached(LIVE_HOLDER_SQL)?,
+            )),
+        };
+        if st.execute(args)? == 1 {
+            return Ok(Enqueued {
+                id: self.conn.last_insert_rowid(),
+                existing: false,
+            });
+        }
+        let id = holder.query_row([key], |r| r.get(0))?;
+        Ok(Enqueued { id, existing: true })
     }
-    let args = params![
-        job.queue,
-        job.kind,
-        job.payload,
-        job.priority,
-        job.run_at,
-        job.max_attempts,
-        job.dedup_key,
-        now
-    ];
-    // The new id is read with last_insert_rowid(), not RETURNING: SQLite runs a RETURNING
-    // statement through a temporary table, which cost more than the insert itself here.
-    let Some(key) = &job.dedup_key else {
-        conn.prepare_cached(insert_sql!(""))?.execute(args)?;
-        return Ok(Enqueued {
-            id: conn.last_insert_rowid(),
-            existing: false,
-        });
-    };
-    let mut st = conn.prepare_cached(insert_sql!(
-        "ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL \
-         AND state IN ('available', 'running') DO NOTHING"
-    ))?;
-    if st.execute(args)? == 1 {
-        return Ok(Enqueued {
-            id: conn.last_insert_rowid(),
-            existing: false,
-        });
-    }
-    let id = conn
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('available', 'running')",
-        )?
-        .query_row([key], |r| r.get(0))?;
-    Ok(Enqueued { id, existing: true })
 }
 
 /// The claim. `LIMIT +?4`, not `LIMIT ?4`: see the SQL convention in `db/mod.rs`.
@@ -314,9 +353,7 @@ pub(crate) fn retry(conn: &Connection, id: JobId, now: i64) -> Result<String, Jo
     }
     if let Some(key) = &key {
         let holder: Option<JobId> = conn
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('available', 'running')",
-            )?
+            .prepare_cached(LIVE_HOLDER_SQL)?
             .query_row([key], |r| r.get(0))
             .optional()?;
         if let Some(holder) = holder {
@@ -397,6 +434,10 @@ pub(crate) fn reclaim(
     Ok(out)
 }
 
+/// Deletes up to `?3` jobs in state `?1` that finished before `?2`.
+pub(crate) const PRUNE_SQL: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+     WHERE state = ?1 AND finished_at < ?2 LIMIT +?3)";
+
 /// Deletes up to `batch` jobs in `state` that finished before `before`; returns how many.
 pub(crate) fn prune(
     conn: &Connection,
@@ -405,10 +446,7 @@ pub(crate) fn prune(
     batch: u32,
 ) -> DbResult<usize> {
     Ok(conn
-        .prepare_cached(
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-             WHERE state = ?1 AND finished_at < ?2 LIMIT +?3)",
-        )?
+        .prepare_cached(PRUNE_SQL)?
         .execute(params![state.as_str(), before, batch])?)
 }
 
