@@ -5,7 +5,8 @@
 //! - enqueue, batch form (`Queue::enqueue_batch`, 4 callers x 500-job batches);
 //! - one `enqueue_batch` call of 20,000 no-op jobs on a fresh database (the queue not
 //!   started: the insert path alone), against the same rows inserted by hand with one
-//!   prepared statement in one transaction (`BENCH_ONLY=batch` runs this pair alone);
+//!   prepared statement in one transaction (`BENCH_ONLY=batch` runs this pair alone, five
+//!   times per mode and run, and prints the medians);
 //! - the ceiling of plain rusqlite inserting the same rows into the same table (one
 //!   connection, prepared statement, 500 rows per transaction);
 //! - processing 20,000 no-op jobs at concurrency 8 (claim + fenced ack), from `start()` to
@@ -619,14 +620,31 @@ fn main() {
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("batch") {
+        // Each measurement lasts 50-200 ms, so one descheduled thread moves it a lot on a
+        // shared machine: a run alternates BATCH_PAIRS pairs per mode and reports the
+        // medians (every pair is printed too).
+        const BATCH_PAIRS: usize = 5;
         for run in 1..=runs {
             for (name, sync) in modes {
-                let ours = rt.block_on(one_batch(sync));
-                let hand = rt.block_on(one_batch_by_hand(sync));
+                let (mut ours, mut hand) = (Series::default(), Series::default());
+                for _ in 0..BATCH_PAIRS {
+                    ours.push(rt.block_on(one_batch(sync)));
+                    hand.push(rt.block_on(one_batch_by_hand(sync)));
+                }
+                let pairs: Vec<String> = ours
+                    .0
+                    .iter()
+                    .zip(&hand.0)
+                    .map(|(o, h)| format!("{o:.0}/{h:.0}"))
+                    .collect();
                 println!(
-                    "run {run} {name:<6} one enqueue_batch of {ONE_BATCH}: {ours:>8.0} jobs/s; \
-                     by hand (1 statement, 1 txn) {hand:>8.0} rows/s; ratio {:.2}",
-                    ours / hand
+                    "run {run} {name:<6} one enqueue_batch of {ONE_BATCH}: median {:>7.0} jobs/s; \
+                     by hand (1 statement, 1 txn) median {:>7.0} rows/s; ratio {:.2} \
+                     (pairs ours/by hand: {})",
+                    ours.median(),
+                    hand.median(),
+                    ours.median() / hand.median(),
+                    pairs.join(", ")
                 );
             }
         }
