@@ -3,6 +3,10 @@
 //! For `synchronous = FULL` and `NORMAL`, each run measures on a fresh database file:
 //! - enqueue, 64 concurrent callers, one job per call (`Queue::enqueue`);
 //! - enqueue, batch form (`Queue::enqueue_batch`, 4 callers x 500-job batches);
+//! - one `enqueue_batch` call of 20,000 no-op jobs on a fresh database (the queue not
+//!   started: the insert path alone), against the same rows inserted by hand with one
+//!   prepared statement in one transaction (`BENCH_ONLY=batch` runs this pair alone, five
+//!   times per mode and run, and prints the medians);
 //! - the ceiling of plain rusqlite inserting the same rows into the same table (one
 //!   connection, prepared statement, 500 rows per transaction);
 //! - processing 20,000 no-op jobs at concurrency 8 (claim + fenced ack), from `start()` to
@@ -21,7 +25,8 @@
 //! Hand-written statements bind their LIMIT as `LIMIT +?N`, as the queue's do (db/mod.rs):
 //! a bare `LIMIT ?N` would make them re-prepare at every execution.
 //!
-//! Env: BENCH_RUNS (default 3), BENCH_DIR (default the system temp dir — put it on the disk
+//! Env: BENCH_RUNS (default 3), BENCH_ONLY (latency, enqueue, shape, process, batch: one
+//! scenario alone), BENCH_DIR (default the system temp dir — put it on the disk
 //! you want to measure; FULL is only meaningful on a real disk).
 
 use std::collections::HashMap;
@@ -40,6 +45,7 @@ const SINGLE_PER_CALLER: usize = 1_000;
 const BATCH_CALLERS: usize = 4;
 const BATCH_SIZE: usize = 500;
 const BATCHES_PER_CALLER: usize = 100;
+const ONE_BATCH: usize = 20_000;
 const PROCESS_JOBS: usize = 20_000;
 const CONCURRENCY: usize = 8;
 const LATENCY_JOBS: usize = 1_000;
@@ -144,6 +150,60 @@ async fn enqueue_batch(sync: Synchronous) -> f64 {
         t.await.expect("join");
     }
     (BATCH_CALLERS * BATCHES_PER_CALLER * BATCH_SIZE) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// One `enqueue_batch` call of 20,000 no-op jobs on a fresh database, the queue not started
+/// (no worker competes for the writer); jobs/s from the call to its answer. The jobs are
+/// built before the clock starts; turning their payloads into JSON text is timed, as it is
+/// by hand.
+async fn one_batch(sync: Synchronous) -> f64 {
+    let f = fresh(sync).await;
+    let q = Queue::new(f.db.clone(), &jobs_config(), noop_registry()).expect("queue");
+    let jobs: Vec<NewJob> = (0..ONE_BATCH).map(job).collect();
+    let t = Instant::now();
+    let out = q.enqueue_batch(jobs).await.expect("batch");
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(out.iter().filter(|o| !o.existing).count(), ONE_BATCH);
+    ONE_BATCH as f64 / secs
+}
+
+/// The same 20,000 rows by hand on a fresh database: one connection, one prepared statement
+/// (the queue's columns), one transaction; rows/s from BEGIN to COMMIT.
+async fn one_batch_by_hand(sync: Synchronous) -> f64 {
+    let f = fresh(sync).await;
+    let payloads: Vec<serde_json::Value> = (0..ONE_BATCH).map(|n| json!({ "n": n })).collect();
+    tokio::task::spawn_blocking(move || {
+        let c = raw_connection(&f);
+        let t = Instant::now();
+        c.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        {
+            let mut st = c
+                .prepare(
+                    "INSERT INTO jobs (queue, kind, payload, state, priority, run_at, \
+                     max_attempts, dedup_key, created_at) \
+                     VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8)",
+                )
+                .expect("prepare");
+            for p in &payloads {
+                let now = now_ms();
+                st.execute(params![
+                    "bench",
+                    "b.noop",
+                    p.to_string(),
+                    0,
+                    now,
+                    5,
+                    None::<String>,
+                    now
+                ])
+                .expect("insert");
+            }
+        }
+        c.execute_batch("COMMIT").expect("commit");
+        ONE_BATCH as f64 / t.elapsed().as_secs_f64()
+    })
+    .await
+    .expect("join")
 }
 
 fn raw_connection(f: &Fresh) -> Connection {
@@ -488,6 +548,8 @@ struct Results {
     per_tx: Series,
     batch: Series,
     ceil_insert: Series,
+    one_batch: Series,
+    one_batch_hand: Series,
     process: Series,
     process_per_tx: Series,
     ceil_split: Series,
@@ -557,6 +619,37 @@ fn main() {
         }
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("batch") {
+        // Each measurement lasts 50-200 ms, so one descheduled thread moves it a lot on a
+        // shared machine: a run alternates BATCH_PAIRS pairs per mode and reports the
+        // medians (every pair is printed too).
+        const BATCH_PAIRS: usize = 5;
+        for run in 1..=runs {
+            for (name, sync) in modes {
+                let (mut ours, mut hand) = (Series::default(), Series::default());
+                for _ in 0..BATCH_PAIRS {
+                    ours.push(rt.block_on(one_batch(sync)));
+                    hand.push(rt.block_on(one_batch_by_hand(sync)));
+                }
+                let pairs: Vec<String> = ours
+                    .0
+                    .iter()
+                    .zip(&hand.0)
+                    .map(|(o, h)| format!("{o:.0}/{h:.0}"))
+                    .collect();
+                println!(
+                    "run {run} {name:<6} one enqueue_batch of {ONE_BATCH}: median {:>7.0} jobs/s; \
+                     by hand (1 statement, 1 txn) median {:>7.0} rows/s; ratio {:.2} \
+                     (pairs ours/by hand: {})",
+                    ours.median(),
+                    hand.median(),
+                    ours.median() / hand.median(),
+                    pairs.join(", ")
+                );
+            }
+        }
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("process") {
         // For profiling: the processing scenario alone, NORMAL.
         for _ in 0..runs {
@@ -576,6 +669,8 @@ fn main() {
             r.per_tx.push(single_per_tx);
             r.batch.push(rt.block_on(enqueue_batch(*sync)));
             r.ceil_insert.push(rt.block_on(ceiling_insert(*sync)));
+            r.one_batch.push(rt.block_on(one_batch(*sync)));
+            r.one_batch_hand.push(rt.block_on(one_batch_by_hand(*sync)));
             let (rate, per_tx) = rt.block_on(process(*sync));
             r.process.push(rate);
             r.process_per_tx.push(per_tx);
@@ -599,11 +694,13 @@ fn main() {
                 .push(rt.block_on(raw_insert_shaped(*sync, 32, 2)));
             println!(
                 "run {run} {name:<6}: single {single:>8.0}/s ({single_per_tx:.1} per tx), batch {:>8.0}/s, \
-                 raw insert {:>8.0}/s, process {:>7.0}/s ({:.1} per tx), raw split {:>7.0}/s, raw combined {:>7.0}/s, \
+                 raw insert {:>8.0}/s, one batch of 20k {:>8.0}/s (by hand {:>8.0}/s), process {:>7.0}/s ({:.1} per tx), raw split {:>7.0}/s, raw combined {:>7.0}/s, \
                  latency p50 {p50:.0} us p99 {p99:.0} us (floor {:.0}/{:.0}), \
                  32/tx raw {:.0}/s, +savepoints {:.0}/s, +cached savepoints {:.0}/s ({:.1} s)",
                 r.batch.0[run - 1],
                 r.ceil_insert.0[run - 1],
+                r.one_batch.0[run - 1],
+                r.one_batch_hand.0[run - 1],
                 r.process.0[run - 1],
                 r.process_per_tx.0[run - 1],
                 r.ceil_split.0[run - 1],
@@ -641,6 +738,18 @@ fn main() {
             "ceiling: rusqlite batched insert (rows/s)",
             name,
             &r.ceil_insert,
+            "",
+        );
+        row(
+            "one enqueue_batch of 20k, fresh db (jobs/s)",
+            name,
+            &r.one_batch,
+            "",
+        );
+        row(
+            "by hand: 20k rows, 1 statement, 1 txn, fresh db (rows/s)",
+            name,
+            &r.one_batch_hand,
             "",
         );
         row(
@@ -723,6 +832,10 @@ fn main() {
         println!(
             "| enqueue batch form / batched insert | {name} | {:.0}% |",
             pct(&r.batch, &r.ceil_insert)
+        );
+        println!(
+            "| one enqueue_batch of 20k / the same rows by hand | {name} | {:.0}% |",
+            pct(&r.one_batch, &r.one_batch_hand)
         );
         println!(
             "| processing / claim+ack split | {name} | {:.0}% |",

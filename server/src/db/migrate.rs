@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_ids",
         include_str!("../../../migrations/0005_message_ids.sql"),
     ),
+    (
+        6,
+        "jobs_without_in_lists",
+        include_str!("../../../migrations/0006_jobs_without_in_lists.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -103,7 +108,8 @@ mod tests {
         c.execute("DELETE FROM messages WHERE seq = 3", [])
             .expect("delete");
 
-        assert_eq!(migrate(&mut c).expect("migrate"), vec![4, 5]);
+        let after_3: Vec<i64> = (4..=latest_version()).collect();
+        assert_eq!(migrate(&mut c).expect("migrate"), after_3);
 
         let rows: Vec<(i64, Vec<u8>, i64)> = c
             .prepare("SELECT seq, msg_id, state FROM messages ORDER BY seq")
@@ -161,5 +167,62 @@ mod tests {
                 .contains("newer than this securechat binary"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn jobs_stored_under_schema_5_keep_their_rows_and_dedup_through_6() {
+        let mut c = Connection::open_in_memory().expect("open");
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.0 <= 5) {
+            c.execute_batch(sql).expect("old migration");
+        }
+        c.pragma_update(None, "user_version", 5).expect("version");
+        c.execute_batch(
+            "INSERT INTO jobs (id, queue, kind, payload, state, run_at, max_attempts, dedup_key, \
+             created_at) VALUES (7, 'q', 'k', '1', 'available', 10, 3, 'key', 1); \
+             INSERT INTO jobs (id, queue, kind, payload, state, run_at, attempt, max_attempts, \
+             created_at, finished_at, last_error) \
+             VALUES (9, 'q', 'k', '2', 'failed', 10, 3, 3, 1, 20, 'boom');",
+        )
+        .expect("jobs");
+        assert_eq!(migrate(&mut c).expect("migrate"), vec![6]);
+        type JobRow = (i64, String, Option<String>, Option<i64>, Option<String>);
+        let rows: Vec<JobRow> = c
+            .prepare("SELECT id, state, dedup_key, finished_at, last_error FROM jobs ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            vec![
+                (7, "available".into(), Some("key".into()), None, None),
+                (9, "failed".into(), None, Some(20), Some("boom".into())),
+            ]
+        );
+        // The constraints and the dedup index hold as before.
+        let dup = c.execute(
+            "INSERT INTO jobs (queue, kind, payload, state, run_at, max_attempts, dedup_key, \
+             created_at) VALUES ('q', 'k', '3', 'available', 10, 3, 'key', 1)",
+            [],
+        );
+        assert!(dup.is_err(), "a second live job with the key");
+        let bad = c.execute(
+            "INSERT INTO jobs (queue, kind, payload, state, run_at, max_attempts, created_at) \
+             VALUES ('q', 'k', '3', 'paused', 10, 3, 1)",
+            [],
+        );
+        assert!(bad.is_err(), "an unknown state");
+        let next: i64 = c
+            .query_row(
+                "INSERT INTO jobs (queue, kind, payload, state, run_at, max_attempts, created_at) \
+                 VALUES ('q', 'k', '4', 'available', 10, 3, 1) RETURNING id",
+                [],
+                |r| r.get(0),
+            )
+            .expect("insert");
+        assert_eq!(next, 10);
     }
 }

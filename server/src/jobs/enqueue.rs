@@ -99,6 +99,7 @@ pub(crate) async fn enqueue_rows(
     // job does not wait for this task to be woken, and a cancelled caller strands no
     // claimed job and no worker. Dropped unrun, it gives the reservations back.
     let rows = Arc::new(rows);
+    let rows_here = rows.clone();
     let after = AfterEnqueue::new(shared.clone(), registry.clone(), rows.clone(), direct, now);
     let reserved = after.reserved();
     let lease_ms = shared.lease_ms;
@@ -107,10 +108,7 @@ pub(crate) async fn enqueue_rows(
         .writer()
         .submit_then(
             move |c| {
-                let outs = rows
-                    .iter()
-                    .map(|r| store::insert(c, r, now))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let outs = store::insert_many(c, &rows, now)?;
                 let claimed = store::claim(c, &queue, reserved, now, lease_ms)?;
                 Ok((outs, claimed))
             },
@@ -118,6 +116,10 @@ pub(crate) async fn enqueue_rows(
         )
         .await?;
     let (outs, _) = pending.await?;
+    // The rows are freed here, by the thread that allocated them, after the answer: not on
+    // the writer thread, where freeing a big batch's strings delayed the answer and every
+    // later write.
+    drop(rows_here);
     Ok(outs)
 }
 

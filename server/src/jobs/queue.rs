@@ -94,8 +94,8 @@ impl Queue {
     }
 
     /// Cancels an available or running job. A running handler in this process is told at
-    /// once ([`JobContext::is_cancelled`]); one elsewhere learns it at its next heartbeat, and
-    /// its completion is refused either way.
+    /// once ([`JobContext::is_cancelled`](super::JobContext::is_cancelled)); one elsewhere
+    /// learns it at its next heartbeat, and its completion is refused either way.
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, JobsError> {
         let now = now_ms();
         let (out, queue, kind) = self

@@ -5,9 +5,9 @@
 //! A worker loop runs *rounds*: one write operation that records the outcomes of the handlers
 //! that finished since the last round (each fenced by its lease) and claims as many due jobs
 //! as there are free places (workers, plus jobs claimed ahead for fast queues, see
-//! [`PREFETCH`](super::queue_state::PREFETCH)), so a busy queue costs one transaction per round. Between rounds it sleeps on
-//! a notification (enqueue, a finished handler, shutdown) or on one timer for the queue's
-//! earliest `run_at`; an idle queue runs no SQL at all.
+//! [`PREFETCH`](super::queue_state::PREFETCH)), so a busy queue costs one transaction per
+//! round. Between rounds it sleeps on a notification (enqueue, a finished handler, shutdown)
+//! or on one timer for the queue's earliest `run_at`; an idle queue runs no SQL at all.
 //!
 //! Direct dispatch: an enqueue of due jobs into a queue with a free place claims in its own
 //! transaction, and the writer thread starts the handlers right after that COMMIT (before it

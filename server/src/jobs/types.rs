@@ -83,7 +83,7 @@ impl std::str::FromStr for JobState {
 pub struct NewJob {
     /// A queue named in `[jobs.workers]`; "default" unless set.
     pub queue: String,
-    /// The handler that runs it (see [`Registry::register`]).
+    /// The handler that runs it (see [`Registry::register`](super::Registry::register)).
     pub kind: String,
     /// Handed to the handler, which deserializes it into its own type.
     pub payload: serde_json::Value,
@@ -213,7 +213,8 @@ pub enum CancelOutcome {
     AlreadyFinished(JobState),
 }
 
-/// What became of a job, sent to [`Queue::subscribe`] receivers after the commit.
+/// What became of a job, sent to [`Queue::subscribe`](super::Queue::subscribe) receivers
+/// after the commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEvent {
     pub id: JobId,

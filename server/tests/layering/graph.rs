@@ -194,7 +194,12 @@ fn path_tree(
 }
 
 fn record(anchor: Option<&str>, module: &ModPath, segs: &[String], out: &mut Vec<Reference>) {
-    let written = segs.join("::");
+    // `use super::store::{self, …}` reads better as `super::store`.
+    let shown = match segs.split_last() {
+        Some((last, rest)) if last == "self" && !rest.is_empty() => rest,
+        _ => segs,
+    };
+    let written = shown.join("::");
     let mut resolved: ModPath = match anchor {
         Some("crate") => Vec::new(),
         Some("super") => module[..module.len().saturating_sub(1)].to_vec(),
