@@ -28,7 +28,7 @@
 //! - `context.rs` (what a handler is given), `registry.rs` (handlers by kind);
 //! - `task.rs` (one claimed job's task), `prune.rs`, `reaper.rs`, `enqueue.rs`, `runner.rs`
 //!   (start, worker loops, shutdown);
-//! - `queue.rs`: the handle [`Queue`]; `metrics.rs`: its Prometheus text; this file only
+//! - `queue.rs`: the handle [`Queue`]; `metrics.rs`: its metrics for `/metrics`; this file only
 //!   declares and re-exports.
 
 mod admin;
