@@ -16,9 +16,17 @@
 //! over, and under `synchronous` FULL or NORMAL that commit also fsyncs the new WAL header.
 //! Checkpointing after every commit put that extra fsync on one commit in two at 200
 //! commits/s (the job queue's enqueue-to-start p99, BENCHMARKS.md).
+//!
+//! Under `synchronous = normal` the WAL file is preallocated at start-up
+//! ([`preallocate_wal`], `storage.preallocate_wal`; issue #12, docs/bench-results-tail.md):
+//! while the WAL grows into new blocks, a commit's WAL writes must reserve them under the
+//! inode's block-map lock, which this thread's fsync of the WAL holds while it allocates the
+//! blocks written before — the writer was seen blocked there (`ext4_da_get_block_prep`) for
+//! up to 39 ms at a time. Not under FULL: there every commit fsyncs the WAL itself, and with
+//! preallocated (unwritten) blocks that fsync also waits for their conversion to written
+//! extents; the paced tail was worse in every pair measured.
 
 use std::cell::Cell;
-use std::fs::File;
 use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -123,8 +131,6 @@ struct Shared {
     over: AtomicBool,
     /// Wake-ups the writer sent (for tests).
     wakeups: AtomicU64,
-    /// Syncs of the database file by the checkpoint thread (see [`DbFlusher`]; for tests).
-    db_syncs: AtomicU64,
 }
 
 impl Shared {
@@ -183,11 +189,6 @@ impl Nudge {
     fn wakeups(&self) -> u64 {
         self.shared.wakeups.load(Ordering::Relaxed)
     }
-
-    #[cfg(test)]
-    fn db_syncs(&self) -> u64 {
-        self.shared.db_syncs.load(Ordering::Relaxed)
-    }
 }
 
 /// Starts the checkpoint thread; the returned [`Nudge`] is the writer's. The thread ends
@@ -195,9 +196,6 @@ impl Nudge {
 pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // Its own descriptor of the database file, only ever synced (see `DbFlusher`).
-    let db_file = File::open(path)
-        .map_err(|e| DbError::Startup(format!("cannot open the database file: {e}")))?;
     let (tx, rx) = sync_channel(1);
     let pages = pages.max(1);
     let shared = Arc::new(Shared {
@@ -208,25 +206,16 @@ pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
         dirty: AtomicBool::new(false),
         over: AtomicBool::new(false),
         wakeups: AtomicU64::new(0),
-        db_syncs: AtomicU64::new(0),
     });
     let thread_shared = shared.clone();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, db_file, rx, &thread_shared, delay, pages))
+        .spawn(move || run(conn, rx, &thread_shared, delay, pages))
         .map_err(|e| DbError::Startup(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(Nudge { tx, shared, pages })
 }
 
-fn run(
-    conn: Connection,
-    db_file: File,
-    rx: Receiver<()>,
-    shared: &Shared,
-    delay: Duration,
-    pages: u32,
-) {
-    let mut flusher = DbFlusher::new(db_file);
+fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pages: u32) {
     loop {
         let next = if shared.dirty.load(Ordering::Acquire) {
             // Quiet for IDLE_CHECKPOINT since the latest commit? Else sleep the rest of it.
@@ -262,93 +251,28 @@ fn run(
         }
         // Cleared before the checkpoint: a commit from here on wakes the thread again.
         shared.dirty.store(false, Ordering::Release);
-        let done = checkpoint(&conn);
-        flusher.after_checkpoint(done, shared);
-        shared.copied.store(done.left_copied(), Ordering::Release);
+        shared.copied.store(checkpoint(&conn), Ordering::Release);
         shared.over.store(false, Ordering::Release);
     }
 }
 
-/// What one PASSIVE checkpoint did: the WAL's frames and how many of them are now in the
-/// database file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Checkpointed {
-    log: u32,
-    done: u32,
-}
-
-impl Checkpointed {
-    /// Frames this checkpoint leaves copied in the current WAL (0: all of them, so the next
-    /// commit starts the WAL over).
-    fn left_copied(self) -> u32 {
-        if self.done >= self.log {
-            0
-        } else {
-            self.done
-        }
-    }
-
-    /// Copied some frames but not all: SQLite syncs the database file only when a
-    /// checkpoint has copied every frame, so these pages are still only in the page cache.
-    fn partial(self) -> bool {
-        self.done > 0 && self.done < self.log
-    }
-}
-
-/// Keeps the database file's dirty pages few (see the module docs): after a checkpoint
-/// that copied frames without finishing the WAL, the thread `fdatasync`s the database file
-/// itself, so the pages it wrote go to the disk now, from this thread, in a burst no larger
-/// than one checkpoint's.
-///
-/// Without it those pages wait for the first checkpoint that copies the whole WAL —
-/// under steady writes, the writer's own inline checkpoint at
-/// [`WRITER_AUTOCHECKPOINT_PAGES`] — whose fsync then writes seconds' worth of scattered
-/// pages while every commit waits; and under `synchronous = full` any large burst of them
-/// sits in the device's queue in front of the commits' own fsyncs. This sync only moves
-/// the write earlier: the database's durability still rests on SQLite's own syncs.
-struct DbFlusher {
-    file: File,
-    /// The `done` of the last partial checkpoint this thread synced, so a checkpoint that
-    /// copied nothing new is not followed by another sync.
-    synced: Option<Checkpointed>,
-}
-
-impl DbFlusher {
-    fn new(file: File) -> DbFlusher {
-        DbFlusher { file, synced: None }
-    }
-
-    fn after_checkpoint(&mut self, done: Checkpointed, shared: &Shared) {
-        if !done.partial() || self.synced == Some(done) {
-            return;
-        }
-        match self.file.sync_data() {
-            Ok(()) => {
-                self.synced = Some(done);
-                shared.db_syncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!(error = %e, "database file sync after a checkpoint failed"),
-        }
-    }
-}
-
-/// Runs one PASSIVE checkpoint.
-fn checkpoint(conn: &Connection) -> Checkpointed {
+/// Runs one PASSIVE checkpoint; returns the frames it leaves copied in the current WAL.
+fn checkpoint(conn: &Connection) -> u32 {
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     });
     match result {
         Ok((log, done)) => {
             tracing::trace!(log, done, "wal checkpoint");
-            let frames = |n: i64| u32::try_from(n).unwrap_or(0);
-            Checkpointed {
-                log: frames(log),
-                done: frames(done),
+            if done >= log {
+                0
+            } else {
+                u32::try_from(done).unwrap_or(0)
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, "wal checkpoint failed");
-            Checkpointed { log: 0, done: 0 }
+            0
         }
     }
 }
@@ -459,11 +383,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_wal_is_preallocated_for_the_frames_it_holds_before_starting_over_unless_off() {
+    async fn the_wal_is_preallocated_under_normal_unless_off_and_never_under_full() {
+        use crate::config::Synchronous;
         let full = WAL_HEADER + PREALLOCATED_FRAMES * (FRAME_HEADER + 4096);
         let dir = tempfile::tempdir().expect("tempdir");
+        let storage = |synchronous, preallocate_wal| StorageConfig {
+            synchronous,
+            preallocate_wal,
+            ..StorageConfig::default()
+        };
         let on = dir.path().join("on.db");
-        let db = Db::open(&on, &StorageConfig::default())
+        let db = Db::open(&on, &storage(Synchronous::Normal, true))
             .await
             .expect("open");
         assert!(
@@ -478,67 +408,21 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(n, 50);
-        drop(db);
 
-        let off = dir.path().join("off.db");
-        let storage = StorageConfig {
-            preallocate_wal: false,
-            ..StorageConfig::default()
-        };
-        let _db = Db::open(&off, &storage).await.expect("open");
-        assert!(wal_allocated(&off) < full / 10, "{}", wal_allocated(&off));
-    }
-
-    /// Waits (up to 10 s) until `done` holds.
-    fn wait_for(what: &str, done: impl Fn() -> bool) {
-        let start = Instant::now();
-        while !done() {
-            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
-            std::thread::sleep(Duration::from_millis(10));
+        for (name, synchronous, preallocate) in [
+            ("off.db", Synchronous::Normal, false),
+            ("full.db", Synchronous::Full, true),
+        ] {
+            let path = dir.path().join(name);
+            let _db = Db::open(&path, &storage(synchronous, preallocate))
+                .await
+                .expect("open");
+            assert!(
+                wal_allocated(&path) < full / 10,
+                "{name}: {}",
+                wal_allocated(&path)
+            );
         }
-    }
-
-    #[test]
-    fn a_checkpoint_that_leaves_frames_behind_syncs_the_database_file_itself() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s.db");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
-                 CREATE TABLE t(b BLOB); INSERT INTO t VALUES (zeroblob(4000));",
-            )
-            .expect("schema");
-        install_wal_hook(&writer);
-        // A reader whose snapshot ends at the current frames: no checkpoint can copy the
-        // frames committed after it.
-        let reader = Connection::open(&path).expect("reader");
-        reader.execute_batch("BEGIN").expect("begin");
-        let _: i64 = reader
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-            .expect("read");
-        let commit = || {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
-                .expect("insert");
-        };
-        let nudge = spawn(&path, Duration::ZERO, 1).expect("spawn");
-        commit();
-        nudge.after_commit();
-        wait_for("no sync after a partial checkpoint", || {
-            nudge.db_syncs() == 1
-        });
-        assert!(nudge.shared.copied.load(Ordering::Acquire) > 0);
-
-        // Once the reader is gone, a checkpoint copies everything; SQLite syncs the file
-        // then, so the thread does not.
-        reader.execute_batch("COMMIT").expect("end read");
-        commit();
-        nudge.after_commit();
-        wait_for("no complete checkpoint", || {
-            nudge.shared.copied.load(Ordering::Acquire) == 0
-        });
-        assert_eq!(nudge.db_syncs(), 1);
     }
 
     #[tokio::test]

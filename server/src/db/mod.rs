@@ -76,7 +76,11 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
     pub async fn open(path: &Path, storage: &StorageConfig) -> DbResult<Db> {
         let conn = open_write_connection(path, storage)?;
-        let (preallocate, wal_of) = (storage.preallocate_wal, path.to_owned());
+        // Under FULL every commit fsyncs the WAL, and preallocated (unwritten) blocks made
+        // those fsyncs slower (docs/bench-results-tail.md): only under NORMAL.
+        let preallocate =
+            storage.preallocate_wal && storage.synchronous == crate::config::Synchronous::Normal;
+        let wal_of = path.to_owned();
         let (conn, known) = tokio::task::spawn_blocking(move || -> DbResult<_> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
