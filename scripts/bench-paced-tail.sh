@@ -47,7 +47,7 @@ meets() {
   esac
 }
 
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores, outputs in $OUT_DIR"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), server $SERVER_BIN, $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores, outputs in $OUT_DIR"
 declare -A table met
 for mode in $MODES; do
   table[$mode]=""
