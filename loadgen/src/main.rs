@@ -10,6 +10,7 @@
 //! comparison within one run, not absolute.
 
 mod echo_relay;
+mod fsync_probe;
 mod procs;
 mod relay;
 

@@ -13,7 +13,7 @@ pub struct Proc {
     child: Child,
     /// What the first stdout line announced, without its prefix.
     pub addr: String,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -25,6 +25,11 @@ impl Proc {
     /// The child's VmRSS in KiB, if it can be read.
     pub fn rss_kb(&self) -> Option<u64> {
         rss_kb(self.pid())
+    }
+
+    /// The temp dir holding the child's data dir (the server's), if it has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(tempfile::TempDir::path)
     }
 }
 
@@ -79,7 +84,7 @@ pub fn start_server(bin: &Path, env: &[(&str, String)]) -> anyhow::Result<Proc> 
     Ok(Proc {
         child,
         addr,
-        _dir: Some(dir),
+        dir: Some(dir),
     })
 }
 
@@ -98,7 +103,7 @@ pub fn start_echo_relay(read_buffer: usize) -> anyhow::Result<Proc> {
     Ok(Proc {
         child,
         addr,
-        _dir: None,
+        dir: None,
     })
 }
 

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::fsync_probe::FsyncProbe;
 use crate::procs::{self, Proc};
 
 /// Client-side read buffer per socket, so that thousands of sockets fit in the loadgen.
@@ -111,6 +112,21 @@ pub struct RelayArgs {
     pub connect_concurrency: usize,
     #[arg(long, value_enum, default_value_t = Targets::Both)]
     pub targets: Targets,
+    /// While the load runs against the server, rewrite a 4 KiB block of a file in its data
+    /// dir and fdatasync it this many times a second, and report the latencies: the disk's
+    /// fsync floor in the same run. Default: 50 in paced mode, 0 (off) in saturate mode.
+    #[arg(long)]
+    pub fsync_probe_hz: Option<u32>,
+}
+
+impl RelayArgs {
+    /// The fsync probe's rate (0: off).
+    fn fsync_probe_hz(&self) -> u32 {
+        self.fsync_probe_hz.unwrap_or(match self.mode {
+            Mode::Paced => 50,
+            Mode::Saturate => 0,
+        })
+    }
 }
 
 /// A prebuilt `send` frame for one (sender, recipient) pair, split around the two values
@@ -488,7 +504,8 @@ pub struct Summary {
     pub max: f64,
 }
 
-fn summarize(mut us: Vec<u32>) -> Summary {
+/// Percentiles of latencies given in µs, in ms.
+pub(crate) fn summarize(mut us: Vec<u32>) -> Summary {
     us.sort_unstable();
     let at = |q: f64| -> f64 {
         if us.is_empty() {
@@ -780,6 +797,8 @@ pub struct TargetResult {
     pub rss_connected_kb: u64,
     pub rss_after_load_kb: u64,
     pub load: LoadResult,
+    /// The fsync probe's latencies while the load ran (server only, if on).
+    pub fsync: Option<Summary>,
 }
 
 async fn run_target(
@@ -846,7 +865,12 @@ async fn run_target(
         rss_before_connect_kb,
         rss_connected_kb
     );
+    let probe = match (proc_.dir(), args.fsync_probe_hz()) {
+        (Some(dir), hz) if hz > 0 => Some(FsyncProbe::start(dir, hz)?),
+        _ => None,
+    };
     let load = run_load(conns, templates, args).await;
+    let fsync = probe.map(FsyncProbe::finish).transpose()?;
     let rss_after_load_kb = proc_.rss_kb().unwrap_or(0);
     drop(proc_);
     Ok(TargetResult {
@@ -856,6 +880,7 @@ async fn run_target(
         rss_connected_kb,
         rss_after_load_kb,
         load,
+        fsync,
     })
 }
 
@@ -890,6 +915,12 @@ fn print_target(r: &TargetResult) {
         "[{n}] RSS kB: before connect {} / connected {} / after load {}",
         r.rss_before_connect_kb, r.rss_connected_kb, r.rss_after_load_kb
     );
+    if let Some(f) = &r.fsync {
+        println!(
+            "[{n}] disk fsync floor (4 KiB pwrite + fdatasync in the data dir, during the load): n={} p50={:.3}ms p99={:.3}ms max={:.3}ms",
+            f.n, f.p50, f.p99, f.max
+        );
+    }
 }
 
 fn fmt_f(x: f64) -> String {
@@ -1005,6 +1036,15 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
             r.rss_connected_kb,
             r.rss_after_load_kb
         );
+        if let Some(f) = &r.fsync {
+            let _ = write!(
+                line,
+                " {n}_fsync_p50_ms={} {n}_fsync_p99_ms={} {n}_fsync_max_ms={}",
+                fmt_f(f.p50),
+                fmt_f(f.p99),
+                fmt_f(f.max)
+            );
+        }
         if let Some(idle) = r.idle {
             let _ = write!(
                 line,

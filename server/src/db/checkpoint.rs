@@ -16,10 +16,19 @@
 //! over, and under `synchronous` FULL or NORMAL that commit also fsyncs the new WAL header.
 //! Checkpointing after every commit put that extra fsync on one commit in two at 200
 //! commits/s (the job queue's enqueue-to-start p99, BENCHMARKS.md).
+//!
+//! Under `synchronous = normal` the WAL file is preallocated at start-up
+//! ([`preallocate_wal`], `storage.preallocate_wal`; issue #12, docs/bench-results-tail.md):
+//! while the WAL grows into new blocks, a commit's WAL writes must reserve them under the
+//! inode's block-map lock, which this thread's fsync of the WAL holds while it allocates the
+//! blocks written before — the writer was seen blocked there (`ext4_da_get_block_prep`) for
+//! up to 39 ms at a time. Not under FULL: there every commit fsyncs the WAL itself, and with
+//! preallocated (unwritten) blocks that fsync also waits for their conversion to written
+//! extents; the paced tail was worse in every pair measured.
 
 use std::cell::Cell;
 use std::os::raw::c_int;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -40,6 +49,41 @@ use super::{DbError, DbResult};
 /// twice a second, a p99 of 8-10 ms; at 65,536, once every two seconds, p99 3.7-5.2 ms
 /// (BENCHMARKS.md). The WAL file keeps its largest size, so up to ~256 MiB of disk.
 pub const WRITER_AUTOCHECKPOINT_PAGES: i64 = 65_536;
+
+/// Frames the WAL file is preallocated for ([`preallocate_wal`]): the inline checkpoint's
+/// threshold plus room for the batch that crosses it.
+const PREALLOCATED_FRAMES: u64 = WRITER_AUTOCHECKPOINT_PAGES as u64 + 4096;
+
+/// Size of a WAL header and of a frame's header, in bytes (SQLite's WAL format).
+const WAL_HEADER: u64 = 32;
+const FRAME_HEADER: u64 = 24;
+
+/// The WAL file that goes with the database at `db_path`.
+pub fn wal_path(db_path: &Path) -> PathBuf {
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Allocates the disk blocks of the WAL of `db_path` (which must exist) for
+/// [`PREALLOCATED_FRAMES`] frames of `page_size` bytes; returns the length allocated.
+///
+/// Why: while the WAL grows, each commit's `pwrite`s past its last allocated block must
+/// reserve blocks (ext4's delayed allocation takes the inode's block-map lock to do so),
+/// and the checkpoint thread's fsync of the WAL holds that lock while it allocates the
+/// blocks written before it — the writer was seen blocked there for 18-39 ms at a time
+/// (`/proc/<pid>/task/<tid>/stack`: `ext4_da_get_block_prep`). Into preallocated blocks
+/// a write only fills the page cache. The file's length becomes the allocated length:
+/// SQLite reads a WAL only up to its first frame whose salt or checksum does not match,
+/// and a zero-filled tail never matches, so the extra length is never read as frames.
+pub fn preallocate_wal(db_path: &Path, page_size: u64) -> std::io::Result<u64> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(wal_path(db_path))?;
+    let len = WAL_HEADER + PREALLOCATED_FRAMES * (FRAME_HEADER + page_size);
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)?;
+    Ok(len)
+}
 
 /// How long the writer must have been quiet before the frames it left in the WAL (fewer
 /// than `storage.checkpoint_pages`) are checkpointed anyway.
@@ -327,6 +371,58 @@ mod tests {
         assert!(start.elapsed() + Duration::from_millis(200) >= IDLE_CHECKPOINT);
         nudge.after_commit();
         assert_eq!(nudge.wakeups(), 2);
+    }
+
+    /// Bytes of disk allocated to the WAL of the database at `path`.
+    fn wal_allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(wal_path(path))
+            .expect("wal file")
+            .blocks()
+            * 512
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_preallocated_under_normal_unless_off_and_never_under_full() {
+        use crate::config::Synchronous;
+        let full = WAL_HEADER + PREALLOCATED_FRAMES * (FRAME_HEADER + 4096);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = |synchronous, preallocate_wal| StorageConfig {
+            synchronous,
+            preallocate_wal,
+            ..StorageConfig::default()
+        };
+        let on = dir.path().join("on.db");
+        let db = Db::open(&on, &storage(Synchronous::Normal, true))
+            .await
+            .expect("open");
+        assert!(
+            wal_allocated(&on) >= full,
+            "{} < {full}",
+            wal_allocated(&on)
+        );
+        // SQLite reads the WAL up to its last valid frame, not to the end of the file.
+        write_pages(&db, 50).await;
+        let n: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM filler", [], |r| r.get(0))?))
+            .await
+            .expect("read");
+        assert_eq!(n, 50);
+
+        for (name, synchronous, preallocate) in [
+            ("off.db", Synchronous::Normal, false),
+            ("full.db", Synchronous::Full, true),
+        ] {
+            let path = dir.path().join(name);
+            let _db = Db::open(&path, &storage(synchronous, preallocate))
+                .await
+                .expect("open");
+            assert!(
+                wal_allocated(&path) < full / 10,
+                "{name}: {}",
+                wal_allocated(&path)
+            );
+        }
     }
 
     #[tokio::test]

@@ -84,12 +84,20 @@ impl Db {
     /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
     pub async fn open(path: &Path, storage: &StorageConfig) -> DbResult<Db> {
         let conn = open_write_connection(path, storage)?;
+        // Under FULL every commit fsyncs the WAL, and preallocated (unwritten) blocks made
+        // those fsyncs slower (docs/bench-results-tail.md): only under NORMAL.
+        let preallocate =
+            storage.preallocate_wal && storage.synchronous == crate::config::Synchronous::Normal;
+        let wal_of = path.to_owned();
         let (conn, known) = tokio::task::spawn_blocking(move || -> DbResult<_> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
             let buffered = message_ids::open_id_buffer(&conn)?;
             let known = message_ids::KnownIds::load(&conn)?;
             tracing::debug!(buffered, "message id buffer and filter ready");
+            if preallocate {
+                preallocate_wal(&conn, &wal_of)?;
+            }
             Ok((conn, known))
         })
         .await
@@ -189,6 +197,19 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
         return Err(DbError::Open("SQLite did not enable foreign keys".into()));
     }
     Ok(conn)
+}
+
+/// Preallocates the WAL of the database at `path` (see `checkpoint::preallocate_wal`). Run
+/// after a write: SQLite deletes a WAL it finds beside an empty database file, and creates
+/// one only when it first needs it.
+fn preallocate_wal(conn: &Connection, path: &Path) -> DbResult<()> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    match checkpoint::preallocate_wal(path, u64::try_from(page_size).unwrap_or(4096)) {
+        Ok(len) => tracing::debug!(len, "wal file preallocated"),
+        // Some filesystems cannot preallocate; the WAL then grows as it is written.
+        Err(e) => tracing::info!(error = %e, "wal file not preallocated"),
+    }
+    Ok(())
 }
 
 /// Test fixture: users 1, 2, 3 (alice, bob, carol) with placeholder keys, for the SQL
