@@ -8,12 +8,12 @@ use serde_json::json;
 
 use crate::helpers::{config, is_done, start, wait_for};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hundred_racing_enqueues_of_one_key_leave_exactly_one_live_job() {
+/// A registry whose one handler, of `kind`, waits for a permit of the returned gate.
+fn gated(kind: &str) -> (Registry, Arc<tokio::sync::Semaphore>) {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let mut reg = Registry::new();
     let g = gate.clone();
-    reg.register("t.once", move |_, _: serde_json::Value| {
+    reg.register(kind, move |_, _: serde_json::Value| {
         let g = g.clone();
         async move {
             let _permit = g
@@ -24,6 +24,12 @@ async fn a_hundred_racing_enqueues_of_one_key_leave_exactly_one_live_job() {
         }
     })
     .unwrap();
+    (reg, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_racing_enqueues_of_one_key_leave_exactly_one_live_job() {
+    let (reg, gate) = gated("t.once");
     let mut env = start(config(), reg).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(100));
     let mut tasks = Vec::new();
@@ -90,20 +96,7 @@ async fn a_hundred_racing_enqueues_of_one_key_leave_exactly_one_live_job() {
 
 #[tokio::test]
 async fn a_batch_dedups_keys_repeated_in_it_and_keys_live_jobs_hold() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let mut reg = Registry::new();
-    let g = gate.clone();
-    reg.register("t.held", move |_, _: serde_json::Value| {
-        let g = g.clone();
-        async move {
-            let _permit = g
-                .acquire()
-                .await
-                .map_err(securechat::jobs::JobError::retry)?;
-            Ok(())
-        }
-    })
-    .unwrap();
+    let (reg, gate) = gated("t.held");
     let env = start(config(), reg).await;
     let job = |n: i32| NewJob::new("t.held", json!(n));
     let held = env.queue.enqueue(job(0).dedup_key("held")).await.unwrap();
