@@ -23,7 +23,7 @@ fn gated(kind: &str) -> (Registry, Arc<tokio::sync::Semaphore>) {
             Ok(())
         }
     })
-    .unwrap();
+    .expect("register the handler");
     (reg, gate)
 }
 
