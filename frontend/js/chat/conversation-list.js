@@ -2,7 +2,7 @@
 // (#conn-status): one button per conversation, most recent first, with presence, unread
 // count and which one is open. Rows are kept and moved, not rebuilt, so focus survives.
 import { $, show } from '../ui.js';
-import { el, presenceText } from './format.js';
+import { dropMissing, el, placeAfter, presenceText } from './format.js';
 
 const CONNECTION_TEXT = { open: 'Connected', connecting: 'Connecting…', waiting: 'Offline — reconnecting…', stopped: 'Disconnected' };
 
@@ -60,16 +60,10 @@ export class ConversationList {
       button.setAttribute('aria-label', `${c.peer}${c.peer === this.me ? ' (you)' : ''}, ${sub.textContent || 'presence unknown'}${c.unread > 0 ? `, ${c.unread} unread` : ''}`);
       if (c.peer === current) button.setAttribute('aria-current', 'true');
       else button.removeAttribute('aria-current');
-      const wanted = previous ? previous.nextSibling : list.firstChild;
-      if (wanted !== li) list.insertBefore(li, wanted);
+      placeAfter(list, li, previous);
       previous = li;
     }
-    for (const [peer, li] of this.items) {
-      if (!keep.has(peer)) {
-        li.remove();
-        this.items.delete(peer);
-      }
-    }
+    dropMissing(this.items, keep);
   }
 
   /** Moves focus to the row of `peer` (after its conversation was closed), if it has one. */

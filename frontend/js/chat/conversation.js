@@ -9,7 +9,7 @@ import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
 import { $, renderDigits, say, show } from '../ui.js';
 import { Composer } from './composer.js';
 import { ContactCard } from './contact.js';
-import { el, fullFormat, presenceText, when } from './format.js';
+import { dropMissing, el, fullFormat, placeAfter, presenceText, when } from './format.js';
 
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 
@@ -139,16 +139,10 @@ export class ConversationView {
         if (m.mine && m.state === 'sending') addedOwn = true;
       }
       this.fillMessage(li, m);
-      const wanted = previous ? previous.nextSibling : list.firstChild;
-      if (wanted !== li) list.insertBefore(li, wanted);
+      placeAfter(list, li, previous);
       previous = li;
     }
-    for (const [key, li] of this.items) {
-      if (!keep.has(key)) {
-        li.remove();
-        this.items.delete(key);
-      }
-    }
+    dropMissing(this.items, keep);
     const empty = messages.length === 0 && c?.loaded;
     list.dataset.empty = empty ? 'true' : 'false';
     if (atEnd || addedOwn) this.scrollToEnd();

@@ -1,5 +1,5 @@
 // Owns how the chat views put things into words and elements: times, a contact's presence
-// line, and the element helper every chat view builds its lists with. No state.
+// line, and the element helpers every chat view builds its keyed lists with. No state.
 
 /** A new element with an optional class and text (always textContent, never HTML). */
 export function el(tag, className, text) {
@@ -7,6 +7,23 @@ export function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** Moves `li` right after `previous` in `list` (first when `previous` is null), unless it
+ *  is there already, so a keyed list is put in order with the fewest DOM moves. */
+export function placeAfter(list, li, previous) {
+  const wanted = previous ? previous.nextSibling : list.firstChild;
+  if (wanted !== li) list.insertBefore(li, wanted);
+}
+
+/** Removes from the page, and from `items` (key -> li), every item whose key is not in `keep`. */
+export function dropMissing(items, keep) {
+  for (const [key, li] of items) {
+    if (!keep.has(key)) {
+      li.remove();
+      items.delete(key);
+    }
+  }
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
