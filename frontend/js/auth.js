@@ -8,8 +8,8 @@ import {
   KDF_ALG,
   MIN_ITERATIONS,
   SALT_BYTES,
+  KeyMismatchError,
   UnwrapError,
-  bytesEqual,
   checkKdfParams,
   deriveKeys,
   fingerprint,
@@ -157,26 +157,23 @@ export async function completeSignIn(api, { username, authKey, kek }) {
     if (!Number.isSafeInteger(keyVersion) || keyVersion < 1) {
       throw new AuthError('invalid_response', 'The server sent an invalid key version');
     }
-    let keys;
-    try {
-      keys = await unwrapBundle(kek, username, keyVersion, answer.key_bundle);
-    } catch (err) {
-      if (err instanceof UnwrapError) throw new AuthError('invalid_credentials', WRONG_CREDENTIALS);
-      throw err;
-    }
     const dir = await api.get(`/api/users/${encodeURIComponent(username)}/keys`, { auth: true });
     const dirEnc = b64decode(dir.enc_public_key);
     const dirSign = b64decode(dir.sign_public_key);
-    if (
-      dir.username !== username ||
-      dir.key_version !== keyVersion ||
-      !bytesEqual(dirEnc, keys.encSpki) ||
-      !bytesEqual(dirSign, keys.signSpki)
-    ) {
-      throw new AuthError(
+    const mismatch = () =>
+      new AuthError(
         'key_mismatch',
         'The server’s directory does not publish your public keys. Not signing in: your account’s keys may have been tampered with.',
       );
+    if (dir.username !== username || dir.key_version !== keyVersion) throw mismatch();
+    let keys;
+    try {
+      // the private keys are checked against the published ones by round trips, never exported
+      keys = await unwrapBundle(kek, username, keyVersion, answer.key_bundle, { encSpki: dirEnc, signSpki: dirSign });
+    } catch (err) {
+      if (err instanceof UnwrapError) throw new AuthError('invalid_credentials', WRONG_CREDENTIALS);
+      if (err instanceof KeyMismatchError) throw mismatch();
+      throw err;
     }
     if (!(await verifySelfSig(dirSign, dir.self_sig, username, keyVersion, dirEnc, dirSign))) {
       throw new AuthError('bad_self_sig', 'Your published keys carry an invalid self-signature. Not signing in.');
