@@ -687,7 +687,7 @@ export class Messenger extends EventTarget {
         if (!(err instanceof ApiError && err.code === 'network' && known?.pin && (known.status === 'ok' || known.status === 'pinned'))) throw err;
         keys = known;
       }
-      if (keys.status === 'changed') throw new BlockedError('key_changed', `${peer}’s safety number has changed. Verify it before sending.`);
+      if (keys.status === 'changed') throw new BlockedError('key_changed', `${peer}’s safety number has changed. Compare it and accept the new keys before sending.`);
       if (keys.status !== 'ok' && keys.status !== 'pinned') throw new BlockedError('key_invalid', `${peer}’s published keys are not valid; not sending.`);
       readers = { [this.me]: this.session.encPublicKey, [peer]: keys.pin.enc_public_key };
     }

@@ -320,7 +320,7 @@ describe('encrypted messaging in the browser', () => {
     assert.match(await a.locator('#key-log li[data-version="1"]').innerText(), /the key you pinned/);
     assert.equal(await a.locator('#conv-trust').isVisible(), false, 'no verified badge while the key is changed');
     assert.equal(await a.locator('#send').isDisabled(), true);
-    assert.match(await a.locator('#composer-error').innerText(), /blocked until you verify/);
+    assert.match(await a.locator('#composer-error').innerText(), /blocked until you accept their new keys/);
     // the key check and the history load run side by side: count only once the history is shown
     await bubble(a, 'bob writes to both tabs', 'theirs').waitFor();
     const count = await a.locator('#messages li.msg').count();

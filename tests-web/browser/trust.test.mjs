@@ -68,6 +68,10 @@ async function pinOf(page, me, peer) {
   return records.find((r) => r.store === 'pins' && r.key === `${me}\n${peer}`)?.value ?? null;
 }
 
+async function accessTokenOf(page) {
+  return page.evaluate(async () => (await (await import('/js/store.js')).loadSession()).access_token);
+}
+
 async function reopenCard(page) {
   await page.click('#conv-safety'); // close
   await page.click('#conv-safety'); // open: checks the directory again
@@ -230,7 +234,38 @@ describe('the browser trusts what it pinned, not what the server says now', () =
     await a.unroute(/\/api\/conversations\/bob\/messages/);
   });
 
+  test('an injected script with the session and the keys cannot rotate them without the password', async () => {
+    const cPage = pages.carol.page;
+    // everything a script running in the page has: the tokens and the non-extractable keys
+    const answer = await cPage.evaluate(async () => {
+      const store = await import('/js/store.js');
+      const c = await import('/js/crypto.js');
+      const { encode } = await import('/js/b64.js');
+      const session = await store.loadSession();
+      const version = session.key_version + 1;
+      const id = await c.generateIdentity();
+      const body = {
+        key_version: version,
+        enc_public_key: encode(id.encSpki),
+        sign_public_key: encode(id.signSpki),
+        key_bundle: { iv: encode(c.randomBytes(12)), ct: encode(c.randomBytes(2000)) },
+        self_sig: encode(await c.selfSig(id.signPrivateKey, session.username, version, id.encSpki, id.signSpki)),
+        prev_sig: encode(await c.prevSig(session.signPrivateKey, session.username, version, id.encSpki, id.signSpki)),
+      };
+      const res = await fetch('/api/keys/rotate', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${session.access_token}` },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json().catch(() => null) };
+    });
+    assert.equal(answer.status, 401);
+    assert.equal(answer.body?.error?.code, 'reauthentication_required');
+    const dir = await (await fetch(`${server.url}/api/users/carol/keys`, { headers: { Authorization: `Bearer ${await accessTokenOf(cPage)}` } })).json();
+    assert.equal(dir.key_version, 1, 'nothing was rotated');
+  });
+
   test('no console errors and no CSP violations', () => {
-    for (const name of Object.keys(pages)) assertClean(pages[name].problems, { allowStatuses: [404] });
+    for (const name of Object.keys(pages)) assertClean(pages[name].problems, { allowStatuses: [401, 404] });
   });
 });
