@@ -104,10 +104,12 @@ describe('accounts in the browser', () => {
     const dump = await dumpStorage(page);
     assert.deepEqual(dump.localStorage, {});
     assert.deepEqual(dump.sessionStorage, {});
-    // the session is the only record (the messaging stores, pins and seen ids, are still empty)
-    assert.equal(dump.records.length, 1, JSON.stringify(dump.records));
-    assert.equal(dump.records[0].store, 'session');
-    const session = dump.records[0].value;
+    // the session and the remembered KDF parameters (public) are the only records (the messaging
+    // stores, pins and seen ids, are still empty)
+    assert.deepEqual(dump.records.map((r) => `${r.store}:${r.key}`).sort(), ['kdf:alice', 'session:current'], JSON.stringify(dump.records));
+    const kdf = dump.records.find((r) => r.store === 'kdf').value;
+    assert.deepEqual(Object.keys(kdf).sort(), ['alg', 'iterations', 'salt']);
+    const session = dump.records.find((r) => r.store === 'session').value;
     assert.equal(session.username, 'alice');
     assert.equal(session.key_version, 1);
     assert.equal(typeof session.access_token, 'string');

@@ -108,11 +108,14 @@ describe('sign-in forms and the ends of a session', () => {
             { username, fields, password: PASSWORD },
           );
         }
-        assert.equal(await page.locator('#submit').isDisabled(), true, 'the button waits for the script');
+        const disabledEarly = await page.locator('#submit').isDisabled();
         if (how.submit === 'enter') await page.locator(fields.at(-1)).press('Enter');
         else await page.locator('#submit').click({ force: true, noWaitAfter: true });
         await page.waitForTimeout(300); // a native submission would be under way by now
         release();
+        await page.waitForLoadState('load');
+        assertNoPassword(requests);
+        assert.equal(disabledEarly, true, 'the button waits for the script');
         await page.waitForFunction(() => !document.querySelector('#submit').disabled);
         assert.match(page.url(), new RegExp(`/${pageName}\\.html$`), 'still the page, no submission');
         assert.equal(await page.locator('#password').inputValue(), PASSWORD, 'what was typed is still there');
