@@ -249,26 +249,6 @@ export async function completeSignIn(api, { username, authKey, kek }) {
   }
 }
 
-/**
- * A directory entry, checked: the self-signature must verify and the fingerprint is computed
- * here (the server's "fingerprint" field is only compared, never trusted).
- */
-export async function fetchVerifiedKeys(api, username) {
-  const dir = await api.get(`/api/users/${encodeURIComponent(username)}/keys`, { auth: true });
-  const encSpki = b64decode(dir.enc_public_key);
-  const signSpki = b64decode(dir.sign_public_key);
-  const selfSigValid =
-    dir.username === username && (await verifySelfSig(signSpki, dir.self_sig, username, dir.key_version, encSpki, signSpki));
-  const fp = await fingerprint(username, encSpki, signSpki);
-  return {
-    username,
-    key_version: dir.key_version,
-    fingerprint: fp,
-    selfSigValid,
-    serverFingerprintMatches: dir.fingerprint === fp,
-  };
-}
-
 /** "<username>\n<version>" of the rotations this page made (its relay then hears of them as keys_changed). */
 const ownRotations = new Set();
 

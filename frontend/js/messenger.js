@@ -17,6 +17,7 @@ import { ApiError } from './api.js';
 import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, open, seal } from './envelope.js';
 import { acceptKeys, acceptedSignKeys, checkPeerKeys, setVerified } from './pins.js';
 import { utf8 } from './crypto.js';
+import { describeError } from './errors.js';
 
 export const PAGE_SIZE = 50;
 const CATCH_UP_LIMIT = 200;
@@ -144,7 +145,7 @@ export class Messenger extends EventTarget {
     on('typing', (f) => this.onTyping(f));
     on('presence', (f) => this.onPresence(f));
     on('error', (f) => this.onErrorFrame(f));
-    await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${err.message}`));
+    await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${describeError(err)}`));
     this.relay.start();
   }
 
@@ -654,7 +655,7 @@ export class Messenger extends EventTarget {
     this.active = peer;
     const c = this.conversation(peer);
     const keys = peer === this.me ? null : this.checkKeys(peer, { force: true }).catch((err) => {
-      c.error = `Could not check ${peer}’s keys: ${err.message}`;
+      c.error = `Could not check ${peer}’s keys: ${describeError(err)}`;
       this.#emit('conversation', peer);
     });
     const history = c.loaded ? this.catchUp(peer) : this.loadNewest(peer);
@@ -730,7 +731,7 @@ export class Messenger extends EventTarget {
       },
       (err) => {
         message.state = 'failed';
-        message.error = err?.message ?? 'not sent';
+        message.error = describeError(err);
         this.#emit('conversation', peer);
       },
     );

@@ -6,6 +6,7 @@ import { refDeriveKeys, refOpenBundle, refVerifySelfSig, refFingerprint } from '
 
 const { Api } = await frontendModule('api.js');
 const auth = await frontendModule('auth.js');
+const pins = await frontendModule('pins.js');
 const b64 = await frontendModule('b64.js');
 const c = await frontendModule('crypto.js');
 
@@ -283,18 +284,18 @@ test('a taken name reads "That username is taken"', async () => {
   assert.equal(auth.authErrorMessage(err), 'That username is taken');
 });
 
-test('fetchVerifiedKeys computes the fingerprint locally and checks the self-signature', async () => {
+test('a directory entry is checked: the fingerprint computed locally, the self-signature verified (pins.fetchDirectoryKeys)', async () => {
   const server = fakeServer();
   const me = await auth.register(new Api({ fetch: server.fetch }), { username: 'hank', password: 'right password' });
   const api = new Api({ fetch: server.fetch, tokens: me });
-  const k = await auth.fetchVerifiedKeys(api, 'hank');
+  const k = await pins.fetchDirectoryKeys(api, 'hank');
   assert.equal(k.fingerprint, me.fingerprint);
   assert.ok(k.selfSigValid);
   assert.ok(k.serverFingerprintMatches);
   server.tamper = (keys) => ({ ...keys, fingerprint: '0'.repeat(30) });
-  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).serverFingerprintMatches, false);
+  assert.equal((await pins.fetchDirectoryKeys(api, 'hank')).serverFingerprintMatches, false);
   server.tamper = (keys) => ({ ...keys, self_sig: keys.self_sig.replace(/^./, (ch) => (ch === 'A' ? 'B' : 'A')) });
-  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).selfSigValid, false);
+  assert.equal((await pins.fetchDirectoryKeys(api, 'hank')).selfSigValid, false);
 });
 
 test('client-side validation of user names and passwords', () => {

@@ -127,7 +127,7 @@ export class ContactCard {
       await this.m.markVerified(peer, verify);
       this.render(this.m.conversations.get(peer)?.keys);
     } catch (err) {
-      say($('contact-status'), `Could not change the verified state: ${err.message}`);
+      say($('contact-status'), `Could not change the verified state: ${authErrorMessage(err)}`);
     } finally {
       button.disabled = false;
     }

@@ -309,7 +309,7 @@ export class ConversationView {
       this.status(`You accepted ${peer}’s new keys; sending is possible again. Compare the new safety number and mark it as verified.`);
       this.composer.focus();
     } catch (err) {
-      this.status(`Could not accept the new keys: ${err.message}`);
+      this.status(`Could not accept the new keys: ${authErrorMessage(err)}`);
     } finally {
       button.disabled = false;
     }
