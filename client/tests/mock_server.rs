@@ -599,7 +599,7 @@ async fn cli_register_then_login() {
     assert_eq!(fp.len(), 30);
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
 
-    let login = |password: &'static str, floor: &'static [&'static str]| {
+    let cli_login = |password: &'static str, floor: &'static [&'static str]| {
         let mut args = vec![
             "login",
             "--server",
@@ -613,7 +613,7 @@ async fn cli_register_then_login() {
         run(args)
     };
     let cheap: &[&str] = &["--min-iterations", "1000"];
-    let out = login("pa\u{308}ss", cheap).await.unwrap();
+    let out = cli_login("pa\u{308}ss", cheap).await.unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -625,14 +625,14 @@ async fn cli_register_then_login() {
         json!({"username": "dave", "key_version": 1, "fingerprint": fp})
     );
 
-    let out = login("nope", cheap).await.unwrap();
+    let out = cli_login("nope", cheap).await.unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid_credentials"), "{stderr}");
 
     // Without lowering the floor, the CLI refuses dave's 1000 iterations, as the browser would.
-    let out = login("p\u{e4}ss", &[]).await.unwrap();
+    let out = cli_login("p\u{e4}ss", &[]).await.unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KDF parameters refused"), "{stderr}");
