@@ -1,6 +1,7 @@
 //! Owns the HTTP routes of `/api/auth/*` and `/api/me`: parse, call [`Auth`], reply.
 //! Filters are nouns (what a request is), handlers are verbs (what answering it does).
-//! A successful logout or logout-all answer carries `Clear-Site-Data: "cache", "storage"`.
+//! A successful logout or logout-all answer carries `Clear-Site-Data: "cache"` (not
+//! `"storage"`: see [`signed_out`]).
 
 use std::sync::Arc;
 
@@ -176,13 +177,16 @@ async fn refresh(auth: Arc<Auth>, req: RefreshRequest) -> Result<Response, Rejec
     )
 }
 
-/// 204 telling the browser to drop what this origin cached and stored (the session,
-/// pins and keys in IndexedDB): the session is over on this device too.
+/// 204 telling the browser to drop what this origin cached. Not `"storage"`: that wipes
+/// every IndexedDB database of the origin, so each sign-out would erase the pinned keys,
+/// replay guard and KDF memory of every account used in that browser, and the next sign-in
+/// would trust whatever keys the server then shows. The browser deletes the session itself;
+/// "Forget this device" deletes one account's records on request (docs/SECURITY.md).
 fn signed_out() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(
         HeaderName::from_static("clear-site-data"),
-        HeaderValue::from_static("\"cache\", \"storage\""),
+        HeaderValue::from_static("\"cache\""),
     );
     r
 }
