@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => n.parse()?,
         None => 1000,
     };
-    let client = Client::new(&base)?;
+    let client = Client::new(&base)?.with_min_kdf_iterations(iterations);
     let mut r = Report::default();
     let tag = &new_message_id(&mut rand::rngs::OsRng)[..6];
     let (alice_name, bob_name) = (format!("alice_{tag}"), format!("bob_{tag}"));

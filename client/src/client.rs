@@ -12,7 +12,7 @@ use crate::api::{
     UserList, UserVersion,
 };
 use crate::bundle::unwrap_bundle;
-use crate::kdf::{derive_keys, KDF_ALG};
+use crate::kdf::{derive_keys, MIN_ITERATIONS};
 use crate::requests::{KdfParams, RegisterRequest, RotateRequest};
 use crate::{b64, Error, Identity, Result};
 
@@ -21,6 +21,8 @@ use crate::{b64, Error, Identity, Result};
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The fewest KDF iterations a prelogin answer may ask for (see [`KdfParams::check`]).
+    min_kdf_iterations: u32,
 }
 
 /// An answer as it came, whatever its status.
@@ -155,6 +157,13 @@ impl Session {
     pub fn fingerprint(&self) -> Result<String> {
         self.identity.fingerprint(&self.username)
     }
+
+    /// `(auth_key, kek)` derived from `password` now, with the KDF parameters of the login
+    /// (a rotation proves the password with the auth key, PROTOCOL.md §4.3).
+    pub fn derive(&self, password: &str) -> Result<([u8; 32], [u8; 32])> {
+        let salt = b64::decode(&self.kdf.salt)?;
+        Ok(derive_keys(password, &salt, self.kdf.iterations))
+    }
 }
 
 impl Client {
@@ -166,7 +175,16 @@ impl Client {
         Ok(Client {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
+            min_kdf_iterations: MIN_ITERATIONS,
         })
+    }
+
+    /// The same client accepting prelogin answers with as few as `n` KDF iterations (the
+    /// default is the browser's floor, [`MIN_ITERATIONS`]); for test servers that
+    /// register cheap accounts.
+    pub fn with_min_kdf_iterations(mut self, n: u32) -> Client {
+        self.min_kdf_iterations = n;
+        self
     }
 
     /// The base URL, without a trailing `/`.
@@ -300,15 +318,13 @@ impl Client {
         self.post("/api/auth/login", None, &body, 200).await
     }
 
-    /// Prelogin, derive, login, unwrap the bundle, and check the unwrapped keys against
-    /// the directory (`GET /api/users/{name}/keys`: same SPKIs, same version, valid
-    /// self-signature, fingerprint as computed here).
+    /// Prelogin, check the KDF parameters ([`KdfParams::check`]: refused with
+    /// [`Error::Kdf`] before deriving anything), derive, login, unwrap the bundle, and
+    /// check the unwrapped keys against the directory (`GET /api/users/{name}/keys`: same
+    /// SPKIs, same version, valid self-signature, fingerprint as computed here).
     pub async fn login(&self, username: &str, password: &str) -> Result<Session> {
         let kdf = self.prelogin(username).await?;
-        if kdf.alg != KDF_ALG {
-            return Err(Error::Decode(format!("unsupported KDF {:?}", kdf.alg)));
-        }
-        let salt = b64::decode(&kdf.salt)?;
+        let salt = kdf.check(self.min_kdf_iterations)?;
         let (auth_key, kek) = derive_keys(password, &salt, kdf.iterations);
         let resp = self.login_with_auth_key(username, &auth_key).await?;
         let identity = unwrap_bundle(&kek, username, resp.key_version, &resp.key_bundle)?;
@@ -431,20 +447,24 @@ impl Client {
         .await
     }
 
-    /// Generate new keys and `POST /api/keys/rotate` (version + 1, same kek, `prev_sig`
-    /// by the old key); on success the session holds the new keys and version.
-    pub async fn rotate_keys(&self, session: &mut Session) -> Result<UserVersion> {
+    /// Generate new keys and `POST /api/keys/rotate` (version + 1, `prev_sig` by the old
+    /// key, the password proven by the auth key derived from `password` now, the bundle
+    /// wrapped under the kek derived with it); on success the session holds the new keys
+    /// and version.
+    pub async fn rotate_keys(&self, session: &mut Session, password: &str) -> Result<UserVersion> {
         let new = Identity::generate()?;
         let new_version = session
             .key_version
             .checked_add(1)
             .ok_or_else(|| Error::Decode("key version overflow".into()))?;
+        let (auth_key, kek) = session.derive(password)?;
         let req = RotateRequest::build(
             &session.username,
             new_version,
             &session.identity,
             &new,
-            &session.kek,
+            &kek,
+            &auth_key,
         )?;
         let resp = self.rotate_request(&session.access_token, &req).await?;
         if resp.key_version != new_version {
@@ -455,6 +475,7 @@ impl Client {
         }
         session.identity = new;
         session.key_version = new_version;
+        session.kek = kek;
         Ok(resp)
     }
 

@@ -353,7 +353,7 @@ pub fn seal(
             enc: to_enc,
         });
     }
-    let plain = plaintext_bytes(plaintext)?;
+    let plain = pad(plaintext_bytes(plaintext)?);
     seal_with(
         &mut rand::rngs::OsRng,
         &SealInputs::fresh(),
@@ -391,6 +391,30 @@ pub fn plaintext_bytes(plaintext: &Value) -> Result<Vec<u8>> {
         ));
     }
     Ok(serde_json::to_vec(plaintext)?)
+}
+
+/// Size buckets of a padded plaintext, in bytes (PROTOCOL.md §8.2); above the last one, the
+/// next multiple of [`PAD_STEP`].
+pub const PAD_BUCKETS: [usize; 6] = [256, 1024, 4096, 8192, 16384, 32768];
+/// The rounding step above the largest bucket.
+pub const PAD_STEP: usize = 4096;
+
+/// The padded length of a plaintext of `n` bytes.
+pub fn padded_length(n: usize) -> usize {
+    PAD_BUCKETS
+        .iter()
+        .copied()
+        .find(|&bucket| n <= bucket)
+        .unwrap_or_else(|| n.div_ceil(PAD_STEP) * PAD_STEP)
+}
+
+/// `body` followed by spaces (0x20, JSON whitespace) up to [`padded_length`], so that the
+/// ciphertext tells its size bucket, not the message's length. Readers parse the padded
+/// text as JSON unchanged: trailing whitespace is allowed after a JSON value.
+pub fn pad(mut body: Vec<u8>) -> Vec<u8> {
+    let len = padded_length(body.len());
+    body.resize(len, b' ');
+    body
 }
 
 /// The sealing step with everything given: `inputs` (id, sent_at, K, iv), the sender's
@@ -686,8 +710,8 @@ mod tests {
         assert!(text.starts_with("{\"v\":1,\"id\":\""));
         assert!(is_uuid_v4(&env.id));
         assert_eq!(b64::decode(&env.iv).unwrap().len(), 12);
-        // {"text":"hi bob"} is 17 bytes, plus the tag.
-        assert_eq!(b64::decode(&env.ct).unwrap().len(), 17 + 16);
+        // {"text":"hi bob"} is 17 bytes, padded to the first bucket (256), plus the tag.
+        assert_eq!(b64::decode(&env.ct).unwrap().len(), 256 + 16);
         assert_eq!(env.keys.names().collect::<Vec<_>>(), ["alice", "bob"]);
         assert_eq!(b64::decode(&env.sig).unwrap().len(), 64);
         assert_eq!(
@@ -943,6 +967,26 @@ mod tests {
         if standard.ct != env.ct {
             assert!(open(&standard, "bob", &p.bob, &p.alice_sign).is_err());
         }
+    }
+
+    // PROTOCOL.md §8.2 (padding)
+    #[test]
+    fn plaintexts_are_padded_to_their_size_bucket_and_open_unchanged() {
+        let cases = [(1, 256), (256, 256), (257, 1024), (4097, 8192), (32769, 36864), (40000, 40960)];
+        for (n, padded) in cases {
+            assert_eq!(padded_length(n), padded, "{n}");
+        }
+        let p = pair();
+        let bob = p.bob.enc.to_public_key();
+        let mut sizes = std::collections::BTreeSet::new();
+        for text in ["hi", "a few more words than that", &"x".repeat(200)] {
+            let env = seal_text("alice", &p.alice, "bob", &bob, text).unwrap();
+            sizes.insert(b64::decode(&env.ct).unwrap().len());
+            assert_eq!(open(&env, "bob", &p.bob, &p.alice_sign).unwrap().text(), Some(text));
+        }
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![256 + 16]);
+        let long = seal_text("alice", &p.alice, "bob", &bob, &"y".repeat(300)).unwrap();
+        assert_eq!(b64::decode(&long.ct).unwrap().len(), 1024 + 16);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum Error {
     /// Malformed key material, a failed decryption, a failed key generation.
     #[error("crypto: {0}")]
     Crypto(String),
+    /// KDF parameters from the server that this client refuses to derive with (an
+    /// unknown algorithm, too few or too many iterations, a salt of the wrong size).
+    #[error("KDF parameters refused: {0}")]
+    Kdf(String),
     /// A signature, key or fingerprint that does not verify.
     #[error("verification failed: {0}")]
     Verification(String),

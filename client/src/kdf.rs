@@ -10,6 +10,14 @@ use unicode_normalization::UnicodeNormalization;
 pub const KDF_ALG: &str = "PBKDF2-SHA256";
 /// The iteration count this client registers with (PROTOCOL.md §2.2).
 pub const DEFAULT_ITERATIONS: u32 = 600_000;
+/// The fewest iterations a prelogin answer may ask for (PROTOCOL.md §2.4), as in the
+/// browser's `checkKdfParams`; [`crate::Client::with_min_kdf_iterations`] lowers it for
+/// test servers.
+pub const MIN_ITERATIONS: u32 = 600_000;
+/// The most iterations a prelogin answer may ask for (so a server cannot hang the client).
+pub const MAX_ITERATIONS: u32 = 10_000_000;
+/// The length of a KDF salt.
+pub const SALT_BYTES: usize = 16;
 /// HKDF info for the authentication key.
 pub const INFO_AUTH: &[u8] = b"securechat/v1/auth";
 /// HKDF info for the key-encryption key.

@@ -6,9 +6,9 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{wrap_bundle_with_iv, KeyBundle};
-use crate::kdf::{derive_keys, KDF_ALG};
+use crate::kdf::{derive_keys, KDF_ALG, MAX_ITERATIONS, SALT_BYTES};
 use crate::sig::{prev_sig, self_sig};
-use crate::{b64, Identity, Result};
+use crate::{b64, Error, Identity, Result};
 
 /// `{"alg","iterations","salt"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,35 @@ pub struct KdfParams {
     pub alg: String,
     pub iterations: u32,
     pub salt: String,
+}
+
+impl KdfParams {
+    /// The salt, if these parameters are safe to derive with (PROTOCOL.md §2.4, the
+    /// browser's `checkKdfParams`): `PBKDF2-SHA256`, `min_iterations` to
+    /// [`MAX_ITERATIONS`] iterations, a 16-byte salt. Checked before any CPU is spent.
+    pub fn check(&self, min_iterations: u32) -> Result<Vec<u8>> {
+        if self.alg != KDF_ALG {
+            return Err(Error::Kdf(format!(
+                "unsupported KDF algorithm {:?}",
+                self.alg
+            )));
+        }
+        if !(min_iterations..=MAX_ITERATIONS).contains(&self.iterations) {
+            return Err(Error::Kdf(format!(
+                "the server asked for {} KDF iterations, outside [{min_iterations}, {MAX_ITERATIONS}]",
+                self.iterations
+            )));
+        }
+        let salt = b64::decode(&self.salt)
+            .map_err(|e| Error::Kdf(format!("the KDF salt is not base64url: {e}")))?;
+        if salt.len() != SALT_BYTES {
+            return Err(Error::Kdf(format!(
+                "the KDF salt must be {SALT_BYTES} bytes, not {}",
+                salt.len()
+            )));
+        }
+        Ok(salt)
+    }
 }
 
 /// The body of `POST /api/auth/register`.
@@ -95,23 +124,31 @@ pub struct RotateRequest {
     pub key_bundle: KeyBundle,
     pub self_sig: String,
     pub prev_sig: String,
+    /// The auth key derived from the password now (PROTOCOL.md §4.3); `None` only to test
+    /// the server's refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key: Option<String>,
 }
 
 impl RotateRequest {
-    /// Rotate `username` from `old` to `new` at `new_version`, wrapping under the same kek.
+    /// Rotate `username` from `old` to `new` at `new_version`, wrapping under the same kek
+    /// and proving the password with `auth_key`.
     pub fn build(
         username: &str,
         new_version: u32,
         old: &Identity,
         new: &Identity,
         kek: &[u8; 32],
+        auth_key: &[u8; 32],
     ) -> Result<RotateRequest> {
         let mut iv = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut iv);
-        Self::build_with_iv(username, new_version, old, new, kek, &iv)
+        let mut req = Self::build_with_iv(username, new_version, old, new, kek, &iv)?;
+        req.auth_key = Some(b64::encode(auth_key));
+        Ok(req)
     }
 
-    /// Deterministic form of [`RotateRequest::build`].
+    /// Deterministic form of [`RotateRequest::build`], without `auth_key`.
     pub fn build_with_iv(
         username: &str,
         new_version: u32,
@@ -143,6 +180,7 @@ impl RotateRequest {
             key_bundle,
             self_sig: b64::encode(self_sig),
             prev_sig: b64::encode(prev_sig),
+            auth_key: None,
         })
     }
 }
@@ -197,7 +235,7 @@ mod tests {
         let old = test_identity(1);
         let new = test_identity(2);
         let kek = [3u8; 32];
-        let req = RotateRequest::build("alice", 2, &old, &new, &kek).unwrap();
+        let req = RotateRequest::build("alice", 2, &old, &new, &kek, &[4u8; 32]).unwrap();
         let enc = b64::decode(&req.enc_public_key).unwrap();
         let sign = b64::decode(&req.sign_public_key).unwrap();
         crate::sig::verify_self_sig(
@@ -221,5 +259,42 @@ mod tests {
         assert_eq!(back.public_keys().unwrap(), new.public_keys().unwrap());
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["key_version"], 2);
+        assert_eq!(v["auth_key"], b64::encode([4u8; 32]));
+        // Without it, the member is absent (not null).
+        let mut bare = req.clone();
+        bare.auth_key = None;
+        assert!(serde_json::to_value(&bare).unwrap().get("auth_key").is_none());
+    }
+
+    fn kdf(alg: &str, iterations: u32, salt_bytes: usize) -> KdfParams {
+        KdfParams {
+            alg: alg.into(),
+            iterations,
+            salt: b64::encode(vec![7u8; salt_bytes]),
+        }
+    }
+
+    #[test]
+    fn kdf_parameters_below_the_browsers_floor_are_refused() {
+        use crate::kdf::{MAX_ITERATIONS, MIN_ITERATIONS};
+        use crate::Error;
+        assert_eq!(
+            kdf(KDF_ALG, MIN_ITERATIONS, 16).check(MIN_ITERATIONS).unwrap(),
+            vec![7u8; 16]
+        );
+        assert!(kdf(KDF_ALG, MAX_ITERATIONS, 16).check(MIN_ITERATIONS).is_ok());
+        for bad in [
+            kdf(KDF_ALG, MIN_ITERATIONS - 1, 16),
+            kdf(KDF_ALG, 1000, 16),
+            kdf(KDF_ALG, MAX_ITERATIONS + 1, 16),
+            kdf("PBKDF2-SHA1", MIN_ITERATIONS, 16),
+            kdf(KDF_ALG, MIN_ITERATIONS, 15),
+            kdf(KDF_ALG, MIN_ITERATIONS, 17),
+        ] {
+            let e = bad.check(MIN_ITERATIONS).unwrap_err();
+            assert!(matches!(e, Error::Kdf(_)), "{bad:?}: {e}");
+        }
+        // A test server's floor can be lowered explicitly, as the browser's can.
+        assert!(kdf(KDF_ALG, 1000, 16).check(1000).is_ok());
     }
 }

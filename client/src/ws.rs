@@ -109,6 +109,8 @@ pub enum ServerFrame {
     },
     /// `{"type":"file_ready","file":{...}}`.
     FileReady { file: serde_json::Value },
+    /// `{"type":"keys_changed","key_version"}`: the user published that key version.
+    KeysChanged { key_version: u32 },
     /// `{"type":"error","code","message","id"?}`.
     Error {
         code: String,
@@ -154,6 +156,11 @@ struct PresenceF {
     user: String,
     online: bool,
     last_seen: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct KeysChangedF {
+    key_version: u32,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +230,12 @@ impl ServerFrame {
                 let f: FileReadyF = serde_json::from_str(text)?;
                 ServerFrame::FileReady { file: f.file }
             }
+            "keys_changed" => {
+                let f: KeysChangedF = serde_json::from_str(text)?;
+                ServerFrame::KeysChanged {
+                    key_version: f.key_version,
+                }
+            }
             "error" => {
                 let f: ErrorF = serde_json::from_str(text)?;
                 ServerFrame::Error {
@@ -250,6 +263,7 @@ impl ServerFrame {
             ServerFrame::Typing { .. } => "typing",
             ServerFrame::Presence { .. } => "presence",
             ServerFrame::FileReady { .. } => "file_ready",
+            ServerFrame::KeysChanged { .. } => "keys_changed",
             ServerFrame::Error { .. } => "error",
         }
     }
@@ -687,6 +701,10 @@ mod tests {
                 .unwrap()
                 .kind(),
             "file_ready"
+        );
+        assert_eq!(
+            ServerFrame::parse(r#"{"type":"keys_changed","key_version":3}"#).unwrap(),
+            ServerFrame::KeysChanged { key_version: 3 }
         );
         assert!(ServerFrame::parse(r#"{"type":"bogus"}"#).is_err());
         assert!(ServerFrame::parse(r#"{"seq":1}"#).is_err());

@@ -287,6 +287,13 @@ fn handle(
             let Ok(req) = serde_json::from_value::<RotateRequest>(body.clone()) else {
                 return err(400, "invalid_request");
             };
+            match &req.auth_key {
+                None => return err(401, "reauthentication_required"),
+                Some(k) if *k != st.users[&user].auth_key => {
+                    return err(401, "invalid_credentials")
+                }
+                Some(_) => {}
+            }
             let current = st.users[&user].keys.last().unwrap().clone();
             if req.key_version != current.version + 1 {
                 return err(409, "key_version_conflict");
@@ -393,7 +400,9 @@ async fn start() -> (String, Shared) {
 #[tokio::test]
 async fn register_login_refresh_rotate_logout() {
     let (url, _st) = start().await;
-    let c = Client::new(&format!("{url}/")).unwrap();
+    let c = Client::new(&format!("{url}/"))
+        .unwrap()
+        .with_min_kdf_iterations(1000);
 
     let reg = c.register("alice", "Cafe\u{301} pw", 1000).await.unwrap();
     assert_eq!((reg.username.as_str(), reg.key_version), ("alice", 1));
@@ -438,7 +447,11 @@ async fn register_login_refresh_rotate_logout() {
     assert!(e.is_api(401, "unauthorized"), "{e}");
 
     let old_fp = s.fingerprint().unwrap();
-    let rotated = c.rotate_keys(&mut s).await.unwrap();
+    // A rotation proves the password: a wrong one is refused and changes nothing.
+    let e = c.rotate_keys(&mut s, "wrong").await.unwrap_err();
+    assert!(e.is_api(401, "invalid_credentials"), "{e}");
+    assert_eq!(s.key_version, 1);
+    let rotated = c.rotate_keys(&mut s, "Caf\u{e9} pw").await.unwrap();
     assert_eq!(rotated.key_version, 2);
     assert_eq!(s.key_version, 2);
     assert_ne!(s.fingerprint().unwrap(), old_fp);
@@ -460,10 +473,11 @@ async fn register_login_refresh_rotate_logout() {
     assert!(broken.verify_chain().is_err());
     // A rotation that skips a version, or whose prev_sig is not by the old key.
     let other = Identity::generate().unwrap();
-    let bad = RotateRequest::build("alice", 4, &s.identity, &other, &s.kek).unwrap();
+    let (auth_key, _) = s.derive("Caf\u{e9} pw").unwrap();
+    let bad = RotateRequest::build("alice", 4, &s.identity, &other, &s.kek, &auth_key).unwrap();
     let e = c.rotate_request(&s.access_token, &bad).await.unwrap_err();
     assert!(e.is_api(409, "key_version_conflict"), "{e}");
-    let bad = RotateRequest::build("alice", 3, &other, &other, &s.kek).unwrap();
+    let bad = RotateRequest::build("alice", 3, &other, &other, &s.kek, &auth_key).unwrap();
     let e = c.rotate_request(&s.access_token, &bad).await.unwrap_err();
     assert!(e.is_api(400, "invalid_signature"), "{e}");
     // After rotation, login unwraps the version-2 bundle under the same password.
@@ -490,7 +504,7 @@ async fn register_login_refresh_rotate_logout() {
 #[tokio::test]
 async fn login_detects_a_directory_that_swapped_keys() {
     let (url, st) = start().await;
-    let c = Client::new(&url).unwrap();
+    let c = Client::new(&url).unwrap().with_min_kdf_iterations(1000);
     c.register("bob", "pw", 1000).await.unwrap();
     st.lock().unwrap().swap_keys = Some(Identity::generate().unwrap());
     let e = c.login("bob", "pw").await.unwrap_err();
@@ -585,17 +599,21 @@ async fn cli_register_then_login() {
     assert_eq!(fp.len(), 30);
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
 
-    let out = run(vec![
-        "login",
-        "--server",
-        &url,
-        "--username",
-        "dave",
-        "--password",
-        "pa\u{308}ss",
-    ])
-    .await
-    .unwrap();
+    let cli_login = |password: &'static str, floor: &'static [&'static str]| {
+        let mut args = vec![
+            "login",
+            "--server",
+            url.as_str(),
+            "--username",
+            "dave",
+            "--password",
+            password,
+        ];
+        args.extend_from_slice(floor);
+        run(args)
+    };
+    let cheap: &[&str] = &["--min-iterations", "1000"];
+    let out = cli_login("pa\u{308}ss", cheap).await.unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -607,19 +625,43 @@ async fn cli_register_then_login() {
         json!({"username": "dave", "key_version": 1, "fingerprint": fp})
     );
 
-    let out = run(vec![
-        "login",
-        "--server",
-        &url,
-        "--username",
-        "dave",
-        "--password",
-        "nope",
-    ])
-    .await
-    .unwrap();
+    let out = cli_login("nope", cheap).await.unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid_credentials"), "{stderr}");
+
+    // Without lowering the floor, the CLI refuses dave's 1000 iterations, as the browser would.
+    let out = cli_login("p\u{e4}ss", &[]).await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KDF parameters refused"), "{stderr}");
+}
+
+/// PROTOCOL.md §2.4: the client checks prelogin's answer before deriving anything or
+/// sending a login, with the browser's floor (600,000 iterations) unless lowered.
+#[tokio::test]
+async fn login_refuses_kdf_parameters_below_the_browsers_floor() {
+    let (url, st) = start().await;
+    let cheap = Client::new(&url).unwrap().with_min_kdf_iterations(1000);
+    cheap.register("erin", "pw", 1000).await.unwrap();
+    let strict = Client::new(&url).unwrap();
+    let e = strict.login("erin", "pw").await.unwrap_err();
+    assert!(matches!(&e, Error::Kdf(m) if m.contains("1000")), "{e}");
+    assert!(st.lock().unwrap().access.is_empty(), "no login was sent");
+
+    // A server that answers with another algorithm, a short salt or a huge count.
+    for (field, value) in [
+        ("alg", json!("PBKDF2-SHA1")),
+        ("salt", json!(b64::encode([1u8; 8]))),
+        ("iterations", json!(10_000_001)),
+    ] {
+        let saved = st.lock().unwrap().users["erin"].kdf.clone();
+        st.lock().unwrap().users.get_mut("erin").unwrap().kdf[field] = value;
+        let e = cheap.login("erin", "pw").await.unwrap_err();
+        assert!(matches!(e, Error::Kdf(_)), "{field}: {e}");
+        st.lock().unwrap().users.get_mut("erin").unwrap().kdf = saved;
+    }
+    assert!(st.lock().unwrap().access.is_empty(), "no login was sent");
+    cheap.login("erin", "pw").await.unwrap();
 }

@@ -7,6 +7,11 @@
 // else happens. Refreshes are single-flight inside a page and, through `withLock` (the Web
 // Locks API in the browser), across tabs: a tab that finds a newer refresh token in storage
 // uses it instead of spending a dead one.
+//
+// An ApiError's message is always the client's own sentence for the error code (errors.js):
+// the server's `message` text is dropped, so no page can show it by accident.
+
+import { codeText } from './errors.js';
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -44,10 +49,21 @@ async function parseBody(response) {
   }
 }
 
+/**
+ * A 401 about the access token (`unauthorized`, or no error body). Other 401 codes answer the
+ * request itself (`invalid_credentials`, `reauthentication_required` for a password proof):
+ * they neither refresh the tokens nor end the session.
+ */
+function tokenRefused(response, body) {
+  if (response.status !== 401) return false;
+  const code = body && typeof body === 'object' ? body.error?.code : undefined;
+  return typeof code !== 'string' || code === 'unauthorized';
+}
+
 function errorFrom(response, body) {
   const err = body && typeof body === 'object' ? body.error : undefined;
   if (err && typeof err.code === 'string') {
-    return new ApiError(response.status, err.code, typeof err.message === 'string' && err.message ? err.message : err.code);
+    return new ApiError(response.status, err.code, codeText(err.code));
   }
   return new ApiError(
     response.status,
@@ -104,15 +120,15 @@ export class Api {
       }
     }
     let response = await this.send(method, path, body, auth);
-    if (auth && response.status === 401) {
-      await response.body?.cancel?.().catch(() => {});
+    let parsed = await parseBody(response);
+    if (auth && tokenRefused(response, parsed)) {
       await this.refresh(this.tokens?.access_token);
       response = await this.send(method, path, body, auth);
+      parsed = await parseBody(response);
     }
-    const parsed = await parseBody(response);
     if (!response.ok) {
       const err = errorFrom(response, parsed);
-      if (auth && response.status === 401) this.ended();
+      if (auth && tokenRefused(response, parsed)) this.ended();
       throw err;
     }
     if (parsed === undefined) throw new ApiError(response.status, 'invalid_response', 'The server sent a response that is not JSON');
@@ -134,7 +150,7 @@ export class Api {
         redirect: 'error',
       });
     } catch (cause) {
-      const err = new ApiError(0, 'network', 'Could not reach the server');
+      const err = new ApiError(0, 'network', codeText('network'));
       err.cause = cause;
       throw err;
     }
@@ -192,13 +208,4 @@ export class Api {
       }
     }
   }
-}
-
-/** A user-facing sentence for any error thrown by the API layer or the crypto layer. */
-export function describeError(err) {
-  if (err instanceof ApiError) {
-    if (err.code === 'network') return 'Could not reach the server. Check your connection and try again.';
-    return err.message;
-  }
-  return 'Something went wrong. Please try again.';
 }

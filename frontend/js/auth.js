@@ -1,13 +1,15 @@
-// Registration and sign-in, end to end (docs/PROTOCOL.md §2–§4 and §6). Pure logic over an Api instance:
-// no DOM and no IndexedDB, so the same code runs in the unit tests under Node.
+// Registration, sign-in and key rotation, end to end (docs/PROTOCOL.md §2–§4 and §6). Pure logic
+// over an Api instance: no DOM and no IndexedDB (the remembered KDF parameters come in as a
+// { get, put } `kdfMemory`), so the same code runs in the unit tests under Node.
 
-import { ApiError, tokensFrom } from './api.js';
+import { Api, ApiError, tokensFrom } from './api.js';
 import { decode as b64decode, encode as b64encode } from './b64.js';
 import {
   DEFAULT_ITERATIONS,
   KDF_ALG,
   MIN_ITERATIONS,
   SALT_BYTES,
+  KeyMismatchError,
   UnwrapError,
   bytesEqual,
   checkKdfParams,
@@ -23,6 +25,7 @@ import {
   verifySelfSig,
   wrapBundle,
 } from './crypto.js';
+import { describeError } from './errors.js';
 
 export const USERNAME_RE = /^[a-z0-9_.-]{3,32}$/;
 export const MIN_PASSWORD_LENGTH = 12;
@@ -37,6 +40,8 @@ export class AuthError extends Error {
 }
 
 export const WRONG_CREDENTIALS = 'Wrong username or password';
+export const FOREIGN_BUNDLE =
+  'The server returned a key bundle that is not yours: your password was accepted, but the keys it sent do not open with it. Not signing in.';
 
 /** Lower-cases ASCII letters only (no Unicode case folding into ASCII) and trims. */
 export function normalizeUsername(input) {
@@ -71,7 +76,7 @@ const noop = () => {};
  * the wrapped bundle, KDF parameters and the self-signature. Then signs in with the same derived
  * keys (no second KDF run) and returns the session (see completeSignIn).
  */
-export async function register(api, { username, password, iterations = DEFAULT_ITERATIONS, onProgress = noop }) {
+export async function register(api, { username, password, iterations = DEFAULT_ITERATIONS, kdfMemory = null, onProgress = noop }) {
   onProgress('keys');
   const identity = await generateIdentity();
   onProgress('kdf');
@@ -84,11 +89,12 @@ export async function register(api, { username, password, iterations = DEFAULT_I
     identity.signPkcs8.fill(0);
     const sig = await selfSig(identity.signPrivateKey, username, keyVersion, identity.encSpki, identity.signSpki);
     onProgress('register');
+    const kdf = { alg: KDF_ALG, iterations, salt: b64encode(salt) };
     try {
       await api.post('/api/auth/register', {
         username,
         auth_key: b64encode(authKey),
-        kdf: { alg: KDF_ALG, iterations, salt: b64encode(salt) },
+        kdf,
         enc_public_key: b64encode(identity.encSpki),
         sign_public_key: b64encode(identity.signSpki),
         key_bundle: keyBundle,
@@ -100,12 +106,12 @@ export async function register(api, { username, password, iterations = DEFAULT_I
       }
       throw err;
     }
+    await kdfMemory?.put(username, kdf);
     onProgress('login');
     try {
       return await completeSignIn(api, { username, authKey, kek });
     } catch (err) {
-      const reason = err instanceof AuthError || err instanceof ApiError ? err.message : 'unexpected error';
-      throw new AuthError('login_after_register', `Your account was created, but signing in failed (${reason}). Please sign in.`);
+      throw new AuthError('login_after_register', `Your account was created, but signing in failed (${describeError(err)}). Please sign in.`);
     }
   } finally {
     authKey.fill(0);
@@ -113,25 +119,70 @@ export async function register(api, { username, password, iterations = DEFAULT_I
   }
 }
 
-/** prelogin -> derive -> login -> unwrap -> verify against the directory. Returns the session. */
-export async function signIn(api, { username, password, minIterations = MIN_ITERATIONS, onProgress = noop }) {
-  onProgress('prelogin');
+export const KDF_CHANGED =
+  'This browser has signed in with this name before, and the server now sends other password-hashing parameters ' +
+  '(another salt, or fewer rounds). A server doing that may be trying to obtain a key derived from your password. ' +
+  'Not signing in.';
+
+function sameKdf(known, kdf) {
+  try {
+    return known.alg === kdf.alg && bytesEqual(b64decode(known.salt), b64decode(kdf.salt));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * POST /api/auth/prelogin and the checks before any CPU is spent on its answer: the KDF floor
+ * and ceiling (crypto.js), and, when this browser remembers the name's parameters from an
+ * earlier sign-in or registration, the same algorithm and salt and no fewer iterations.
+ * Returns { kdf, salt }.
+ */
+async function checkedPrelogin(api, username, { minIterations = MIN_ITERATIONS, kdfMemory = null } = {}) {
   const pre = await api.post('/api/auth/prelogin', { username });
   let salt;
   try {
     salt = checkKdfParams(pre?.kdf, { minIterations });
-  } catch (err) {
-    throw new AuthError('weak_kdf', `The server sent unacceptable password-hashing parameters (${err.message}); not signing in.`);
+  } catch {
+    // crypto.js's reason quotes the server's values: not shown
+    throw new AuthError(
+      'weak_kdf',
+      'The server sent unacceptable password-hashing parameters (too few or too many rounds, another algorithm, or a malformed salt); not signing in.',
+    );
   }
+  const known = await kdfMemory?.get(username);
+  if (known && (!sameKdf(known, pre.kdf) || pre.kdf.iterations < known.iterations)) {
+    throw new AuthError('kdf_changed', KDF_CHANGED);
+  }
+  return { kdf: { alg: pre.kdf.alg, iterations: pre.kdf.iterations, salt: pre.kdf.salt }, salt };
+}
+
+/** Checked prelogin, then `fn(authKey, kek, kdf)` with the keys derived from the password (wiped afterwards). */
+async function withPasswordKeys(api, { username, password, minIterations, kdfMemory, onProgress = noop }, fn) {
+  onProgress('prelogin');
+  const { kdf, salt } = await checkedPrelogin(api, username, { minIterations, kdfMemory });
   onProgress('kdf');
-  const { authKey, kek } = await deriveKeys(password, salt, pre.kdf.iterations);
+  const { authKey, kek } = await deriveKeys(password, salt, kdf.iterations);
   try {
-    onProgress('login');
-    return await completeSignIn(api, { username, authKey, kek });
+    return await fn(authKey, kek, kdf);
   } finally {
     authKey.fill(0);
     kek.fill(0);
   }
+}
+
+/**
+ * prelogin -> derive -> login -> unwrap -> verify against the directory. Returns the session.
+ * With a `kdfMemory`, the parameters are checked against the remembered ones and remembered
+ * after a successful sign-in.
+ */
+export async function signIn(api, { username, password, minIterations = MIN_ITERATIONS, kdfMemory = null, onProgress = noop }) {
+  return withPasswordKeys(api, { username, password, minIterations, kdfMemory, onProgress }, async (authKey, kek, kdf) => {
+    onProgress('login');
+    const session = await completeSignIn(api, { username, authKey, kek });
+    await kdfMemory?.put(username, kdf);
+    return session;
+  });
 }
 
 /**
@@ -157,26 +208,24 @@ export async function completeSignIn(api, { username, authKey, kek }) {
     if (!Number.isSafeInteger(keyVersion) || keyVersion < 1) {
       throw new AuthError('invalid_response', 'The server sent an invalid key version');
     }
-    let keys;
-    try {
-      keys = await unwrapBundle(kek, username, keyVersion, answer.key_bundle);
-    } catch (err) {
-      if (err instanceof UnwrapError) throw new AuthError('invalid_credentials', WRONG_CREDENTIALS);
-      throw err;
-    }
     const dir = await api.get(`/api/users/${encodeURIComponent(username)}/keys`, { auth: true });
     const dirEnc = b64decode(dir.enc_public_key);
     const dirSign = b64decode(dir.sign_public_key);
-    if (
-      dir.username !== username ||
-      dir.key_version !== keyVersion ||
-      !bytesEqual(dirEnc, keys.encSpki) ||
-      !bytesEqual(dirSign, keys.signSpki)
-    ) {
-      throw new AuthError(
+    const mismatch = () =>
+      new AuthError(
         'key_mismatch',
         'The server’s directory does not publish your public keys. Not signing in: your account’s keys may have been tampered with.',
       );
+    if (dir.username !== username || dir.key_version !== keyVersion) throw mismatch();
+    let keys;
+    try {
+      // the private keys are checked against the published ones by round trips, never exported
+      keys = await unwrapBundle(kek, username, keyVersion, answer.key_bundle, { encSpki: dirEnc, signSpki: dirSign });
+    } catch (err) {
+      // the server accepted auth_key, so the password is right: the bundle is someone else's
+      if (err instanceof UnwrapError) throw new AuthError('foreign_key_bundle', FOREIGN_BUNDLE);
+      if (err instanceof KeyMismatchError) throw mismatch();
+      throw err;
     }
     if (!(await verifySelfSig(dirSign, dir.self_sig, username, keyVersion, dirEnc, dirSign))) {
       throw new AuthError('bad_self_sig', 'Your published keys carry an invalid self-signature. Not signing in.');
@@ -200,50 +249,31 @@ export async function completeSignIn(api, { username, authKey, kek }) {
   }
 }
 
-/**
- * A directory entry, checked: the self-signature must verify and the fingerprint is computed
- * here (the server's "fingerprint" field is only compared, never trusted).
- */
-export async function fetchVerifiedKeys(api, username) {
-  const dir = await api.get(`/api/users/${encodeURIComponent(username)}/keys`, { auth: true });
-  const encSpki = b64decode(dir.enc_public_key);
-  const signSpki = b64decode(dir.sign_public_key);
-  const selfSigValid =
-    dir.username === username && (await verifySelfSig(signSpki, dir.self_sig, username, dir.key_version, encSpki, signSpki));
-  const fp = await fingerprint(username, encSpki, signSpki);
-  return {
-    username,
-    key_version: dir.key_version,
-    fingerprint: fp,
-    selfSigValid,
-    serverFingerprintMatches: dir.fingerprint === fp,
-  };
+/** "<username>\n<version>" of the rotations this page made (its relay then hears of them as keys_changed). */
+const ownRotations = new Set();
+
+/** Whether the rotation of `username` to `keyVersion` was made by this page (rotateKeys / replaceKeys). */
+export function isOwnRotation(username, keyVersion) {
+  return ownRotations.has(`${username}\n${keyVersion}`);
 }
 
-/**
- * Key rotation (docs/PROTOCOL.md §4.2): fresh keys, wrapped under the same kek (derived again
- * from the password) for version current+1, self-signed with the new signing key and chained
- * with prev_sig by the current one. The session's keys are the old ones afterwards: sign in
- * again to use the new ones. Returns the server's answer {username, key_version}.
- */
-export async function rotateKeys(api, { session, password }) {
+async function rotateWith(api, session, authKey, kek) {
   const username = session.username;
-  const pre = await api.post('/api/auth/prelogin', { username });
-  const salt = checkKdfParams(pre?.kdf);
-  const { authKey, kek } = await deriveKeys(password, salt, pre.kdf.iterations);
-  authKey.fill(0);
+  const version = session.key_version + 1;
+  const identity = await generateIdentity();
+  const keyBundle = await wrapBundle(kek, username, version, identity.encPkcs8, identity.signPkcs8);
+  identity.encPkcs8.fill(0);
+  identity.signPkcs8.fill(0);
+  const self = await selfSig(identity.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
+  const prev = await prevSig(session.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
+  const mark = `${username}\n${version}`;
+  ownRotations.add(mark);
   try {
-    const version = session.key_version + 1;
-    const identity = await generateIdentity();
-    const keyBundle = await wrapBundle(kek, username, version, identity.encPkcs8, identity.signPkcs8);
-    identity.encPkcs8.fill(0);
-    identity.signPkcs8.fill(0);
-    const self = await selfSig(identity.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
-    const prev = await prevSig(session.signPrivateKey, username, version, identity.encSpki, identity.signSpki);
     return await api.post(
       '/api/keys/rotate',
       {
         key_version: version,
+        auth_key: b64encode(authKey),
         enc_public_key: b64encode(identity.encSpki),
         sign_public_key: b64encode(identity.signSpki),
         key_bundle: keyBundle,
@@ -252,20 +282,40 @@ export async function rotateKeys(api, { session, password }) {
       },
       { auth: true },
     );
-  } finally {
-    kek.fill(0);
+  } catch (err) {
+    ownRotations.delete(mark);
+    if (err instanceof ApiError && err.code === 'invalid_credentials') throw new AuthError('invalid_credentials', 'Wrong password');
+    throw err;
   }
 }
 
-/** Describes an error for the page: AuthError and ApiError messages are shown as they are. */
+/**
+ * Key rotation (docs/PROTOCOL.md §4.2): fresh keys, wrapped under the same kek (derived again
+ * from the password) for version current+1, self-signed with the new signing key and chained
+ * with prev_sig by the current one; the request carries the auth_key derived with them, so
+ * the server can check the password. The session's keys are the old ones afterwards: sign in
+ * again to use the new ones (replaceKeys does both). Returns the server's answer
+ * {username, key_version}.
+ */
+export async function rotateKeys(api, { session, password, kdfMemory = null }) {
+  const username = session.username;
+  return withPasswordKeys(api, { username, password, kdfMemory }, (authKey, kek) => rotateWith(api, session, authKey, kek));
+}
+
+/**
+ * rotateKeys, then a new sign-in with the same derived keys (no second KDF run) on a fresh Api,
+ * so that the returned session holds the new keys. The caller stores it and ends the old one.
+ */
+export async function replaceKeys(api, { session, password, kdfMemory = null }) {
+  const username = session.username;
+  return withPasswordKeys(api, { username, password, kdfMemory }, async (authKey, kek) => {
+    await rotateWith(api, session, authKey, kek);
+    return completeSignIn(new Api({ baseUrl: api.baseUrl, fetch: api.fetch }), { username, authKey, kek });
+  });
+}
+
+/** Describes an error for the page: the client's own sentences only (errors.js), never the server's. */
 export function authErrorMessage(err) {
-  if (err instanceof AuthError) return err.message;
-  if (err instanceof ApiError) {
-    if (err.code === 'network') return 'Could not reach the server. Check your connection and try again.';
-    if (err.code === 'username_taken') return 'That username is taken';
-    if (err.code === 'invalid_credentials') return WRONG_CREDENTIALS;
-    return err.message;
-  }
   if (err instanceof UnwrapError) return WRONG_CREDENTIALS;
-  return 'Something went wrong. Please try again.';
+  return describeError(err);
 }

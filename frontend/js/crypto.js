@@ -35,6 +35,14 @@ export class UnwrapError extends Error {
   }
 }
 
+/** The key bundle decrypted, but to other keys than the ones published for the account. */
+export class KeyMismatchError extends Error {
+  constructor(message = 'the key bundle holds other keys than the published ones') {
+    super(message);
+    this.name = 'KeyMismatchError';
+  }
+}
+
 // ---------------------------------------------------------------- helpers
 
 export function utf8(text) {
@@ -173,20 +181,24 @@ export async function importPrivateKeys(encPkcs8, signPkcs8, { extractable = fal
   return { encPrivateKey, signPrivateKey };
 }
 
-/** The SPKI of the public half of PKCS#8 private keys (through a transient JWK). */
-export async function publicSpkisOf(encPkcs8, signPkcs8) {
-  const { encPrivateKey, signPrivateKey } = await importPrivateKeys(encPkcs8, signPkcs8, { extractable: true });
-  const encJwk = await subtle.exportKey('jwk', encPrivateKey);
-  const signJwk = await subtle.exportKey('jwk', signPrivateKey);
-  const encPublic = await subtle.importKey('jwk', { kty: 'RSA', n: encJwk.n, e: encJwk.e, ext: true }, RSA_ALG, true, ['encrypt']);
-  const signPublic = await subtle.importKey(
-    'jwk',
-    { kty: 'EC', crv: signJwk.crv, x: signJwk.x, y: signJwk.y, ext: true },
-    EC_ALG,
-    true,
-    ['verify'],
-  );
-  return { encSpki: await exportSpki(encPublic), signSpki: await exportSpki(signPublic) };
+/**
+ * Whether private CryptoKeys belong to the public keys given as SPKI, by round trips: a
+ * random challenge RSA-OAEP-encrypted to `encSpki` must decrypt with `encPrivateKey`, and
+ * an ECDSA signature by `signPrivateKey` over it must verify with `signSpki`. The private
+ * keys never leave Web Crypto (no export, so they can stay non-extractable).
+ */
+export async function keysMatch({ encPrivateKey, signPrivateKey }, encSpki, signSpki) {
+  const challenge = randomBytes(32);
+  try {
+    const encPublic = await importEncPublicKey(encSpki);
+    const wrapped = await subtle.encrypt(RSA_ALG, encPublic, challenge);
+    const back = new Uint8Array(await subtle.decrypt(RSA_ALG, encPrivateKey, wrapped));
+    if (!bytesEqual(back, challenge)) return false;
+    const sig = await subtle.sign(ECDSA_SIGN, signPrivateKey, challenge);
+    return await subtle.verify(ECDSA_SIGN, await importSignPublicKey(signSpki), sig, challenge);
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------- key bundle
@@ -244,23 +256,27 @@ export async function decryptBundle(kek, username, keyVersion, bundle) {
 }
 
 /**
- * Decrypts the key bundle and returns NON-extractable private CryptoKeys plus the SPKIs of
- * their public halves (to be compared with the directory): { encPrivateKey, signPrivateKey,
- * encSpki, signSpki }. Throws UnwrapError on a wrong kek or a malformed bundle.
+ * Decrypts the key bundle to NON-extractable private CryptoKeys and checks that they belong
+ * to `expected` = { encSpki, signSpki } (the public keys the directory publishes for this
+ * version) with keysMatch. Returns { encPrivateKey, signPrivateKey, encSpki, signSpki }.
+ * Throws UnwrapError on a wrong kek or a malformed bundle, KeyMismatchError when the keys
+ * inside are not the published ones.
  */
-export async function unwrapBundle(kek, username, keyVersion, bundle) {
+export async function unwrapBundle(kek, username, keyVersion, bundle, expected) {
   const { encPkcs8, signPkcs8 } = await decryptBundle(kek, username, keyVersion, bundle);
+  let keys;
   try {
-    const { encSpki, signSpki } = await publicSpkisOf(encPkcs8, signPkcs8);
-    const { encPrivateKey, signPrivateKey } = await importPrivateKeys(encPkcs8, signPkcs8, { extractable: false });
-    return { encPrivateKey, signPrivateKey, encSpki, signSpki };
-  } catch (err) {
-    if (err instanceof UnwrapError) throw err;
+    keys = await importPrivateKeys(encPkcs8, signPkcs8, { extractable: false });
+  } catch {
     throw new UnwrapError('the key bundle holds keys of the wrong type');
   } finally {
     encPkcs8.fill(0);
     signPkcs8.fill(0);
   }
+  if (!(await keysMatch(keys, expected?.encSpki, expected?.signSpki))) {
+    throw new KeyMismatchError();
+  }
+  return { ...keys, encSpki: expected.encSpki, signSpki: expected.signSpki };
 }
 
 // ---------------------------------------------------------------- self-signature

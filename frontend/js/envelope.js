@@ -25,6 +25,28 @@ export const SIG_BYTES = 64;
 /** The longest message text this client sends, in UTF-8 bytes (the envelope cap is 64 KiB). */
 export const MAX_TEXT_BYTES = 16 * 1024;
 
+/**
+ * Size buckets of the padded plaintext (PROTOCOL.md §8.2): the JSON text is followed by
+ * spaces (0x20, which JSON allows after a value) up to the first bucket it fits, so a
+ * ciphertext tells the server which bucket a message is in, not its length. Above the
+ * largest bucket, the next multiple of PAD_STEP.
+ */
+export const PAD_BUCKETS = [256, 1024, 4096, 8192, 16384, 32768];
+export const PAD_STEP = 4096;
+
+/** The padded length of a plaintext of `n` bytes. */
+export function paddedLength(n) {
+  for (const bucket of PAD_BUCKETS) if (n <= bucket) return bucket;
+  return Math.ceil(n / PAD_STEP) * PAD_STEP;
+}
+
+/** `body` followed by spaces up to paddedLength(body.length) (a new array). */
+export function pad(body) {
+  const out = new Uint8Array(paddedLength(body.length)).fill(0x20);
+  out.set(body);
+  return out;
+}
+
 const FIELDS = ['v', 'id', 'from', 'to', 'sent_at', 'iv', 'ct', 'keys', 'sig'];
 const USERNAME_RE = /^[a-z0-9_.-]{3,32}$/;
 const UUID_V4_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -175,9 +197,11 @@ export function textPlaintext(text) {
  * @param {CryptoKey} p.signKey  my ECDSA P-256 private key
  * @param {object} p.readers  { name: RSA-OAEP public CryptoKey or SPKI (bytes / b64) } for `from` and `to`
  * @param {string} [p.id] [p.sentAt] [p.key] [p.iv]  fixed values for tests; fresh otherwise
+ * @param {boolean} [p.padding]  pad the plaintext to its size bucket (default; false only to
+ *        reproduce the unpadded test vectors)
  * Returns the envelope object (fields in order). PROTOCOL.md §8.1–§8.4.
  */
-export async function seal({ from, to, plaintext, signKey, readers, id = newMessageId(), sentAt = Date.now(), key, iv }) {
+export async function seal({ from, to, plaintext, signKey, readers, id = newMessageId(), sentAt = Date.now(), key, iv, padding = true }) {
   if (!isUsername(from) || !isUsername(to)) throw new TypeError('from and to must be user names');
   if (!isUuidV4(id)) throw new TypeError('id must be a lower-case UUID v4');
   if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
@@ -189,7 +213,9 @@ export async function seal({ from, to, plaintext, signKey, readers, id = newMess
   const nonce = iv ?? randomBytes(IV_BYTES);
   if (k.length !== KEY_BYTES || nonce.length !== IV_BYTES) throw new TypeError('K must be 32 bytes and iv 12 bytes');
   const aad = messageAad(id, from, to, sentAt);
-  const body = utf8(JSON.stringify(plaintext));
+  const json = utf8(JSON.stringify(plaintext));
+  const body = padding ? pad(json) : json;
+  if (padding) json.fill(0);
   const aesKey = await subtle.importKey('raw', k, 'AES-GCM', false, ['encrypt']);
   const ct = new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad, tagLength: 128 }, aesKey, body));
   body.fill(0);
@@ -287,8 +313,10 @@ export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
 /**
  * Remembers (from, id) of opened messages, with the seq the server gave them, and refuses a
  * second copy under another seq (a replay). The same seq again is the same stored message
- * arriving twice (live and from history) and is reported as a duplicate, not a replay.
- * `backing` (optional) persists the ids: { get(key) -> seq|undefined, put(key, seq) } (async).
+ * arriving twice (live and from history) and is reported as a duplicate, not a replay. A
+ * message without an integer seq has no place in the conversation and is refused
+ * ('no_seq'): every id is remembered with its seq, so the guard holds across reloads when
+ * `backing` persists it: { get(key) -> seq|undefined, put(key, seq) } (async).
  * PROTOCOL.md §8.6 step 7.
  */
 export class ReplayGuard {
@@ -307,33 +335,35 @@ export class ReplayGuard {
     if (this.seen.has(key)) return this.seen.get(key);
     if (this.backing) {
       const seq = await this.backing.get(key).catch(() => undefined);
-      if (seq !== undefined) this.remember(key, seq);
-      return seq;
+      if (Number.isSafeInteger(seq)) this.remember(key, seq);
+      return Number.isSafeInteger(seq) ? seq : undefined;
     }
     return undefined;
   }
 
-  /** 'new', 'duplicate' (same seq seen before) or 'replayed' (the id came before under another seq). */
+  /** 'new', 'duplicate' (same seq seen before), 'replayed' (the id came before under another seq) or 'no_seq'. */
   async check(from, id, seq) {
+    if (!Number.isSafeInteger(seq)) return 'no_seq';
     const known = await this.lookup(from, id);
     if (known === undefined) return 'new';
-    return known === seq || seq === undefined || known === null ? 'duplicate' : 'replayed';
+    return known === seq ? 'duplicate' : 'replayed';
   }
 
   remember(key, seq) {
     this.seen.delete(key);
-    this.seen.set(key, seq ?? null);
+    this.seen.set(key, seq);
     while (this.seen.size > this.capacity) this.seen.delete(this.seen.keys().next().value);
   }
 
-  /** Records an opened message (only ever call this after open() succeeded). */
+  /** Records an opened message with its seq (only ever call this after open() succeeded). */
   async record(from, id, seq) {
+    if (!Number.isSafeInteger(seq)) throw refuse('no_seq', `message ${id} from ${from} has no seq`);
     const key = ReplayGuard.key(from, id);
     const known = await this.lookup(from, id);
-    if (known !== undefined && known !== null && seq !== undefined && known !== seq) {
+    if (known !== undefined && known !== seq) {
       throw refuse('replayed', `message ${id} from ${from} was already delivered as #${known}`);
     }
-    this.remember(key, seq ?? known ?? null);
-    if (this.backing && seq !== undefined && known !== seq) await this.backing.put(key, seq).catch(() => {});
+    this.remember(key, seq);
+    if (this.backing && known !== seq) await this.backing.put(key, seq);
   }
 }

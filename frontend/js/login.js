@@ -1,7 +1,9 @@
-// login.html: prelogin -> derive -> login -> unwrap -> verify against the directory -> store -> app.
+// login.html: prelogin (checked against the remembered KDF parameters) -> derive -> login ->
+// unwrap -> verify against the directory -> store -> app. The submit button stays disabled
+// until the handler is attached, so nothing can submit the form natively.
 import { Api } from './api.js';
 import { AuthError, WRONG_CREDENTIALS, authErrorMessage, normalizeUsername, signIn } from './auth.js';
-import { clearSession, loadSession, saveSession } from './store.js';
+import { clearSession, kdfMemory, loadSession, saveSession } from './store.js';
 import { $, formFailure, markInvalid, noteExistingSession, queryFlag, say, setBusy } from './ui.js';
 
 const form = $('login-form');
@@ -17,10 +19,17 @@ const STEPS = {
   login: 'Unlocking your keys…',
 };
 
-if (queryFlag('expired')) say(status, 'Your session has ended. Please sign in again.');
-if (queryFlag('signed_out')) say(status, 'You have been signed out.');
-
-noteExistingSession(await loadSession());
+/** Why the page was opened, from its query flag (set by chat/account.js). */
+const REASONS = {
+  expired: 'Your session has ended. Please sign in again.',
+  signed_out: 'You have been signed out.',
+  ended: 'You were signed out: this session was ended on the server (sign-out here or on another device).',
+  keys_changed:
+    'Your account’s keys were replaced from another session, so this session was signed out (its keys are the old ones). Sign in again to use the new keys.',
+  rotated: 'Your keys were replaced. Sign in again to use them.',
+  forgotten: 'You were signed out, and this browser no longer keeps anything of your account.',
+};
+for (const [flag, text] of Object.entries(REASONS)) if (queryFlag(flag)) say(status, text);
 
 const fail = formFailure(error, status);
 
@@ -44,6 +53,7 @@ form.addEventListener('submit', async (event) => {
     const session = await signIn(api, {
       username: name,
       password: password.value,
+      kdfMemory,
       onProgress: (step) => say(status, STEPS[step] ?? ''),
     });
     const previous = await loadSession();
@@ -70,3 +80,6 @@ form.addEventListener('submit', async (event) => {
     if (!(err instanceof AuthError)) console.warn('sign-in failed:', err?.name, err?.message);
   }
 });
+
+submit.disabled = false;
+noteExistingSession(await loadSession());

@@ -1,8 +1,9 @@
 // The messaging model behind chat.html, DOM-free: conversations, history (newest page first,
 // older pages with before=, catch-up with after= on every (re)connect), live frames from the
 // relay, own messages through sending -> sent -> delivered -> read, receipts, typing,
-// presence, and key pinning (sending is blocked while a peer's key changed unverified;
-// messages that do not verify against an accepted key are never shown as text).
+// presence, and key pinning (sending is blocked while a peer's key changed and the change
+// was not accepted; messages that do not verify against an accepted key are never shown as
+// text; a message without a seq, or an id seen before under another seq, is dropped).
 //
 // The Messenger is an EventTarget. The page renders from `conversations` and `presence` and
 // listens to these CustomEvents (the value in `detail`):
@@ -14,8 +15,9 @@
 
 import { ApiError } from './api.js';
 import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, open, seal } from './envelope.js';
-import { acceptKeys, acceptedSignKeys, checkPeerKeys } from './pins.js';
+import { acceptKeys, acceptedSignKeys, checkPeerKeys, setVerified } from './pins.js';
 import { utf8 } from './crypto.js';
+import { describeError } from './errors.js';
 
 export const PAGE_SIZE = 50;
 const CATCH_UP_LIMIT = 200;
@@ -143,7 +145,7 @@ export class Messenger extends EventTarget {
     on('typing', (f) => this.onTyping(f));
     on('presence', (f) => this.onPresence(f));
     on('error', (f) => this.onErrorFrame(f));
-    await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${err.message}`));
+    await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${describeError(err)}`));
     this.relay.start();
   }
 
@@ -288,6 +290,11 @@ export class Messenger extends EventTarget {
     const key = keyOf(env.from, env.id);
     const existing = c.messages.get(key);
     const seq = Number.isSafeInteger(item.seq) ? item.seq : null;
+    if (seq === null) {
+      // every stored message has its place: one without it could only be a replay sorted as newest
+      this.#emit('notice', `A message from ${env.from} arrived without its number and was dropped.`);
+      return null;
+    }
     if (existing) {
       if (existing.seq != null && seq != null && existing.seq !== seq) {
         this.#emit('notice', `A copy of an earlier message from ${env.from} was replayed and has been dropped.`);
@@ -298,7 +305,8 @@ export class Messenger extends EventTarget {
       if (item.state) this.advance(existing, item.state);
       return existing;
     }
-    if (seq != null && (await this.guard.check(env.from, env.id, seq)) === 'replayed') {
+    const verdict = await this.guard.check(env.from, env.id, seq);
+    if (verdict === 'replayed') {
       this.#emit('notice', `A message from ${env.from} arrived again under a new number and was dropped (possible replay).`);
       return null;
     }
@@ -317,6 +325,9 @@ export class Messenger extends EventTarget {
       envelope: env,
       localOrder: 0,
       live: source === 'live',
+      // opened here before (an earlier page load): never news, even when pushed live again
+      seenBefore: verdict === 'duplicate',
+      signKeyVersion: null, // the key version of the sender whose signature verified
       receipted: new Set(),
     };
     await this.openMessage(c, message);
@@ -338,20 +349,22 @@ export class Messenger extends EventTarget {
       message.status = 'invalid';
       return;
     }
-    let signKeys;
+    let accepted;
     if (env.from === this.me) {
-      signKeys = [this.session.signPublicKey];
+      accepted = [{ sign_public_key: this.session.signPublicKey, key_version: this.session.key_version, previous: false }];
     } else {
       const keys = await this.ensureKeys(env.from);
-      signKeys = acceptedSignKeys(keys?.pin);
+      accepted = acceptedSignKeys(keys?.pin, message.seq);
     }
     try {
-      const opened = await open(env, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys: signKeys });
+      const senderSignKeys = accepted.map((k) => k.sign_public_key);
+      const opened = await open(env, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys });
       if (opened.text === null) throw new EnvelopeError('invalid_plaintext', 'no text');
       message.text = opened.text;
       message.status = 'ok';
+      message.signKeyVersion = accepted[opened.signKeyIndex]?.key_version ?? null;
       try {
-        await this.guard.record(env.from, env.id, message.seq ?? undefined);
+        await this.guard.record(env.from, env.id, message.seq);
       } catch {
         message.text = null;
         message.status = 'invalid';
@@ -481,10 +494,11 @@ export class Messenger extends EventTarget {
   }
 
   async liveMessage(c, peer, frame, env) {
-    const isNew = !c.messages.has(keyOf(env.from, env.id));
+    let isNew = !c.messages.has(keyOf(env.from, env.id));
     if (env.from !== this.me) this.markOnline(env.from);
     const message = await this.file(c, { seq: frame.seq, server_ts: frame.server_ts, envelope: env }, 'live');
     if (!message) return;
+    if (message.seenBefore) isNew = false;
     c.exists = true;
     if (isNew && !message.mine) {
       const reading = this.active === peer && this.isVisible() && message.status === 'ok';
@@ -584,15 +598,44 @@ export class Messenger extends EventTarget {
     }
   }
 
-  /** "I have verified the new safety number": re-pin and unblock. */
+  /**
+   * Accepts a peer's key change: re-pins (not verified) and unblocks sending. Their earlier
+   * keys stay good for the messages held now (up to the newest seq), not for later ones.
+   */
   async acceptKeyChange(peer) {
     const c = this.conversation(peer);
     if (c.keys?.status !== 'changed' || !c.keys.current) throw new Error('there is no key change to accept');
-    const pin = await acceptKeys(this.pins, peer, c.keys.current);
-    c.keys = { status: 'ok', pin, current: c.keys.current, checkedAt: this.now() };
+    let untilSeq = 0;
+    for (const m of c.messages.values()) if (m.seq != null && m.seq > untilSeq) untilSeq = m.seq;
+    const pin = await acceptKeys(this.pins, peer, c.keys.current, { untilSeq, now: this.now() });
+    c.keys = { status: 'ok', pin, current: c.keys.current, chain: null, checkedAt: this.now() };
     this.#emit('conversation', peer);
     await this.reopen(peer);
     return pin;
+  }
+
+  /**
+   * "I compared the safety number": marks the pinned key as verified (or, with verified
+   * false, clears it). Only while the directory shows the pinned key.
+   */
+  async markVerified(peer, verified = true) {
+    const c = this.conversation(peer);
+    const keys = c.keys;
+    if (!keys?.pin || (keys.status !== 'ok' && keys.status !== 'pinned')) throw new Error('check their keys first');
+    const pin = await setVerified(this.pins, peer, keys.pin.fingerprint, verified, { now: this.now() });
+    c.keys = { ...keys, pin };
+    this.#emit('conversation', peer);
+    return pin;
+  }
+
+  /**
+   * The key version of an earlier key of the sender that verified `message`, or null when it
+   * was signed with the key pinned now (the page labels such messages).
+   */
+  previousKeyOf(message) {
+    if (message.mine || message.status !== 'ok' || message.signKeyVersion == null) return null;
+    const pinned = this.conversations.get(message.from)?.keys?.pin?.key_version;
+    return pinned != null && message.signKeyVersion !== pinned ? message.signKeyVersion : null;
   }
 
   /** Why sending to `peer` is not possible right now, or null. */
@@ -612,7 +655,7 @@ export class Messenger extends EventTarget {
     this.active = peer;
     const c = this.conversation(peer);
     const keys = peer === this.me ? null : this.checkKeys(peer, { force: true }).catch((err) => {
-      c.error = `Could not check ${peer}’s keys: ${err.message}`;
+      c.error = `Could not check ${peer}’s keys: ${describeError(err)}`;
       this.#emit('conversation', peer);
     });
     const history = c.loaded ? this.catchUp(peer) : this.loadNewest(peer);
@@ -645,7 +688,7 @@ export class Messenger extends EventTarget {
         if (!(err instanceof ApiError && err.code === 'network' && known?.pin && (known.status === 'ok' || known.status === 'pinned'))) throw err;
         keys = known;
       }
-      if (keys.status === 'changed') throw new BlockedError('key_changed', `${peer}’s safety number has changed. Verify it before sending.`);
+      if (keys.status === 'changed') throw new BlockedError('key_changed', `${peer}’s safety number has changed. Compare it and accept the new keys before sending.`);
       if (keys.status !== 'ok' && keys.status !== 'pinned') throw new BlockedError('key_invalid', `${peer}’s published keys are not valid; not sending.`);
       readers = { [this.me]: this.session.encPublicKey, [peer]: keys.pin.enc_public_key };
     }
@@ -688,7 +731,7 @@ export class Messenger extends EventTarget {
       },
       (err) => {
         message.state = 'failed';
-        message.error = err?.message ?? 'not sent';
+        message.error = describeError(err);
         this.#emit('conversation', peer);
       },
     );

@@ -1,4 +1,6 @@
-// register.html: validate, generate keys, derive, register, sign in, open the app.
+// register.html: validate, generate keys, derive, register (the KDF parameters remembered for
+// later sign-ins), sign in, open the app. The submit button stays disabled until the handler
+// is attached, so nothing can submit the form natively.
 import { Api } from './api.js';
 import {
   AuthError,
@@ -9,7 +11,7 @@ import {
   usernameProblem,
 } from './auth.js';
 import { DEFAULT_ITERATIONS } from './crypto.js';
-import { clearSession, loadSession, saveSession } from './store.js';
+import { clearSession, kdfMemory, loadSession, saveSession } from './store.js';
 import { $, formFailure, markInvalid, noteExistingSession, say, setBusy } from './ui.js';
 
 const form = $('register-form');
@@ -26,8 +28,6 @@ const STEPS = {
   register: 'Creating your account…',
   login: 'Signing you in…',
 };
-
-noteExistingSession(await loadSession());
 
 const fail = formFailure(error, status);
 
@@ -52,6 +52,7 @@ form.addEventListener('submit', async (event) => {
     const session = await register(api, {
       username: name,
       password: password.value,
+      kdfMemory,
       onProgress: (step) => say(status, STEPS[step] ?? ''),
     });
     await clearSession();
@@ -68,3 +69,6 @@ form.addEventListener('submit', async (event) => {
     if (!(err instanceof AuthError)) console.warn('registration failed:', err?.name, err?.message);
   }
 });
+
+submit.disabled = false;
+noteExistingSession(await loadSession());

@@ -15,14 +15,19 @@
 //   "pins": "<me>\n<peer>" -> the peer's pinned keys (see pins.js): versions, fingerprints and
 //           public keys (base64url text), never private material;
 //   "seen": "<me>\n<from>\n<message id>" -> seq, the replay guard of envelope.js (no plaintext).
+// and one keyed by user name, also public data:
+//   "kdf": "<username>" -> {alg, iterations, salt} of the last successful sign-in or registration
+//          with that name here; prelogin answers are checked against it (auth.js, PROTOCOL.md §2.4).
+// forgetAccount(<me>) deletes every record of one account and leaves the others alone.
 
 const DB_NAME = 'securechat';
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 const STORE = 'session';
 const KEY = 'current';
 export const PINS = 'pins';
 export const SEEN = 'seen';
-const STORES = [STORE, PINS, SEEN];
+export const KDF = 'kdf';
+const STORES = [STORE, PINS, SEEN, KDF];
 
 let dbPromise = null;
 
@@ -38,6 +43,10 @@ function openDb() {
         const db = request.result;
         db.onversionchange = () => {
           db.close();
+          dbPromise = null;
+        };
+        // the browser closed it (Clear-Site-Data, storage cleared): open it again next time
+        db.onclose = () => {
           dbPromise = null;
         };
         resolve(db);
@@ -56,7 +65,7 @@ async function transact(mode, fn, storeName = STORE) {
   const db = await openDb();
   return new Promise((resolve, reject) => {
     const tx = db.transaction(storeName, mode);
-    const store = tx.objectStore(storeName);
+    const store = Array.isArray(storeName) ? storeName.map((name) => tx.objectStore(name)) : tx.objectStore(storeName);
     let result;
     Promise.resolve(fn(store, (value) => (result = value))).catch(reject);
     tx.oncomplete = () => resolve(result);
@@ -159,4 +168,33 @@ export function recordStore(storeName, prefix) {
     get: (key) => getRecord(storeName, `${prefix}\n${key}`),
     put: (key, value) => putRecord(storeName, `${prefix}\n${key}`, value),
   };
+}
+
+/** The remembered KDF parameters by user name, as auth.js wants them ({ get, put }). */
+export const kdfMemory = {
+  get: (username) => getRecord(KDF, username),
+  put: (username, kdf) => putRecord(KDF, username, { alg: kdf.alg, iterations: kdf.iterations, salt: kdf.salt }),
+};
+
+/**
+ * "Forget this device": in one transaction, deletes the session if it is `username`'s, every
+ * pins and seen record under "<username>\n", and the remembered KDF parameters of `username`.
+ * Records of other accounts stay.
+ */
+export async function forgetAccount(username) {
+  // every key that starts with "<username>\n": "\n" is U+000A, so they sort below "<username>\u000b"
+  const own = IDBKeyRange.bound(`${username}\n`, `${username}\u000b`, false, true);
+  await transact(
+    'readwrite',
+    ([session, pins, seen, kdf]) => {
+      const req = session.get(KEY);
+      req.onsuccess = () => {
+        if (req.result?.username === username) session.delete(KEY);
+      };
+      pins.delete(own);
+      seen.delete(own);
+      kdf.delete(username);
+    },
+    [STORE, PINS, SEEN, KDF],
+  );
 }

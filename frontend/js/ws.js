@@ -3,15 +3,22 @@
 // with reconnects (exponential backoff with jitter), sends kept until acknowledged and sent
 // again with the SAME envelope (same id) after a reconnect (the server acknowledges a resend
 // with the original seq and stores it once), receipts queued while offline, and every server
-// frame handed to listeners: ack, message, delivered, read, typing, presence, error.
+// frame handed to listeners: ack, message, delivered, read, typing, presence, keys_changed, error.
 // The relay is an EventTarget: listeners get CustomEvents whose `detail` is the value.
+// Close code 4401 (the server ended this session: logout, logout-all, revocation) is final:
+// no reconnect, the relay stops and emits 'ended'. Error frames get the client's own sentence
+// for their code (errors.js), never the server's text.
 //
 // DOM-free: the WebSocket class, timers and randomness are injectable for the unit tests.
 
 import { ApiError } from './api.js';
 import { envelopeJson } from './envelope.js';
+import { codeText } from './errors.js';
 
-export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'error'];
+export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'keys_changed', 'error'];
+
+/** The close code with which the server ends a session's sockets (docs/PROTOCOL.md §10.4). */
+export const SESSION_ENDED = 4401;
 
 /** A send the server refused for good (the `error` frame's code), or that could not be sent. */
 export class SendError extends Error {
@@ -80,7 +87,8 @@ export class Relay extends EventTarget {
   // ---------------------------------------------------------------- events
 
   // Events (CustomEvent, the value in `detail`): 'state' (the new state), 'open' (none),
-  // 'close' ({code, reason}), one per frame type in FRAME_TYPES (the frame) and 'frame' (any frame).
+  // 'close' ({code, reason}), 'ended' ({code, reason}: closed with SESSION_ENDED, the relay
+  // has stopped), one per frame type in FRAME_TYPES (the frame) and 'frame' (any frame).
   // A listener that throws does not stop the others (a browser reports the error on `window`).
   #emit(type, detail = null) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
@@ -187,6 +195,13 @@ export class Relay extends EventTarget {
     const wasOpen = this.state === 'open';
     if (wasOpen && this.now() - this.openedAt >= this.stableMs) this.attempt = 0;
     this.#emit('close', { code, reason });
+    if (code === SESSION_ENDED) {
+      // the session is over on the server: reconnecting would only be refused
+      for (const id of [...this.pending.keys()]) this.fail(id, new SendError('session_ended', 'You were signed out'));
+      this.stop();
+      this.#emit('ended', { code, reason });
+      return;
+    }
     if (code === 1009) {
       // frame too large: the largest waiting send caused it; sending it again would loop
       let largest = null;
@@ -291,7 +306,7 @@ export class Relay extends EventTarget {
           }
         }, this.retryMs);
       } else {
-        this.fail(frame.id, new SendError(frame.code, typeof frame.message === 'string' ? frame.message : frame.code));
+        this.fail(frame.id, new SendError(frame.code, codeText(frame.code)));
       }
     }
     this.#emit('frame', frame);

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-    frame-ancestors 'none'; form-action 'self'";
+    frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'";
 
 /// A handler's outcome as a warp reply: an error is answered with its JSON body here (not
 /// passed on as a rejection, which would make warp try the routes after this one).

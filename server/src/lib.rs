@@ -16,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod live;
 pub mod logging;
 pub mod messages;
 pub mod metrics;
@@ -96,6 +97,8 @@ impl App {
         let db = Db::open(&config.database_path(), &config.storage)
             .await
             .context("opening the database")?;
+        let messages = Messages::new(db.clone(), &config.messages);
+        let hub = Hub::new(db.clone(), config.relay.clone(), messages.clone());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let auth = Auth::new(
             db.clone(),
@@ -103,15 +106,15 @@ impl App {
             &jwt_secret,
             prelogin_key,
             cores,
+            hub.clone(),
         )
         .await?;
         // The job queue; features register their job kinds here as they arrive.
         let jobs = jobs::Queue::new(db.clone(), &config.jobs, jobs::Registry::new())?;
         jobs.start().await.context("starting the job queue")?;
-        let messages = Messages::new(db.clone(), &config.messages);
         let state = AppState {
-            directory: Directory::new(db.clone()),
-            hub: Hub::new(db.clone(), config.relay.clone(), messages.clone()),
+            directory: Directory::new(db.clone(), auth.clone(), hub.clone()),
+            hub,
             messages,
             tickets: Arc::new(Tickets::new(Duration::from_secs(
                 config.relay.ticket_ttl_secs,

@@ -192,3 +192,48 @@ export async function refreshFromNode(base, refreshToken) {
   });
   return { status: res.status, body: await res.json().catch(() => null) };
 }
+
+// ---------------------------------------------------------------- chat flows
+
+export async function openFromList(page, peer) {
+  await page.locator(`#conversations button.conv[data-peer="${peer}"]`).click();
+  await page.locator('#conversation').waitFor({ state: 'visible' });
+  await page.locator('#conv-name', { hasText: peer }).waitFor();
+}
+
+export async function openFromDirectory(page, peer) {
+  await page.fill('#search', peer);
+  await page.locator(`#results[data-query="${peer}"]`).waitFor({ state: 'attached' });
+  await page.locator(`#results button.user[data-username="${peer}"]`).click();
+  await page.locator('#conversation').waitFor({ state: 'visible' });
+}
+
+export async function send(page, text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+}
+
+/** The bubble of a message, found by its exact text. */
+export function bubble(page, text, who = '') {
+  return page.locator(`#messages li.msg${who ? `.${who}` : ''}`).filter({ has: page.locator('.msg-text', { hasText: text }) });
+}
+
+export async function waitState(page, text, state) {
+  await bubble(page, text, 'mine').and(page.locator(`[data-state="${state}"]`)).waitFor();
+}
+
+/**
+ * The server as the attacker: the next newest-page history answer for `peer` (no `before=`)
+ * that `page` fetches is rewritten by `edit(messages) -> messages`; later answers pass.
+ */
+export async function injectIntoHistory(page, peer, edit) {
+  let done = false;
+  await page.route(new RegExp(`/api/conversations/${peer}/messages`), async (route) => {
+    const url = new URL(route.request().url());
+    if (done || url.searchParams.has('before') || url.searchParams.has('after')) return route.continue();
+    done = true;
+    const response = await route.fetch();
+    const body = await response.json();
+    await route.fulfill({ response, json: { ...body, messages: edit(body.messages) } });
+  });
+}

@@ -13,14 +13,20 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   assertClean,
+  bubble,
   dumpStorage,
+  injectIntoHistory,
   fingerprintOn,
   loginViaUi,
   newPage,
+  openFromDirectory,
+  openFromList,
   registerViaUi,
+  send,
   startServerAndBrowser,
   storedSession,
   waitForChat,
+  waitState,
 } from './helpers.mjs';
 
 const PW = { alice: 'alice password 1234', bob: 'bob password 123456' };
@@ -29,33 +35,6 @@ const SECRETS = []; // every text sent; none may reach the server's disk
 function secret(text) {
   SECRETS.push(text);
   return text;
-}
-
-async function openFromList(page, peer) {
-  await page.locator(`#conversations button.conv[data-peer="${peer}"]`).click();
-  await page.locator('#conversation').waitFor({ state: 'visible' });
-  await page.locator('#conv-name', { hasText: peer }).waitFor();
-}
-
-async function openFromDirectory(page, peer) {
-  await page.fill('#search', peer);
-  await page.locator(`#results[data-query="${peer}"]`).waitFor({ state: 'attached' });
-  await page.locator(`#results button.user[data-username="${peer}"]`).click();
-  await page.locator('#conversation').waitFor({ state: 'visible' });
-}
-
-async function send(page, text) {
-  await page.fill('#composer-input', text);
-  await page.press('#composer-input', 'Enter');
-}
-
-/** The bubble of a message, found by its exact text. */
-function bubble(page, text, who = '') {
-  return page.locator(`#messages li.msg${who ? `.${who}` : ''}`).filter({ has: page.locator('.msg-text', { hasText: text }) });
-}
-
-async function waitState(page, text, state) {
-  await bubble(page, text, 'mine').and(page.locator(`[data-state="${state}"]`)).waitFor();
 }
 
 async function texts(page) {
@@ -288,11 +267,24 @@ describe('encrypted messaging in the browser', () => {
     }
   });
 
-  test('a changed key blocks sending until alice verifies the new safety number', async () => {
+  test('a changed key blocks sending until alice accepts it; the old key then opens only what came before', async () => {
     const a = alice.page;
     const b = bob.page;
     const before = await fingerprintOn(a, '#own-fingerprint');
     assert.equal(before, fp.alice);
+    // bob's old key signs a message that is never sent: later the server (or a thief of that
+    // key) slips it in after the change
+    const heldBack = secret('held back, signed with bob’s old key');
+    const held = await b.evaluate(async (text) => {
+      const store = await import('/js/store.js');
+      const { seal } = await import('/js/envelope.js');
+      const { Api } = await import('/js/api.js');
+      const session = await store.loadSession();
+      const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
+      const dir = await api.get('/api/users/alice/keys', { auth: true });
+      const readers = { bob: session.encPublicKey, alice: dir.enc_public_key };
+      return seal({ from: 'bob', to: 'alice', plaintext: { text }, signKey: session.signPrivateKey, readers });
+    }, heldBack);
     // bob rotates his keys (POST /api/keys/rotate from his page with the app's own modules) ...
     const rotated = await b.evaluate(async (password) => {
       const { Api } = await import('/js/api.js');
@@ -322,10 +314,13 @@ describe('encrypted messaging in the browser', () => {
     assert.equal(await fingerprintOn(a, '#new-safety'), fp.alice + newBobFp);
     await a.locator('#key-log li[data-version="2"]').waitFor();
     assert.equal(await a.locator('#key-log li').count(), 2);
-    assert.match(await a.locator('#key-log li[data-version="2"]').innerText(), /signed by their previous key/);
+    // one verdict, checked from the pinned version forward with the pinned key
+    assert.equal(await a.locator('#key-chain').getAttribute('data-verdict'), 'chained');
+    assert.match(await a.locator('#key-chain').innerText(), /signed by the keys you pinned/);
     assert.match(await a.locator('#key-log li[data-version="1"]').innerText(), /the key you pinned/);
+    assert.equal(await a.locator('#conv-trust').isVisible(), false, 'no verified badge while the key is changed');
     assert.equal(await a.locator('#send').isDisabled(), true);
-    assert.match(await a.locator('#composer-error').innerText(), /blocked until you verify/);
+    assert.match(await a.locator('#composer-error').innerText(), /blocked until you accept their new keys/);
     // the key check and the history load run side by side: count only once the history is shown
     await bubble(a, 'bob writes to both tabs', 'theirs').waitFor();
     const count = await a.locator('#messages li.msg').count();
@@ -355,14 +350,29 @@ describe('encrypted messaging in the browser', () => {
     await a.click('#send');
     await bubble(b, afterVerify, 'theirs').waitFor();
     await waitState(a, afterVerify, 'read');
-    // the new pin holds across a reload: no warning
+    // accepting is not verifying: the badge says so
+    assert.equal(await a.locator('#conv-trust').getAttribute('data-verified'), 'false');
+    // the new pin holds across a reload: no warning. The server slips the held-back message
+    // (old key, fresh id) into the history under a seq after the change.
+    await injectIntoHistory(a, 'bob', (messages) => [
+      ...messages,
+      { seq: Math.max(...messages.map((m) => m.seq)) + 50, server_ts: Date.now(), state: 'sent', envelope: held },
+    ]);
     await a.reload();
     await waitForChat(a);
     await openFromList(a, 'bob');
     await bubble(a, afterVerify, 'mine').waitFor();
     assert.equal(await warning.isVisible(), false);
-    // bob's messages from before the change still verify with the key alice accepted before
-    await bubble(a, 'bob writes to both tabs', 'theirs').and(a.locator('[data-status="ok"]')).waitFor();
+    // bob's messages from before the change still verify with the key alice had pinned then,
+    // and say so; the old key's message after the change does not open
+    const early = bubble(a, 'bob writes to both tabs', 'theirs').and(a.locator('[data-status="ok"]'));
+    await early.waitFor();
+    assert.match(await early.locator('[data-role="previous-key"]').innerText(), /previous key \(version 1\)/);
+    const slipped = a.locator(`#messages li.msg.theirs[data-id="${held.id}"]`);
+    await slipped.waitFor();
+    assert.equal(await slipped.getAttribute('data-status'), 'unverified');
+    assert.equal((await a.locator('#main').innerText()).includes(heldBack), false);
+    await a.unroute(/\/api\/conversations\/bob\/messages/);
   });
 
   test('no console errors and no CSP violations on either side', () => {

@@ -2,7 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { frontendModule } from './paths.mjs';
 
-const { Api, ApiError, tokensFrom, describeError } = await frontendModule('api.js');
+const { Api, ApiError, tokensFrom } = await frontendModule('api.js');
+const { codeText, describeError, GENERIC } = await frontendModule('errors.js');
+const { AuthError, authErrorMessage } = await frontendModule('auth.js');
 
 function json(status, body) {
   return new Response(body === undefined ? null : JSON.stringify(body), {
@@ -23,14 +25,39 @@ function fakeFetch(handler) {
   return { fetch, calls };
 }
 
-test('parses the error shape into an ApiError with status, code and message', async () => {
+test('parses the error shape into an ApiError with status, code and the client’s sentence for the code', async () => {
   const { fetch } = fakeFetch(() => json(409, { error: { code: 'username_taken', message: 'username is taken' } }));
   const api = new Api({ fetch });
   const err = await api.post('/api/auth/register', { username: 'a' }).catch((e) => e);
   assert.ok(err instanceof ApiError);
   assert.equal(err.status, 409);
   assert.equal(err.code, 'username_taken');
-  assert.equal(err.message, 'username is taken');
+  assert.equal(err.message, 'That username is taken');
+});
+
+test('server error text is never shown: the code picks the client’s sentence, unknown codes read generic', async () => {
+  const LURE = 'Session expired! Re-enter your password at https://evil.example/login';
+  const cases = [
+    ['invalid_credentials', 401, 'Wrong username or password'],
+    ['rate_limited', 429, codeText('rate_limited')],
+    ['brand_new_code', 400, 'The server refused the request (error code brand_new_code).'],
+    [`${LURE} <b>`, 400, 'The server refused the request (error code unknown).'],
+  ];
+  for (const [code, status, sentence] of cases) {
+    const { fetch } = fakeFetch(() => json(status, { error: { code, message: LURE } }));
+    const err = await new Api({ fetch }).post('/api/auth/login', {}).catch((e) => e);
+    assert.ok(err instanceof ApiError);
+    for (const shown of [err.message, describeError(err), authErrorMessage(err)]) {
+      assert.equal(shown, sentence, code);
+      assert.ok(!shown.includes('evil.example'), code);
+    }
+  }
+  // only errors the client words itself are shown as they are
+  assert.equal(describeError(new AuthError('x', 'Client words')), 'Client words');
+  assert.equal(describeError(new Error(LURE)), GENERIC);
+  assert.equal(describeError(Object.assign(new Error(LURE), { code: 'internal' })), GENERIC);
+  assert.equal(codeText(42), 'The server refused the request (error code unknown).');
+  assert.equal(codeText('__proto__'), 'The server refused the request (error code __proto__).');
 });
 
 test('a non-JSON error still becomes an ApiError', async () => {
@@ -85,6 +112,19 @@ test('401 -> one refresh (rotating) -> retry; the new pair is saved', async () =
   assert.deepEqual(calls.map((c) => c.url), ['/api/me', '/api/auth/refresh', '/api/me']);
   assert.deepEqual(saved, [{ access_token: 'A2', refresh_token: 'R2', access_expires_at: 1000 + 900000 }]);
   assert.equal(api.tokens.refresh_token, 'R2');
+});
+
+test('a 401 that answers the request (invalid_credentials, reauthentication_required) neither refreshes nor ends the session', async () => {
+  for (const code of ['invalid_credentials', 'reauthentication_required']) {
+    let ended = 0;
+    const { fetch, calls } = fakeFetch(() => json(401, { error: { code, message: 'no' } }));
+    const api = new Api({ fetch, tokens: { access_token: 'A1', refresh_token: 'R1', access_expires_at: 0 }, onSessionEnded: () => ended++ });
+    const err = await api.post('/api/keys/rotate', { auth_key: 'x' }, { auth: true }).catch((e) => e);
+    assert.equal(err.code, code);
+    assert.deepEqual(calls.map((c) => c.url), ['/api/keys/rotate'], code);
+    assert.equal(ended, 0, code);
+    assert.equal(api.tokens.refresh_token, 'R1');
+  }
 });
 
 test('refreshes only once: a second 401 is the answer, and the session is reported ended', async () => {

@@ -6,6 +6,7 @@ import { refDeriveKeys, refOpenBundle, refVerifySelfSig, refFingerprint } from '
 
 const { Api } = await frontendModule('api.js');
 const auth = await frontendModule('auth.js');
+const pins = await frontendModule('pins.js');
 const b64 = await frontendModule('b64.js');
 const c = await frontendModule('crypto.js');
 
@@ -25,6 +26,8 @@ function fakeServer() {
     users,
     log,
     tamper: null,
+    /** (answer) => answer: doctors the login answer */
+    tamperLogin: null,
     fetch: async (url, init) => {
       const body = init.body ? JSON.parse(init.body) : undefined;
       log.push({ url, method: init.method, body });
@@ -44,7 +47,18 @@ function fakeServer() {
         if (!u || u.auth_key !== body.auth_key) return error(401, 'invalid_credentials', 'invalid credentials');
         const access = `A${++n}`;
         sessions.set(access, body.username);
-        return json(200, { access_token: access, refresh_token: `R${n}`, expires_in: 900, key_version: u.key_version, key_bundle: u.key_bundle, kdf: u.kdf });
+        const answer = { access_token: access, refresh_token: `R${n}`, expires_in: 900, key_version: u.key_version, key_bundle: u.key_bundle, kdf: u.kdf };
+        return json(200, server.tamperLogin ? server.tamperLogin(answer) : answer);
+      }
+      if (url === '/api/keys/rotate') {
+        if (!who) return error(401, 'unauthorized', 'no');
+        const u = users.get(who);
+        if (body.auth_key === undefined) return error(401, 'reauthentication_required', 'send auth_key');
+        if (body.auth_key !== u.auth_key) return error(401, 'invalid_credentials', 'wrong');
+        if (body.key_version !== u.key_version + 1) return error(409, 'key_version_conflict', 'no');
+        const { enc_public_key, sign_public_key, key_bundle, self_sig } = body;
+        Object.assign(u, { key_version: body.key_version, enc_public_key, sign_public_key, key_bundle, self_sig });
+        return json(200, { username: who, key_version: u.key_version });
       }
       if (url === '/api/auth/logout') {
         if (!who) return error(401, 'unauthorized', 'no');
@@ -136,18 +150,109 @@ test('wrong password -> "Wrong username or password"', async () => {
   assert.equal(auth.authErrorMessage(err), 'Wrong username or password');
 });
 
-test('a bundle that does not decrypt also reads "Wrong username or password", and the session is revoked', async () => {
+test('after an accepted login, a bundle that does not decrypt is "not yours" (not "wrong password"), and the session is revoked', async () => {
   const server = fakeServer();
   await auth.register(new Api({ fetch: server.fetch }), { username: 'dave', password: 'right password' });
-  const u = server.users.get('dave');
-  const ct = b64.decode(u.key_bundle.ct);
-  ct[0] ^= 1;
-  u.key_bundle = { iv: u.key_bundle.iv, ct: b64.encode(ct) };
-  const before = server.sessions.size;
-  const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'dave', password: 'right password' }).catch((e) => e);
-  assert.equal(auth.authErrorMessage(err), 'Wrong username or password');
-  assert.equal(server.log.at(-1).url, '/api/auth/logout');
-  assert.equal(server.sessions.size, before);
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'mallory', password: 'other password' });
+  const doctored = [
+    // another account's (well-formed) bundle
+    (answer) => ({ ...answer, key_bundle: server.users.get('mallory').key_bundle }),
+    // dave's own bundle with one byte flipped
+    (answer) => {
+      const ct = b64.decode(answer.key_bundle.ct);
+      ct[0] ^= 1;
+      return { ...answer, key_bundle: { iv: answer.key_bundle.iv, ct: b64.encode(ct) } };
+    },
+  ];
+  for (const tamper of doctored) {
+    server.tamperLogin = tamper;
+    const before = server.sessions.size;
+    const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'dave', password: 'right password' }).catch((e) => e);
+    assert.ok(err instanceof auth.AuthError);
+    assert.equal(err.code, 'foreign_key_bundle');
+    assert.equal(auth.authErrorMessage(err), auth.FOREIGN_BUNDLE);
+    assert.match(auth.authErrorMessage(err), /^The server returned a key bundle that is not yours/);
+    assert.notEqual(auth.authErrorMessage(err), auth.WRONG_CREDENTIALS);
+    assert.equal(server.log.at(-1).url, '/api/auth/logout');
+    assert.equal(server.sessions.size, before);
+  }
+});
+
+test('rotateKeys proves the password: the request carries the auth_key login would send', async () => {
+  const server = fakeServer();
+  const PW = 'rotate me please';
+  const session = await auth.register(new Api({ fetch: server.fetch }), { username: 'ruth', password: PW });
+  const authKey = server.users.get('ruth').auth_key;
+  const api = new Api({ fetch: server.fetch, tokens: session });
+  const answer = await auth.rotateKeys(api, { session, password: PW });
+  assert.deepEqual(answer, { username: 'ruth', key_version: 2 });
+  const sent = server.log.findLast((l) => l.url === '/api/keys/rotate').body;
+  assert.equal(sent.auth_key, authKey);
+  assert.deepEqual(Object.keys(sent).sort(), ['auth_key', 'enc_public_key', 'key_bundle', 'key_version', 'prev_sig', 'self_sig', 'sign_public_key']);
+  assert.ok(auth.isOwnRotation('ruth', 2));
+  assert.ok(!auth.isOwnRotation('ruth', 3));
+  assert.ok(!JSON.stringify(server.log).includes(PW));
+
+  // a wrong password: refused by the server, keys unchanged, not marked as this page's rotation
+  const now = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'ruth', password: PW });
+  const err = await auth
+    .rotateKeys(new Api({ fetch: server.fetch, tokens: now }), { session: now, password: 'not the password' })
+    .catch((e) => e);
+  assert.equal(err.code, 'invalid_credentials');
+  assert.equal(server.users.get('ruth').key_version, 2);
+  assert.ok(!auth.isOwnRotation('ruth', 3));
+
+  // replaceKeys: rotation, then a new session that holds the new keys
+  const fresh = await auth.replaceKeys(new Api({ fetch: server.fetch, tokens: now }), { session: now, password: PW });
+  assert.equal(fresh.key_version, 3);
+  assert.notEqual(fresh.fingerprint, now.fingerprint);
+  assert.notEqual(fresh.access_token, now.access_token);
+  const u = server.users.get('ruth');
+  assert.equal(fresh.fingerprint, refFingerprint('ruth', b64.decode(u.enc_public_key), b64.decode(u.sign_public_key)));
+});
+
+function memory() {
+  const map = new Map();
+  return { map, get: async (k) => map.get(k), put: async (k, v) => void map.set(k, structuredClone(v)) };
+}
+
+test('the KDF parameters of a name signed in with before are remembered; another salt or fewer rounds is refused', async () => {
+  const server = fakeServer();
+  const PW = 'salted password';
+  const mem = memory();
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'sam', password: PW, iterations: 700000, kdfMemory: mem });
+  const real = server.users.get('sam').kdf;
+  assert.deepEqual(mem.map.get('sam'), real, 'registration remembers the parameters');
+  mem.map.clear();
+  // a failed sign-in remembers nothing; a good one does
+  await auth.signIn(new Api({ fetch: server.fetch }), { username: 'sam', password: 'wrong password', kdfMemory: mem }).catch(() => {});
+  assert.equal(mem.map.size, 0);
+  await auth.signIn(new Api({ fetch: server.fetch }), { username: 'sam', password: PW, kdfMemory: mem });
+  assert.deepEqual(mem.map.get('sam'), real);
+
+  const attacks = [
+    { ...real, salt: b64.encode(new Uint8Array(16).fill(7)) },
+    { ...real, iterations: 600000 },
+  ];
+  for (const kdf of attacks) {
+    server.users.get('sam').kdf = kdf;
+    const calls = server.log.length;
+    const err = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'sam', password: PW, kdfMemory: mem }).catch((e) => e);
+    assert.equal(err.code, 'kdf_changed', JSON.stringify(kdf));
+    assert.match(auth.authErrorMessage(err), /other password-hashing parameters/);
+    assert.deepEqual(server.log.slice(calls).map((l) => l.url), ['/api/auth/prelogin'], 'nothing derived is sent');
+    // rotation checks the same memory
+    const err2 = await auth
+      .rotateKeys(new Api({ fetch: server.fetch }), { session: { username: 'sam', key_version: 1 }, password: PW, kdfMemory: mem })
+      .catch((e) => e);
+    assert.equal(err2.code, 'kdf_changed');
+  }
+  assert.deepEqual(mem.map.get('sam'), real, 'the remembered parameters are not overwritten');
+  server.users.get('sam').kdf = real;
+  await auth.signIn(new Api({ fetch: server.fetch }), { username: 'sam', password: PW, kdfMemory: mem });
+  // another name is not affected
+  await auth.register(new Api({ fetch: server.fetch }), { username: 'tess', password: PW });
+  await auth.signIn(new Api({ fetch: server.fetch }), { username: 'tess', password: PW, kdfMemory: mem });
 });
 
 test('a directory that swaps a public key is refused', async () => {
@@ -179,18 +284,18 @@ test('a taken name reads "That username is taken"', async () => {
   assert.equal(auth.authErrorMessage(err), 'That username is taken');
 });
 
-test('fetchVerifiedKeys computes the fingerprint locally and checks the self-signature', async () => {
+test('a directory entry is checked: the fingerprint computed locally, the self-signature verified (pins.fetchDirectoryKeys)', async () => {
   const server = fakeServer();
   const me = await auth.register(new Api({ fetch: server.fetch }), { username: 'hank', password: 'right password' });
   const api = new Api({ fetch: server.fetch, tokens: me });
-  const k = await auth.fetchVerifiedKeys(api, 'hank');
+  const k = await pins.fetchDirectoryKeys(api, 'hank');
   assert.equal(k.fingerprint, me.fingerprint);
   assert.ok(k.selfSigValid);
   assert.ok(k.serverFingerprintMatches);
   server.tamper = (keys) => ({ ...keys, fingerprint: '0'.repeat(30) });
-  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).serverFingerprintMatches, false);
+  assert.equal((await pins.fetchDirectoryKeys(api, 'hank')).serverFingerprintMatches, false);
   server.tamper = (keys) => ({ ...keys, self_sig: keys.self_sig.replace(/^./, (ch) => (ch === 'A' ? 'B' : 'A')) });
-  assert.equal((await auth.fetchVerifiedKeys(api, 'hank')).selfSigValid, false);
+  assert.equal((await pins.fetchDirectoryKeys(api, 'hank')).selfSigValid, false);
 });
 
 test('client-side validation of user names and passwords', () => {

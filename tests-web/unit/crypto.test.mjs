@@ -65,7 +65,7 @@ test('wrapBundle is AES-256-GCM over {"enc","sign"} with the keys AAD; unwrapBun
   assert.deepEqual(raw.encPkcs8, identity.encPkcs8);
   assert.deepEqual(raw.signPkcs8, identity.signPkcs8);
 
-  const keys = await c.unwrapBundle(kek, 'alice', 1, bundle);
+  const keys = await c.unwrapBundle(kek, 'alice', 1, bundle, { encSpki: identity.encSpki, signSpki: identity.signSpki });
   assert.equal(keys.encPrivateKey.extractable, false);
   assert.equal(keys.signPrivateKey.extractable, false);
   assert.equal(keys.encPrivateKey.type, 'private');
@@ -83,19 +83,40 @@ test('wrapBundle is AES-256-GCM over {"enc","sign"} with the keys AAD; unwrapBun
   assert.deepEqual(new Uint8Array(await crypto.subtle.decrypt({ name: 'RSA-OAEP' }, keys.encPrivateKey, wrapped)), secret);
 });
 
+// issue #13: the private keys are never exported (no JWK) to learn their public halves
+test('unwrapBundle checks the keys inside against the published ones by round trips, without exporting them', async () => {
+  const kek = crypto.getRandomValues(new Uint8Array(32));
+  const bundle = await c.wrapBundle(kek, 'alice', 1, identity.encPkcs8, identity.signPkcs8);
+  const other = await c.generateIdentity();
+  const mixes = [
+    { encSpki: other.encSpki, signSpki: identity.signSpki },
+    { encSpki: identity.encSpki, signSpki: other.signSpki },
+    { encSpki: other.encSpki, signSpki: other.signSpki },
+    { encSpki: new Uint8Array(3), signSpki: identity.signSpki },
+    undefined,
+  ];
+  for (const published of mixes) await assert.rejects(c.unwrapBundle(kek, 'alice', 1, bundle, published), c.KeyMismatchError);
+  const keys = await c.importPrivateKeys(identity.encPkcs8, identity.signPkcs8);
+  assert.equal(await c.keysMatch(keys, identity.encSpki, identity.signSpki), true);
+  assert.equal(await c.keysMatch(keys, other.encSpki, identity.signSpki), false);
+  assert.equal(await c.keysMatch(keys, identity.encSpki, other.signSpki), false);
+  assert.equal(c.publicSpkisOf, undefined, 'no helper exports private keys to JWK');
+});
+
 test('unwrapBundle fails with UnwrapError for a wrong kek, user name, key version or tampered bytes', async () => {
+  const published = { encSpki: identity.encSpki, signSpki: identity.signSpki };
   const kek = crypto.getRandomValues(new Uint8Array(32));
   const bundle = await c.wrapBundle(kek, 'alice', 1, identity.encPkcs8, identity.signPkcs8);
   const wrongKek = crypto.getRandomValues(new Uint8Array(32));
-  await assert.rejects(c.unwrapBundle(wrongKek, 'alice', 1, bundle), c.UnwrapError);
-  await assert.rejects(c.unwrapBundle(kek, 'alicf', 1, bundle), c.UnwrapError);
-  await assert.rejects(c.unwrapBundle(kek, 'alice', 2, bundle), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(wrongKek, 'alice', 1, bundle, published), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alicf', 1, bundle, published), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alice', 2, bundle, published), c.UnwrapError);
   const ct = b64.decode(bundle.ct);
   ct[5] ^= 1;
-  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: bundle.iv, ct: b64.encode(ct) }), c.UnwrapError);
-  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: 'AAAA', ct: bundle.ct }), c.UnwrapError);
-  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: bundle.iv + '=', ct: bundle.ct }), c.UnwrapError);
-  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, null), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: bundle.iv, ct: b64.encode(ct) }, published), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: 'AAAA', ct: bundle.ct }, published), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, { iv: bundle.iv + '=', ct: bundle.ct }, published), c.UnwrapError);
+  await assert.rejects(c.unwrapBundle(kek, 'alice', 1, null, published), c.UnwrapError);
 });
 
 test('selfSig is 64 raw bytes over the exact PROTOCOL.md §4.1 message and verifies independently', async () => {

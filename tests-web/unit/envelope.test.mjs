@@ -87,6 +87,7 @@ test('vectors: seal with the same K, iv, id and sent_at reproduces ct byte for b
     sentAt: env.sent_at,
     key: bytes(m.key),
     iv: bytes(env.iv),
+    padding: false, // the vectors hold an unpadded plaintext
   });
   assert.equal(sealed.ct, env.ct);
   assert.equal(sealed.iv, env.iv);
@@ -110,6 +111,7 @@ test('vectors: seal with the same K, iv, id and sent_at reproduces ct byte for b
     sentAt: note.sent_at,
     key: bytes(m.note.key),
     iv: bytes(note.iv),
+    padding: false,
   });
   assert.equal(sealedNote.ct, note.ct);
   assert.deepEqual(Object.keys(sealedNote.keys), ['carol']);
@@ -146,7 +148,7 @@ test('seal then open: the recipient and the sender (own copy) both read it', asy
   assert.ok(Math.abs(env.sent_at - Date.now()) < 5000);
   const json = e.envelopeJson(env);
   assert.match(json, /^\{"v":1,"id":"[0-9a-f-]{36}","from":"alice","to":"bob","sent_at":\d+,"iv":"[\w-]{16}","ct":"[\w-]+","keys":\{"alice":"[\w-]+","bob":"[\w-]+"\},"sig":"[\w-]{86}"\}$/);
-  assert.equal(bytes(env.ct).length, JSON.stringify({ text: 'hi bob' }).length + 16);
+  assert.equal(bytes(env.ct).length, 256 + 16, 'padded to the first bucket');
   const parsed = JSON.parse(json);
   assert.equal((await openAs(bob, parsed, alice.signSpki)).text, 'hi bob');
   assert.equal((await openAs(alice, parsed, alice.signSpki)).text, 'hi bob');
@@ -288,6 +290,25 @@ test('a signed envelope whose plaintext is not a JSON object is refused after de
   await assert.rejects(openAs(bob, env, alice.signSpki), { code: 'invalid_plaintext' });
 });
 
+// PROTOCOL.md §8.2 (padding)
+test('the plaintext is padded with spaces to its size bucket, and the padding is invisible to the reader', async () => {
+  assert.deepEqual([1, 256, 257, 1024, 1025, 4097, 16385, 32768, 32769, 40000].map(e.paddedLength), [256, 256, 1024, 1024, 4096, 8192, 32768, 32768, 36864, 40960]);
+  const sizes = new Set();
+  for (const words of ['hi', 'a somewhat longer message of a few words', 'x'.repeat(200)]) {
+    const env = await sealText(alice, bob, words);
+    sizes.add(b64.decode(env.ct).length);
+    assert.equal((await openAs(bob, env, alice.signSpki)).text, words);
+  }
+  assert.deepEqual([...sizes], [256 + 16], 'three lengths under 256 bytes give one ciphertext size');
+  const longer = await sealText(alice, bob, 'y'.repeat(300));
+  assert.equal(b64.decode(longer.ct).length, 1024 + 16);
+  // the reader sees the object, not the padding
+  const opened = await openAs(bob, longer, alice.signSpki);
+  assert.deepEqual(opened.plaintext, { text: 'y'.repeat(300) });
+  const unpadded = await sealText(alice, bob, 'hi', { padding: false });
+  assert.equal(b64.decode(unpadded.ct).length, '{"text":"hi"}'.length + 16);
+});
+
 test('seal refuses bad input', async () => {
   await assert.rejects(sealText(alice, bob, 'x', { id: 'not-a-uuid' }), TypeError);
   await assert.rejects(sealText(alice, { ...bob, name: 'Bob!' }, 'x'), TypeError);
@@ -335,11 +356,19 @@ test('ReplayGuard: the same seq is a duplicate, another seq is a replay', async 
   await assert.rejects(guard.record('bob', 'id-1', 9), { code: 'replayed' });
   // the same id from someone else is another message
   assert.equal(await guard.check('carol', 'id-1', 9), 'new');
-  // an id recorded before its seq was known (own message before the ack) takes the seq later
-  await guard.record('alice', 'id-2');
-  assert.equal(await guard.check('alice', 'id-2', 12), 'duplicate');
-  await guard.record('alice', 'id-2', 12);
-  assert.equal(await guard.check('alice', 'id-2', 13), 'replayed');
+});
+
+// issue #13: a message without an integer seq used to skip the guard
+test('ReplayGuard: a message without an integer seq is refused, never recorded', async () => {
+  const stored = new Map();
+  const guard = new e.ReplayGuard({ backing: { get: async (k) => stored.get(k), put: async (k, s) => void stored.set(k, s) } });
+  await guard.record('bob', 'id-1', 7);
+  for (const seq of [undefined, null, '7', 7.5, -0.5, Number.NaN]) {
+    assert.equal(await guard.check('bob', 'id-1', seq), 'no_seq', String(seq));
+    assert.equal(await guard.check('bob', 'id-2', seq), 'no_seq', String(seq));
+    await assert.rejects(guard.record('bob', 'id-2', seq), { code: 'no_seq' });
+  }
+  assert.deepEqual([...stored.keys()], ['bob\nid-1']);
 });
 
 test('ReplayGuard: bounded in memory, backed by a persistent store', async () => {

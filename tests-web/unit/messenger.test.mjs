@@ -38,6 +38,20 @@ async function identity(name, version = 1) {
 const alice = await identity('alice');
 const bob = await identity('bob');
 const bob2 = await identity('bob', 2); // bob after a key change
+const bob3 = await identity('bob', 3);
+const bobAgain = await identity('bob', 1); // other keys under the pinned version
+const mallory = await identity('mallory');
+const change = async (who, signer) => ({
+  key_version: who.version,
+  enc_public_key: who.directory.enc_public_key,
+  sign_public_key: who.directory.sign_public_key,
+  self_sig: who.directory.self_sig,
+  prev_sig: signer ? b64.encode(await c.prevSig(signer.signPrivateKey, who.name, who.version, who.encSpki, who.signSpki)) : null,
+  changed_at: 1000 * who.version,
+});
+const bobChanges = [await change(bob), await change(bob2, bob)];
+const bob3Change = await change(bob3, bob2);
+const malloryPrevSig = b64.encode(await c.prevSig(mallory.signPrivateKey, 'bob', 2, bob2.encSpki, bob2.signSpki));
 const sessionOf = (who) => ({
   username: who.name,
   key_version: who.version,
@@ -52,6 +66,7 @@ function fakeServer() {
   const server = {
     directory: { alice: alice.directory, bob: { ...bob.directory, fingerprint: bob.fingerprint } },
     history: new Map(), // peer -> [{seq, server_ts, state, envelope}]
+    keyChanges: { bob: structuredClone(bobChanges) },
     conversations: [],
     calls: [],
     async get(path) {
@@ -63,6 +78,8 @@ function fakeServer() {
         if (!d) throw new ApiError(404, 'not_found', 'no such user');
         return structuredClone(d);
       }
+      m = /^\/api\/users\/([^/]+)\/key-changes$/.exec(url.pathname);
+      if (m) return { changes: structuredClone(server.keyChanges[decodeURIComponent(m[1])] ?? []) };
       if (url.pathname === '/api/conversations') return { conversations: structuredClone(server.conversations) };
       m = /^\/api\/conversations\/([^/]+)\/messages$/.exec(url.pathname);
       if (m) {
@@ -123,11 +140,9 @@ function fakeRelay() {
   return relay;
 }
 
-async function setup({ visible = true, start = true } = {}) {
-  const server = fakeServer();
+async function setup({ visible = true, start = true, server = fakeServer(), backing = pins.memoryBacking(), seen } = {}) {
   const relay = fakeRelay();
-  const backing = pins.memoryBacking();
-  const m = new Messenger({ api: server, session: sessionOf(alice), relay, pins: backing, isVisible: () => visible });
+  const m = new Messenger({ api: server, session: sessionOf(alice), relay, pins: backing, seen, isVisible: () => visible });
   if (start) await m.start();
   return { m, server, relay, backing };
 }
@@ -147,28 +162,37 @@ function fromBob(text, { signer = bob, id, sentAt } = {}) {
   });
 }
 
-test('pins: first use pins, the same keys are ok, other keys are a change, a bad self-signature is invalid', async () => {
+// PROTOCOL.md §5.3
+test('pins: first use pins unverified, the same keys are ok, other keys are a change, a bad self-signature is invalid', async () => {
   const server = fakeServer();
   const backing = pins.memoryBacking();
   const first = await pins.checkPeerKeys(server, backing, 'bob');
   assert.equal(first.status, 'pinned');
   assert.equal(first.pin.fingerprint, bob.fingerprint);
   assert.equal(first.pin.verified_at, null);
-  assert.deepEqual(pins.acceptedSignKeys(first.pin), [bob.directory.sign_public_key]);
+  assert.deepEqual(pins.acceptedSignKeys(first.pin, 1).map((k) => k.sign_public_key), [bob.directory.sign_public_key]);
   assert.equal((await pins.checkPeerKeys(server, backing, 'bob')).status, 'ok');
+  const verified = await pins.setVerified(backing, 'bob', bob.fingerprint, true, { now: 77 });
+  assert.equal(verified.verified_at, 77);
+  await assert.rejects(pins.setVerified(backing, 'bob', bob2.fingerprint, true), /changed meanwhile/);
 
   server.directory.bob = { ...bob2.directory, fingerprint: bob2.fingerprint };
   const changed = await pins.checkPeerKeys(server, backing, 'bob');
   assert.equal(changed.status, 'changed');
   assert.equal(changed.pin.fingerprint, bob.fingerprint, 'the pin is not moved by the directory');
+  assert.equal(changed.chain.verdict, 'chained');
   const numbers = pins.changedSafetyNumbers({ username: 'alice', fingerprint: alice.fingerprint }, 'bob', changed.pin, changed.current);
   assert.equal(numbers.old, alice.fingerprint + bob.fingerprint);
   assert.equal(numbers.new, alice.fingerprint + bob2.fingerprint);
 
-  const accepted = await pins.acceptKeys(backing, 'bob', changed.current);
+  const accepted = await pins.acceptKeys(backing, 'bob', changed.current, { untilSeq: 5 });
   assert.equal(accepted.fingerprint, bob2.fingerprint);
-  assert.ok(accepted.verified_at > 0);
-  assert.deepEqual(pins.acceptedSignKeys(accepted), [bob2.directory.sign_public_key, bob.directory.sign_public_key]);
+  assert.equal(accepted.verified_at, null, 'a key change clears the verified state');
+  // the old key is good up to seq 5 only, and said to be a previous key
+  const keysAt = (seq) => pins.acceptedSignKeys(accepted, seq).map((k) => [k.sign_public_key, k.previous]);
+  assert.deepEqual(keysAt(5), [[bob2.directory.sign_public_key, false], [bob.directory.sign_public_key, true]]);
+  assert.deepEqual(keysAt(6), [[bob2.directory.sign_public_key, false]]);
+  assert.deepEqual(keysAt(undefined), [[bob2.directory.sign_public_key, false]]);
   assert.equal((await pins.checkPeerKeys(server, backing, 'bob')).status, 'ok');
 
   // keys whose self-signature does not verify are never pinned
@@ -180,6 +204,49 @@ test('pins: first use pins, the same keys are ok, other keys are a change, a bad
   // nor keys whose server fingerprint disagrees with ours
   server.directory.bob = { ...bob2.directory, fingerprint: '0'.repeat(30) };
   assert.equal((await pins.checkPeerKeys(server, backing, 'bob')).status, 'invalid');
+});
+
+// issue #13: the chain is verified from the PINNED version forward, with the pinned key
+test('pins: a key change is chained only when every version from the pinned one is signed by the one before', async () => {
+  const pinnedBob = async () => {
+    const server = fakeServer();
+    const backing = pins.memoryBacking();
+    await pins.checkPeerKeys(server, backing, 'bob');
+    server.directory.bob = { ...bob2.directory, fingerprint: bob2.fingerprint };
+    return { server, backing };
+  };
+  const verdict = async (server, backing) => (await pins.checkPeerKeys(server, backing, 'bob')).chain;
+
+  let { server, backing } = await pinnedBob();
+  assert.equal((await verdict(server, backing)).verdict, 'chained');
+
+  // the log's version 1 is not the key that was pinned (the server rewrote history)
+  ({ server, backing } = await pinnedBob());
+  server.keyChanges.bob[0] = { ...server.keyChanges.bob[0], sign_public_key: mallory.directory.sign_public_key };
+  assert.match((await verdict(server, backing)).reason, /does not hold the key you pinned/);
+
+  // version 2 signed (prev_sig) by someone else's key, though the log's entry 1 agrees with it
+  ({ server, backing } = await pinnedBob());
+  server.keyChanges.bob[1] = { ...server.keyChanges.bob[1], prev_sig: malloryPrevSig };
+  assert.match((await verdict(server, backing)).reason, /not signed by version 1/);
+
+  // a gap: the log jumps from 1 to 3
+  ({ server, backing } = await pinnedBob());
+  server.directory.bob = { ...bob3.directory, fingerprint: bob3.fingerprint };
+  server.keyChanges.bob = [server.keyChanges.bob[0], bob3Change];
+  assert.match((await verdict(server, backing)).reason, /version 2 is missing/);
+
+  // a rollback: the same or an older version with other keys
+  ({ server, backing } = await pinnedBob());
+  server.directory.bob = { ...mallory.directory, username: 'bob', fingerprint: mallory.fingerprint };
+  assert.equal((await pins.checkPeerKeys(server, backing, 'bob')).status, 'invalid', 'mallory signed for "mallory", not "bob"');
+  server.directory.bob = { ...bobAgain.directory, fingerprint: bobAgain.fingerprint };
+  assert.match((await verdict(server, backing)).reason, /version 1 with other keys/);
+
+  // no log at all
+  ({ server, backing } = await pinnedBob());
+  server.keyChanges.bob = [];
+  assert.equal((await verdict(server, backing)).verdict, 'broken');
 });
 
 test('sending: sealed for both readers with the pinned key, sending -> sent on the ack, receipts advance it', async () => {
@@ -279,6 +346,88 @@ test('a changed key: sending blocked, new-key messages unverified, accepting re-
   const env = relay.sent[0];
   const opened = await e.open(env, { me: 'bob', encPrivateKey: bob2.encPrivateKey, senderSignKeys: alice.signSpki });
   assert.equal(opened.text, 'to the new key');
+});
+
+// issue #13: replays without a seq, and replays after a reload
+test('a message without an integer seq is dropped; after a reload an old message pushed again is neither news nor newest', async () => {
+  const seenStore = new Map();
+  const seen = { get: async (k) => seenStore.get(k), put: async (k, v) => void seenStore.set(k, v) };
+  const first = await setup({ seen });
+  const old = await fromBob('an old message', { sentAt: 1000 });
+  await first.relay.emit('message', { type: 'message', seq: 4, server_ts: 1000, envelope: old });
+  assert.equal(first.m.conversations.get('bob').messages.get(`bob\n${old.id}`).text, 'an old message');
+  for (const seq of [undefined, null, '4', 4.5]) {
+    const fresh = await fromBob(`no seq ${seq}`);
+    await first.relay.emit('message', { type: 'message', seq, server_ts: 5, envelope: fresh });
+    assert.equal(first.m.conversations.get('bob').messages.has(`bob\n${fresh.id}`), false, `seq ${seq}`);
+  }
+
+  // a reload: a new Messenger, the same persisted stores
+  const notices = [];
+  const again = await setup({ seen, server: first.server, backing: first.backing });
+  again.m.addEventListener('notice', (e) => notices.push(e.detail));
+  const incoming = [];
+  again.m.addEventListener('incoming', (e) => incoming.push(e.detail));
+  // without seq: dropped (it used to open as verified and sort as newest)
+  await again.relay.emit('message', { type: 'message', server_ts: 9999, envelope: old });
+  assert.equal(again.m.conversations.get('bob').messages.size, 0);
+  // under a new seq: a replay, dropped
+  await again.relay.emit('message', { type: 'message', seq: 40, server_ts: 9999, envelope: old });
+  assert.equal(again.m.conversations.get('bob').messages.size, 0);
+  assert.equal(notices.length, 2);
+  // under its own seq: the same stored message, filed in its place, not announced as new
+  await again.relay.emit('message', { type: 'message', seq: 4, server_ts: 1000, envelope: old });
+  const kept = again.m.conversations.get('bob').messages.get(`bob\n${old.id}`);
+  assert.equal(kept.text, 'an old message');
+  assert.equal(kept.seenBefore, true);
+  assert.equal(incoming.length, 0);
+  assert.equal(again.m.conversations.get('bob').unread, 0);
+});
+
+// issue #13: an old signing key is good only for messages up to where the change was accepted
+test('after a key change, the old key verifies only messages up to the accepted seq, labelled as a previous key', async () => {
+  const { m, server, relay } = await setup();
+  await m.openConversation('bob');
+  const early = await fromBob('before the change');
+  await relay.emit('message', { type: 'message', seq: 1, server_ts: 1, envelope: early });
+  server.directory.bob = { ...bob2.directory, fingerprint: bob2.fingerprint };
+  await m.checkKeys('bob', { force: true });
+  await m.acceptKeyChange('bob');
+  const conv = m.conversations.get('bob');
+  const kept = conv.messages.get(`bob\n${early.id}`);
+  assert.equal(kept.text, 'before the change');
+  assert.equal(m.previousKeyOf(kept), 1, 'signed by the key before the change');
+  // the old key signs a message the server files after the change: not shown
+  const late = await fromBob('signed with the old key after the change');
+  await relay.emit('message', { type: 'message', seq: 2, server_ts: 2, envelope: late });
+  assert.equal(conv.messages.get(`bob\n${late.id}`).status, 'unverified');
+  assert.equal(conv.messages.get(`bob\n${late.id}`).text, null);
+  // and a gap-filler under an old seq is shown, but as signed by the previous key
+  const filler = await fromBob('slipped in under seq 1?');
+  await relay.emit('message', { type: 'message', seq: 1, server_ts: 1, envelope: filler });
+  assert.equal(conv.messages.get(`bob\n${filler.id}`).text, 'slipped in under seq 1?');
+  assert.equal(m.previousKeyOf(conv.messages.get(`bob\n${filler.id}`)), 1);
+  const now = await fromBob('with the new key', { signer: bob2 });
+  await relay.emit('message', { type: 'message', seq: 3, server_ts: 3, envelope: now });
+  assert.equal(conv.messages.get(`bob\n${now.id}`).text, 'with the new key');
+  assert.equal(m.previousKeyOf(conv.messages.get(`bob\n${now.id}`)), null);
+});
+
+test('the verified mark is the user\'s, for the pinned key only, and a key change clears it', async () => {
+  const { m, server, backing } = await setup();
+  await m.openConversation('bob');
+  assert.equal(m.conversations.get('bob').keys.pin.verified_at, null, 'first use is not verified');
+  await m.markVerified('bob');
+  assert.ok((await backing.get('bob')).verified_at > 0);
+  await m.markVerified('bob', false);
+  assert.equal((await backing.get('bob')).verified_at, null);
+  await m.markVerified('bob');
+  server.directory.bob = { ...bob2.directory, fingerprint: bob2.fingerprint };
+  await m.checkKeys('bob', { force: true });
+  await assert.rejects(m.markVerified('bob'), /check their keys first/);
+  await m.acceptKeyChange('bob');
+  assert.equal((await backing.get('bob')).verified_at, null);
+  assert.equal(m.conversations.get('bob').keys.pin.verified_at, null);
 });
 
 test('history: newest page, older pages with before=, catch-up with after=, state from the server', async () => {

@@ -43,8 +43,8 @@ test('wrapBundle with the same iv reproduces bundle_ct exactly', async () => {
 });
 
 // PROTOCOL.md §3.4, §1.6
-test('unwrapBundle yields non-extractable keys whose public halves are enc_spki / sign_spki', async () => {
-  const keys = await c.unwrapBundle(bytes(v.kek), v.username, v.key_version, { iv: v.bundle_iv, ct: v.bundle_ct });
+test('unwrapBundle yields non-extractable keys that match enc_spki / sign_spki', async () => {
+  const keys = await c.unwrapBundle(bytes(v.kek), v.username, v.key_version, { iv: v.bundle_iv, ct: v.bundle_ct }, { encSpki: bytes(v.enc_spki), signSpki: bytes(v.sign_spki) });
   assert.equal(b64.encode(keys.encSpki), v.enc_spki);
   assert.equal(b64.encode(keys.signSpki), v.sign_spki);
   assert.equal(keys.encPrivateKey.extractable, false);

@@ -252,6 +252,50 @@ test('error frames: internal means send the same envelope again; other codes rej
   assert.deepEqual(errors, ['internal', 'unknown_recipient']);
 });
 
+test('close code 4401 (session ended on the server) is final: no reconnect, waiting sends fail, "ended" is emitted', async () => {
+  const { r, timers, api } = relay();
+  const ended = [];
+  r.addEventListener('ended', (e) => ended.push(e.detail));
+  r.start();
+  await settle();
+  const ws = FakeSocket.all[0];
+  ws.accept();
+  const waiting = r.send(envelope('id-1'));
+  ws.drop(4401, 'session ended');
+  await assert.rejects(waiting, (err) => err instanceof SendError && err.code === 'session_ended');
+  assert.deepEqual(ended, [{ code: 4401, reason: 'session ended' }]);
+  assert.equal(r.state, 'stopped');
+  assert.deepEqual(timers.pending(), []);
+  await timers.advance(120000);
+  assert.equal(api.calls, 1, 'no new ticket asked for');
+  assert.equal(FakeSocket.all.length, 1);
+  // any other close still reconnects
+  const other = relay();
+  other.r.start();
+  await settle();
+  FakeSocket.all[0].accept();
+  FakeSocket.all[0].drop(4000, 'x');
+  await other.timers.advance(60000);
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+test('a keys_changed frame is handed to its listeners; error frames carry the client’s sentence, not the server’s', async () => {
+  const { r } = relay();
+  const seen = [];
+  r.addEventListener('keys_changed', (e) => seen.push(e.detail));
+  r.start();
+  await settle();
+  const ws = FakeSocket.all[0];
+  ws.accept();
+  ws.push({ type: 'keys_changed', key_version: 3 });
+  assert.deepEqual(seen, [{ type: 'keys_changed', key_version: 3 }]);
+  const refused = r.send(envelope('id-9'));
+  ws.push({ type: 'error', code: 'unknown_recipient', message: 'Your account is locked, visit https://evil.example', id: 'id-9' });
+  const err = await refused.catch((e) => e);
+  assert.equal(err.code, 'unknown_recipient');
+  assert.ok(!err.message.includes('evil.example'), err.message);
+});
+
 test('no ack in time on an open socket: the socket is replaced and the send repeated', async () => {
   const { r, timers } = relay({ relay: { ackTimeoutMs: 5000 } });
   r.start();

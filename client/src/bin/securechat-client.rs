@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use securechat_client::{kdf::DEFAULT_ITERATIONS, Client};
+use securechat_client::kdf::{DEFAULT_ITERATIONS, MIN_ITERATIONS};
+use securechat_client::Client;
 
 #[derive(Parser)]
 #[command(name = "securechat-client", version, about)]
@@ -39,6 +40,9 @@ enum Command {
         username: String,
         #[arg(long)]
         password: String,
+        /// The fewest PBKDF2 iterations accepted from prelogin (lower only for test servers).
+        #[arg(long, default_value_t = MIN_ITERATIONS)]
+        min_iterations: u32,
     },
 }
 
@@ -66,8 +70,9 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             server,
             username,
             password,
+            min_iterations,
         } => {
-            let client = Client::new(&server)?;
+            let client = Client::new(&server)?.with_min_kdf_iterations(min_iterations);
             let session = client.login(&username, &password).await.context("login")?;
             let fingerprint = session.fingerprint()?;
             Ok(serde_json::json!({

@@ -60,7 +60,7 @@ export class Composer {
     send.disabled = Boolean(blocked);
     $('composer').dataset.blocked = blocked ?? '';
     if (blocked === 'key_changed') {
-      say(error, `Sending to ${peer} is blocked until you verify their new safety number (above).`);
+      say(error, `Sending to ${peer} is blocked until you accept their new keys (above); compare the new safety number first.`);
     } else if (blocked === 'key_invalid') {
       say(error, `Sending to ${peer} is blocked: their published keys are not valid.`);
     } else if (error.dataset.kind === 'blocked') {

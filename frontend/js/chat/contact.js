@@ -1,69 +1,135 @@
-// Owns the contact card (#contact, inside the conversation panel): a user's verified keys,
-// their fingerprint and the safety number to compare with them. Opened from the conversation
-// header's "Safety number" button and by picking someone in the directory.
-import { authErrorMessage, fetchVerifiedKeys } from '../auth.js';
+// Owns the contact card (#contact, inside the conversation panel): the safety number of a
+// conversation and the peer's fingerprint, both computed from the keys this browser PINNED
+// for them (the keys it seals for and verifies with), never from a fresh directory answer;
+// whether the user has verified that number ("Mark as verified", cleared by a key change);
+// and a warning when the directory's current answer differs from the pin. Opened from the
+// conversation header's "Safety number" button and by picking someone in the directory.
+import { authErrorMessage } from '../auth.js';
 import { safetyNumber } from '../crypto.js';
 import { $, renderDigits, say, show } from '../ui.js';
+import { fullFormat } from './format.js';
 
 export class ContactCard {
   /**
-   * @param {import('../api.js').Api} api
+   * @param {import('../messenger.js').Messenger} messenger
    * @param {object} session  the signed-in user's session (username, fingerprint)
    */
-  constructor(api, session) {
-    this.api = api;
+  constructor(messenger, session) {
+    this.m = messenger;
     this.session = session;
+    this.peer = null;
     this.generation = 0; // only the newest show() writes its answer
   }
 
+  wire() {
+    $('contact-verify').addEventListener('click', () => this.toggleVerified());
+  }
+
   hide() {
+    this.peer = null;
     show($('contact'), false);
   }
 
-  /** Shows the card of `username` and fills it once their keys are fetched and verified. */
+  isOpen(peer) {
+    return this.peer === peer && !$('contact').hidden;
+  }
+
+  /** Shows the card of `username`: checks their keys against the pin (pinning on first use). */
   async show(username) {
     const mine = ++this.generation;
-    const panel = $('contact');
-    const status = $('contact-status');
-    const warning = $('contact-warning');
-    const details = $('contact-details');
+    this.peer = username;
     $('contact-name').textContent = username;
     $('contact-name-2').textContent = username;
-    show(panel);
-    show(details, false);
-    show(warning, false);
-    warning.textContent = '';
-    say(status, 'Checking their keys…');
+    show($('contact'));
+    show($('contact-details'), false);
+    show($('contact-warning'), false);
+    say($('contact-status'), 'Checking their keys…');
+    if (username === this.session.username) {
+      this.render(null);
+      return;
+    }
     try {
-      const keys = await fetchVerifiedKeys(this.api, username);
-      if (mine !== this.generation) return;
-      const problems = [];
-      if (!keys.selfSigValid) {
-        problems.push('These keys do not carry a valid self-signature. Do not trust them.');
-      }
-      if (!keys.serverFingerprintMatches) {
-        problems.push('The fingerprint the server reports differs from the one computed from the keys.');
-      }
-      if (problems.length) {
-        warning.textContent = problems.join(' ');
-        show(warning);
-      }
-      renderDigits($('contact-fingerprint'), keys.fingerprint);
-      $('contact-key-version').textContent = String(keys.key_version);
-      const self = username === this.session.username;
-      show($('contact-self'), self);
-      show($('safety-box'), !self);
-      if (!self) {
-        renderDigits(
-          $('safety-number'),
-          safetyNumber({ username: this.session.username, fingerprint: this.session.fingerprint }, keys),
-        );
-      }
-      say(status, '');
-      show(details);
+      const keys = await this.m.checkKeys(username, { force: true });
+      if (mine === this.generation) this.render(keys);
     } catch (err) {
       if (mine !== this.generation) return;
-      say(status, `Could not load ${username}’s keys: ${authErrorMessage(err)}`);
+      const pinned = this.m.conversations.get(username)?.keys;
+      if (pinned?.pin) {
+        this.render(pinned);
+        say($('contact-status'), `Could not check ${username}’s keys with the server just now (${authErrorMessage(err)}); showing the keys pinned here.`);
+      } else {
+        say($('contact-status'), `Could not load ${username}’s keys: ${authErrorMessage(err)}`);
+      }
+    }
+  }
+
+  /** Fills the card from the conversation's key state ({status, pin, current}); null for oneself. */
+  render(keys) {
+    const username = this.peer;
+    if (!username) return;
+    const warning = $('contact-warning');
+    const self = username === this.session.username;
+    show($('contact-self'), self);
+    show($('safety-box'), !self);
+    if (self) {
+      renderDigits($('contact-fingerprint'), this.session.fingerprint);
+      $('contact-key-version').textContent = String(this.session.key_version);
+      show(warning, false);
+      say($('contact-status'), '');
+      show($('contact-details'));
+      return;
+    }
+    const pin = keys?.pin;
+    const problems = [];
+    if (keys?.status === 'changed') {
+      problems.push(
+        `The server now shows other keys for ${username} than the ones pinned here. The number below is the one of the ` +
+          'pinned keys; see the warning above the messages before you trust anything new.',
+      );
+    } else if (keys?.status === 'invalid') {
+      problems.push(
+        `The keys the server now shows for ${username} fail their integrity check (the self-signature, or the fingerprint ` +
+          'the server reports): they are not used.',
+      );
+    }
+    warning.textContent = problems.join(' ');
+    show(warning, problems.length > 0);
+    if (!pin) {
+      say($('contact-status'), `No keys of ${username} are pinned in this browser, so there is no safety number to compare.`);
+      show($('contact-details'), false);
+      return;
+    }
+    renderDigits($('contact-fingerprint'), pin.fingerprint);
+    $('contact-key-version').textContent = String(pin.key_version);
+    $('contact-pinned-at').textContent = Number.isFinite(pin.pinned_at) ? fullFormat.format(new Date(pin.pinned_at)) : 'earlier';
+    renderDigits($('safety-number'), safetyNumber({ username: this.session.username, fingerprint: this.session.fingerprint }, { username, fingerprint: pin.fingerprint }));
+    const verified = Number.isFinite(pin.verified_at);
+    const state = $('contact-verified');
+    state.dataset.verified = verified ? 'true' : 'false';
+    state.textContent = verified
+      ? `✓ You verified this safety number on ${fullFormat.format(new Date(pin.verified_at))}.`
+      : 'Not verified: these keys were pinned the first time this browser saw them, or after a key change. Compare the number, then mark it as verified.';
+    const button = $('contact-verify');
+    button.textContent = verified ? 'Clear verification' : 'Mark as verified';
+    button.dataset.verified = verified ? 'true' : 'false';
+    show(button, keys.status === 'ok' || keys.status === 'pinned');
+    say($('contact-status'), '');
+    show($('contact-details'));
+  }
+
+  async toggleVerified() {
+    const peer = this.peer;
+    if (!peer) return;
+    const button = $('contact-verify');
+    const verify = button.dataset.verified !== 'true';
+    button.disabled = true;
+    try {
+      await this.m.markVerified(peer, verify);
+      this.render(this.m.conversations.get(peer)?.keys);
+    } catch (err) {
+      say($('contact-status'), `Could not change the verified state: ${authErrorMessage(err)}`);
+    } finally {
+      button.disabled = false;
     }
   }
 }

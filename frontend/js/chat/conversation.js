@@ -1,7 +1,10 @@
 // Owns the conversation panel (#conversation, or #panel-empty when none is open): the header
-// (name, presence, the "Safety number" toggle), the key-change warning with the published key
-// log and "I have verified", the messages (paging back, states of your own messages, messages
-// that did not verify shown as such) and the typing line. The composer and the contact card
+// (name, presence, whether the safety number is verified, the "Safety number" toggle), the
+// key-change warning (old and new numbers, one verdict on whether the new keys descend from
+// the pinned ones, the published key log, "Accept the new keys"), the messages (paging back,
+// states of your own messages, the signed send time with a mark when the server's time differs
+// much, a label on messages signed by a previous key, messages that did not verify shown as
+// such) and the typing line. The composer and the contact card
 // inside the panel are their own modules; this one opens, closes and re-renders them.
 // Message text is only ever written with textContent.
 import { authErrorMessage } from '../auth.js';
@@ -10,6 +13,9 @@ import { $, renderDigits, say, show } from '../ui.js';
 import { Composer } from './composer.js';
 import { ContactCard } from './contact.js';
 import { dropMissing, el, fullFormat, placeAfter, presenceText, when } from './format.js';
+
+/** A signed send time further than this from the server's time is marked. */
+export const CLOCK_SKEW_MARK_MS = 5 * 60 * 1000;
 
 const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 
@@ -29,12 +35,13 @@ export class ConversationView {
     this.peer = null;
     this.items = new Map(); // message key -> <li>
     this.keyLogFor = null;
-    this.contact = new ContactCard(api, session);
+    this.contact = new ContactCard(messenger, session);
     this.composer = new Composer(messenger, () => this.peer);
   }
 
   wire() {
     this.composer.wire();
+    this.contact.wire();
     $('load-older').addEventListener('click', () => this.loadOlder());
     $('back').addEventListener('click', () => this.close());
     $('conv-safety').addEventListener('click', () => {
@@ -115,11 +122,30 @@ export class ConversationView {
     if (!peer) return;
     const c = this.m.conversations.get(peer);
     this.renderPresence();
+    this.renderTrust(c);
+    if (this.contact.isOpen(peer)) this.contact.render(c?.keys);
     say($('typing'), this.m.isTyping(peer) ? `${peer} is typing…` : '');
     this.renderKeys(c);
     this.renderMessages(c);
     show($('load-older'), Boolean(c?.hasOlder));
     this.composer.render();
+  }
+
+  /** The header's badge: whether the user verified the pinned safety number. */
+  renderTrust(c) {
+    const badge = $('conv-trust');
+    const pin = c?.keys?.pin;
+    if (this.peer === this.me || !pin || c.keys.status === 'changed' || c.keys.status === 'invalid') {
+      show(badge, false);
+      return;
+    }
+    const verified = Number.isFinite(pin.verified_at);
+    badge.dataset.verified = verified ? 'true' : 'false';
+    badge.textContent = verified ? '✓ Verified' : 'Not verified';
+    badge.title = verified
+      ? `You compared the safety number with ${this.peer}.`
+      : `You have not compared the safety number with ${this.peer} yet (Safety number → Mark as verified).`;
+    show(badge);
   }
 
   renderMessages(c) {
@@ -149,7 +175,8 @@ export class ConversationView {
   }
 
   fillMessage(li, m) {
-    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}`;
+    const previousKey = this.m.previousKeyOf(m);
+    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}`;
     if (li.dataset.render === signature) return;
     li.dataset.render = signature;
     li.dataset.state = m.mine ? m.state : '';
@@ -169,10 +196,24 @@ export class ConversationView {
       body = el('p', 'msg-text msg-problem', reasons[m.status] ?? reasons.invalid);
     }
     const meta = el('p', 'msg-meta');
-    const time = el('time', '', when(m.serverTs ?? m.sentAt));
-    time.dateTime = new Date(m.serverTs ?? m.sentAt).toISOString();
-    time.title = fullFormat.format(new Date(m.serverTs ?? m.sentAt));
+    // the time the sender signed (the server's time only says when it was stored)
+    const time = el('time', '', when(m.sentAt));
+    time.dateTime = new Date(m.sentAt).toISOString();
+    time.title = `Sent ${fullFormat.format(new Date(m.sentAt))} (the sender’s clock)`;
     meta.append(time);
+    if (Number.isFinite(m.serverTs) && Math.abs(m.serverTs - m.sentAt) > CLOCK_SKEW_MARK_MS) {
+      const skew = el('span', 'msg-skew', ' ⚠');
+      skew.dataset.role = 'clock-skew';
+      const text = `the server stored it ${fullFormat.format(new Date(m.serverTs))}`;
+      skew.title = `Sent ${fullFormat.format(new Date(m.sentAt))} by the sender’s clock, but ${text}`;
+      skew.append(el('span', 'visually-hidden', ` (${text})`));
+      meta.append(skew);
+    }
+    if (previousKey != null) {
+      const label = el('span', 'msg-prevkey', ` · signed with ${m.from}’s previous key (version ${previousKey})`);
+      label.dataset.role = 'previous-key';
+      meta.append(label);
+    }
     if (m.mine) {
       const state = el('span', 'msg-state', STATE_LABEL[m.state] ?? m.state);
       state.dataset.state = m.state;
@@ -199,6 +240,7 @@ export class ConversationView {
         `The keys the server publishes for ${peer} do not carry a valid self-signature (or the server misreports their fingerprint). ` +
         'Sending is blocked and messages that are not signed with a key you accepted are not shown.';
       show($('key-compare'), false);
+      show($('key-chain'), false);
       show($('accept-key'), false);
     } else {
       $('key-warning-title').textContent = `${peer}’s safety number has changed`;
@@ -206,11 +248,19 @@ export class ConversationView {
       $('key-warning-text').textContent =
         `The server now shows other keys for ${peer} (version ${keys.pin.key_version}${pinnedOn} → version ${keys.current.key_version}). ` +
         'That happens when someone sets up their keys again — or when someone tries to read along. ' +
-        `Compare the new safety number with ${peer} in person or over a channel you trust before you write again.`;
+        `Sending is blocked until you accept the new keys; compare the new safety number with ${peer} in person or over a channel you trust, then mark it as verified.`;
+      const chain = $('key-chain');
+      const verdict = keys.chain?.verdict ?? 'unknown';
+      chain.dataset.verdict = verdict;
+      chain.textContent =
+        verdict === 'chained'
+          ? `The new keys are signed by the keys you pinned (${keys.chain.reason}): the change was made by whoever holds ${peer}’s previous key — normally ${peer}. That is not proof it was them: compare the number.`
+          : `The server could not show that the new keys were signed by the keys you pinned: ${keys.chain?.reason ?? 'no verdict'}. Treat this change as suspicious until you have compared the number with ${peer}.`;
       const numbers = changedSafetyNumbers({ username: this.me, fingerprint: this.session.fingerprint }, peer, keys.pin, keys.current);
       renderDigits($('old-safety'), numbers.old);
       renderDigits($('new-safety'), numbers.new);
       show($('key-compare'));
+      show($('key-chain'));
       show($('accept-key'));
     }
     const logKey = `${peer}|${keys.current?.fingerprint}`;
@@ -238,9 +288,8 @@ export class ConversationView {
         const fp = el('span', 'log-fp', change.fingerprint ? ` · fingerprint ${change.fingerprint.match(/.{5}/g).join(' ')}` : ' · fingerprint unavailable');
         li.append(fp);
         const notes = [];
-        if (!change.selfSigValid) notes.push('no valid self-signature');
-        if (change.chained === true) notes.push('signed by their previous key');
-        if (change.chained === false) notes.push('NOT signed by their previous key');
+        // the self-signature is the entry's integrity, not a reason to trust it
+        if (!change.selfSigValid) notes.push('damaged entry (no valid self-signature)');
         if (change.fingerprint && change.fingerprint === pinned) notes.push('the key you pinned');
         if (notes.length) li.append(el('span', 'log-note', ` · ${notes.join(' · ')}`));
         list.append(li);
@@ -257,10 +306,10 @@ export class ConversationView {
     button.disabled = true;
     try {
       await this.m.acceptKeyChange(peer);
-      this.status(`You verified ${peer}’s new safety number. Sending is possible again.`);
+      this.status(`You accepted ${peer}’s new keys; sending is possible again. Compare the new safety number and mark it as verified.`);
       this.composer.focus();
     } catch (err) {
-      this.status(`Could not accept the new keys: ${err.message}`);
+      this.status(`Could not accept the new keys: ${authErrorMessage(err)}`);
     } finally {
       button.disabled = false;
     }

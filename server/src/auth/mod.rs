@@ -4,7 +4,9 @@
 //!
 //! Invariants: the server stores only `bcrypt(auth_key)`, never anything it could unwrap
 //! keys with; an unknown user and a wrong key are indistinguishable (same body, same bcrypt
-//! work); a refresh token is single-use and its reuse kills its session.
+//! work); a refresh token is single-use and its reuse kills its session; a session that
+//! ends (logout, logout-all, reuse) is reported to [`LiveSessions`] after its revocation
+//! commits, so its WebSockets close too.
 
 mod jwt;
 pub mod routes;
@@ -17,12 +19,14 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use warp::http::StatusCode;
 
 use crate::b64;
 use crate::config::AuthConfig;
 use crate::db::{now_ms, sessions, users, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{self, KeyBundle};
+use crate::live::{Ended, LiveSessions};
 use crate::username::Username;
 
 pub use jwt::Jwt;
@@ -95,6 +99,8 @@ pub struct Auth {
     hash_slots: Semaphore,
     /// A bcrypt hash of nothing anyone knows, verified against when the user doesn't exist.
     dummy_hash: String,
+    /// Told when sessions end, so their live connections close.
+    live: Arc<dyn LiveSessions>,
 }
 
 fn parse_auth_key(text: &str) -> ApiResult<Vec<u8>> {
@@ -131,6 +137,7 @@ impl Auth {
         jwt_secret: &[u8],
         prelogin_key: Vec<u8>,
         hash_concurrency: usize,
+        live: Arc<dyn LiveSessions>,
     ) -> anyhow::Result<Arc<Auth>> {
         let cost = config.bcrypt_cost;
         let dummy_hash = tokio::task::spawn_blocking(move || {
@@ -146,6 +153,7 @@ impl Auth {
             prelogin_key,
             hash_slots: Semaphore::new(hash_concurrency.max(1)),
             dummy_hash,
+            live,
         }))
     }
 
@@ -299,19 +307,7 @@ impl Auth {
         parse_auth_key(&req.auth_key)?;
         let name = req.username.clone();
         let user = self.db.read(move |c| users::by_name(c, &name)).await?;
-        let Some(user) = user else {
-            // Same work as a real check, same answer.
-            let _ = self
-                .bcrypt_verify(req.auth_key, self.dummy_hash.clone())
-                .await?;
-            return Err(ApiError::invalid_credentials());
-        };
-        if !self
-            .bcrypt_verify(req.auth_key, user.auth_hash.clone())
-            .await?
-        {
-            return Err(ApiError::invalid_credentials());
-        }
+        let user = self.check_auth_key(user, req.auth_key).await?;
         let pair = self.open_session(user.id, &user.username).await?;
         Ok(LoginResponse {
             username: user.username,
@@ -330,6 +326,47 @@ impl Auth {
                 salt: user.kdf_salt,
             },
         })
+    }
+
+    /// `user` if `auth_key` is theirs; else `invalid_credentials`, after the same bcrypt
+    /// work whether or not the user exists.
+    async fn check_auth_key(
+        &self,
+        user: Option<users::User>,
+        auth_key: String,
+    ) -> ApiResult<users::User> {
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.auth_hash.clone());
+        let matches = self.bcrypt_verify(auth_key, hash).await?;
+        match user {
+            Some(user) if matches => Ok(user),
+            _ => Err(ApiError::invalid_credentials()),
+        }
+    }
+
+    /// For a sensitive change (key rotation): the caller must prove that they know the
+    /// password now, not merely hold a token, by sending `auth_key` as at login. This is
+    /// the cheap half, checked before the rest of the request: missing is 401
+    /// `reauthentication_required`, malformed 400 `invalid_auth_key`.
+    pub fn fresh_auth_key(auth_key: Option<String>) -> ApiResult<String> {
+        let auth_key = auth_key.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "reauthentication_required",
+                "this change needs auth_key, derived from the password now",
+            )
+        })?;
+        parse_auth_key(&auth_key)?;
+        Ok(auth_key)
+    }
+
+    /// The bcrypt half: `auth_key` (from [`Auth::fresh_auth_key`]) must be the caller's,
+    /// else 401 `invalid_credentials` after the same work as a failed login.
+    pub async fn reauthenticate(&self, who: &Principal, auth_key: String) -> ApiResult<()> {
+        let uid = who.user_id;
+        let user = self.db.read(move |c| users::by_id(c, uid)).await?;
+        self.check_auth_key(user, auth_key).await.map(|_| ())
     }
 
     async fn open_session(&self, user_id: i64, username: &str) -> ApiResult<TokenPair> {
@@ -393,8 +430,10 @@ impl Auth {
                     expires_in: self.jwt.ttl_secs(),
                 })
             }
-            (sessions::Refresh::Reused, _) => {
+            (sessions::Refresh::Reused { session_id, user_id }, _) => {
                 tracing::warn!("a superseded refresh token was presented; its session is revoked");
+                self.live
+                    .sessions_ended(user_id, Ended::Sessions(&[session_id]));
                 Err(ApiError::unauthorized())
             }
             _ => Err(ApiError::unauthorized()),
@@ -407,30 +446,36 @@ impl Auth {
         let uid = who.user_id;
         let token_hash = refresh_token.map(|t| hash_refresh_token(&t));
         let now = now_ms();
-        Ok(self
+        let ended = self
             .db
             .write(move |c| {
                 sessions::revoke(c, &sid, "logout", now)?;
+                let mut ended = vec![sid.clone()];
                 if let Some(h) = &token_hash {
                     if let Some(other) = sessions::session_of_token(c, h)? {
                         if sessions::get(c, &other)?.is_some_and(|s| s.user_id == uid) {
                             sessions::revoke(c, &other, "logout", now)?;
+                            ended.push(other);
                         }
                     }
                 }
-                Ok(())
+                Ok(ended)
             })
-            .await?)
+            .await?;
+        self.live.sessions_ended(uid, Ended::Sessions(&ended));
+        Ok(())
     }
 
     /// Ends every session of the caller.
     pub async fn logout_all(&self, who: &Principal) -> ApiResult<usize> {
         let uid = who.user_id;
         let now = now_ms();
-        Ok(self
+        let n = self
             .db
             .write(move |c| sessions::revoke_all(c, uid, "logout-all", now))
-            .await?)
+            .await?;
+        self.live.sessions_ended(uid, Ended::All);
+        Ok(n)
     }
 
     /// Verifies a bearer token and that its session is still live.

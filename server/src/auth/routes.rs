@@ -1,11 +1,14 @@
 //! Owns the HTTP routes of `/api/auth/*` and `/api/me`: parse, call [`Auth`], reply.
 //! Filters are nouns (what a request is), handlers are verbs (what answering it does).
+//! A successful logout or logout-all answer carries `Clear-Site-Data: "cache"` (not
+//! `"storage"`: see [`signed_out`]).
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderName, HeaderValue};
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Response};
 use warp::{Filter, Rejection, Reply};
@@ -174,25 +177,31 @@ async fn refresh(auth: Arc<Auth>, req: RefreshRequest) -> Result<Response, Rejec
     )
 }
 
+/// 204 telling the browser to drop what this origin cached. Not `"storage"`: that wipes
+/// every IndexedDB database of the origin, so each sign-out would erase the pinned keys,
+/// replay guard and KDF memory of every account used in that browser, and the next sign-in
+/// would trust whatever keys the server then shows. The browser deletes the session itself;
+/// "Forget this device" deletes one account's records on request (docs/SECURITY.md).
+fn signed_out() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(
+        HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cache\""),
+    );
+    r
+}
+
 async fn logout(
     auth: Arc<Auth>,
     who: Principal,
     req: Option<LogoutRequest>,
 ) -> Result<Response, Rejection> {
     let token = req.and_then(|r| r.refresh_token);
-    reply(
-        auth.logout(&who, token)
-            .await
-            .map(|()| StatusCode::NO_CONTENT.into_response()),
-    )
+    reply(auth.logout(&who, token).await.map(|()| signed_out()))
 }
 
 async fn logout_all(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {
-    reply(
-        auth.logout_all(&who)
-            .await
-            .map(|_| StatusCode::NO_CONTENT.into_response()),
-    )
+    reply(auth.logout_all(&who).await.map(|_| signed_out()))
 }
 
 async fn describe_me(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {

@@ -27,8 +27,8 @@ impl Session {
 pub enum Refresh {
     /// The token was live; it is now superseded by the new hash.
     Rotated(Session),
-    /// The token was already superseded: the session has just been revoked.
-    Reused,
+    /// The token was already superseded: the session (`session_id` of `user_id`) is revoked.
+    Reused { session_id: String, user_id: i64 },
     /// Unknown token, or its session is expired or revoked.
     Invalid,
 }
@@ -85,7 +85,10 @@ pub fn refresh(conn: &Connection, presented: &[u8], next: &[u8], now: i64) -> Db
         if session.revoked_at.is_none() {
             revoke(conn, &session_id, "refresh token reused", now)?;
         }
-        return Ok(Refresh::Reused);
+        return Ok(Refresh::Reused {
+            session_id,
+            user_id: session.user_id,
+        });
     }
     if !session.is_live(now) {
         return Ok(Refresh::Invalid);

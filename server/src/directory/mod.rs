@@ -1,17 +1,22 @@
 //! Owns the key directory: listing users, publishing each user's current public keys with
 //! their fingerprint, the key-change log, and owner key rotation.
 //!
-//! Invariant: a key version only moves forward by one, and only with a signature by the
-//! previous signing key over the new keys, so the chain of versions is verifiable by anyone.
+//! Invariants: a key version only moves forward by one, and only with a signature by the
+//! previous signing key over the new keys, so the chain of versions is verifiable by anyone;
+//! a rotation also needs the password now (`auth_key`, checked by [`Auth`]), and after it
+//! commits every live connection of the user hears `keys_changed`.
 
 pub mod routes;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
+use crate::auth::{Auth, Principal};
 use crate::db::{now_ms, users, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{self, KeyBundle};
+use crate::live::LiveSessions;
 use crate::username::Username;
 
 pub const PAGE_SIZE: u32 = 50;
@@ -58,17 +63,22 @@ pub struct RotateRequest {
     pub key_bundle: KeyBundle,
     pub self_sig: String,
     pub prev_sig: String,
+    /// As at login (§2.3): the password, proven now. Optional here only so that its
+    /// absence gets its own answer (401 `reauthentication_required`).
+    pub auth_key: Option<String>,
 }
 
 /// The directory service.
 #[derive(Clone)]
 pub struct Directory {
     db: Db,
+    auth: Arc<Auth>,
+    live: Arc<dyn LiveSessions>,
 }
 
 impl Directory {
-    pub fn new(db: Db) -> Directory {
-        Directory { db }
+    pub fn new(db: Db, auth: Arc<Auth>, live: Arc<dyn LiveSessions>) -> Directory {
+        Directory { db, auth, live }
     }
 
     pub async fn list(&self, query: &str, cursor: Option<String>) -> ApiResult<UserPage> {
@@ -145,8 +155,10 @@ impl Directory {
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
-    /// Publishes the caller's next key version, signed by the new and the previous key.
+    /// Publishes the caller's next key version, signed by the new and the previous key,
+    /// once the caller has proven the password; then tells their live connections.
     pub async fn rotate(&self, who: &Principal, req: RotateRequest) -> ApiResult<i64> {
+        let auth_key = Auth::fresh_auth_key(req.auth_key)?;
         let current = self.user(&who.username).await?;
         if req.key_version != current.keys.key_version + 1 {
             return Err(ApiError::conflict(
@@ -173,6 +185,8 @@ impl Directory {
             &req.prev_sig,
             "prev_sig",
         )?;
+        // bcrypt last: the checks above are cheap and need no secret.
+        self.auth.reauthenticate(who, auth_key).await?;
         let published = users::PublishedKeys {
             key_version: req.key_version,
             fingerprint: keys::fingerprint(&who.username, &new.enc_spki, &new.sign_spki),
@@ -202,6 +216,7 @@ impl Directory {
                 "the key version changed meanwhile; fetch it and try again",
             ));
         }
+        self.live.keys_changed(user_id, version);
         Ok(version)
     }
 }

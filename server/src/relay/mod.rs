@@ -5,7 +5,8 @@
 //! Invariants: a user's second tab or device adds a connection and never evicts one; a
 //! push never waits on a slow connection — a connection whose queue is full is kicked
 //! (it catches up from history on reconnect); presence goes only to users who share a
-//! conversation.
+//! conversation; a connection belongs to the session its ticket was issued for and is
+//! closed (4401, [`SESSION_ENDED`]) when that session ends.
 
 pub mod routes;
 pub mod socket;
@@ -21,24 +22,32 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::RelayConfig;
-use crate::db::{self, messages, now_ms, users, Db};
+use crate::db::{self, messages, now_ms, sessions, users, Db};
+use crate::live::{Ended, LiveSessions};
 use crate::messages::Messages;
+
+/// The close code of a connection whose session ended (logout, logout-all, a reused
+/// refresh token): the client must not reconnect with that session (PROTOCOL.md §10.4).
+pub const SESSION_ENDED: u16 = 4401;
 
 /// The hub's side of one registered connection: where to queue frames for it, and how to
 /// tell its task to close.
 #[derive(Clone)]
 struct ConnectionHandle {
     id: u64,
+    session_id: Arc<str>,
     tx: mpsc::Sender<Utf8Bytes>,
     kick: Arc<Notify>,
+    ended: Arc<Notify>,
 }
 
-/// A registered connection, as its task holds it: its id, the frames queued for it, and
-/// the signal that it is too slow and must go.
+/// A registered connection, as its task holds it: its id, the frames queued for it, the
+/// signal that it is too slow and must go, and the signal that its session ended.
 pub struct Registration {
     pub conn_id: u64,
     pub rx: mpsc::Receiver<Utf8Bytes>,
     pub kick: Arc<Notify>,
+    pub ended: Arc<Notify>,
 }
 
 pub struct Hub {
@@ -78,21 +87,42 @@ impl Hub {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Adds a connection for `user_id`; the bool says whether it is the user's first.
-    fn register(&self, user_id: i64) -> (Registration, bool) {
+    /// Adds a connection of `user_id` in `session_id`; the bool says whether it is the
+    /// user's first.
+    fn register(&self, user_id: i64, session_id: &str) -> (Registration, bool) {
         let (tx, rx) = mpsc::channel(self.relay.outgoing_queue);
         let kick = Arc::new(Notify::new());
+        let ended = Arc::new(Notify::new());
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
         let set = conns.entry(user_id).or_default();
         let first = set.is_empty();
         set.push(ConnectionHandle {
             id: conn_id,
+            session_id: Arc::from(session_id),
             tx,
             kick: kick.clone(),
+            ended: ended.clone(),
         });
         self.connections.fetch_add(1, Ordering::Relaxed);
-        (Registration { conn_id, rx, kick }, first)
+        (
+            Registration {
+                conn_id,
+                rx,
+                kick,
+                ended,
+            },
+            first,
+        )
+    }
+
+    /// Whether `session_id` is still live in the database. A connection asks once, after
+    /// it registered: a session that ended between the ticket and the registration is
+    /// caught here, and one that ends later finds the connection registered.
+    async fn session_is_live(&self, session_id: &str) -> db::DbResult<bool> {
+        let sid = session_id.to_owned();
+        let session = self.db.read(move |c| sessions::get(c, &sid)).await?;
+        Ok(session.is_some_and(|s| s.is_live(now_ms())))
     }
 
     /// Removes a connection (if still registered); the bool says whether it was the user's last.
@@ -261,6 +291,31 @@ impl Hub {
             .await
     }
 
+    /// Tells the chosen connections of `user_id` to close with [`SESSION_ENDED`] and
+    /// removes them, so nothing more is queued for them.
+    fn end_connections(&self, user_id: i64, which: Ended<'_>) {
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        let Some(set) = conns.get_mut(&user_id) else {
+            return;
+        };
+        let before = set.len();
+        set.retain(|c| {
+            let ends = match which {
+                Ended::All => true,
+                Ended::Sessions(ids) => ids.iter().any(|s| **s == *c.session_id),
+            };
+            if ends {
+                c.ended.notify_one();
+            }
+            !ends
+        });
+        let gone = before - set.len();
+        self.connections.fetch_sub(gone as u64, Ordering::Relaxed);
+        if set.is_empty() {
+            conns.remove(&user_id);
+        }
+    }
+
     /// Asks every connection to close (server shutdown).
     pub fn close_all(&self) {
         self.shutdown.send_replace(true);
@@ -268,6 +323,19 @@ impl Hub {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+}
+
+impl LiveSessions for Hub {
+    fn sessions_ended(&self, user_id: i64, which: Ended<'_>) {
+        self.end_connections(user_id, which);
+    }
+
+    fn keys_changed(&self, user_id: i64, key_version: i64) {
+        let frame = Utf8Bytes::from(
+            json!({ "type": "keys_changed", "key_version": key_version }).to_string(),
+        );
+        self.push(user_id, &frame, None);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Owns `POST /api/ws-ticket`: trades an access token for a single-use WebSocket ticket.
+//! Owns `POST /api/ws-ticket`: trades an access token for a single-use WebSocket ticket
+//! bound to the token's session.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{json, Response};
 use warp::{Filter, Reply};
 
-use super::tickets::Tickets;
+use super::tickets::{Holder, Tickets};
 use crate::auth::routes::authenticated;
 use crate::auth::{Auth, Principal};
 
@@ -19,7 +20,11 @@ pub fn routes(tickets: Arc<Tickets>, auth: Arc<Auth>) -> BoxedFilter<(Response,)
         .and(warp::post())
         .and(authenticated(auth))
         .map(move |who: Principal| {
-            let ticket = tickets.issue(who.user_id, &who.username);
+            let ticket = tickets.issue(Holder {
+                user_id: who.user_id,
+                username: who.username,
+                session_id: who.session_id,
+            });
             json(&json!({ "ticket": ticket, "expires_in": tickets.ttl().as_secs() }))
                 .into_response()
         })

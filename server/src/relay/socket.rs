@@ -2,7 +2,7 @@
 //! stores through the writer, acknowledging after commit, fanning out, receipts, typing,
 //! keepalive, and closing on abuse, slowness or shutdown.
 //!
-//! Invariants: the user is the ticket's subject, never a field of a frame; an `ack` is
+//! Invariants: the user and session are the ticket's, never a field of a frame; an `ack` is
 //! sent only after the envelope's transaction committed; acks and fan-out follow the order
 //! the sends arrived in; a bad frame gets an `error` frame and changes nothing.
 
@@ -22,17 +22,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{Hub, Registration};
+use super::tickets::Holder;
+use super::{Hub, Registration, SESSION_ENDED};
 use crate::db::{now_ms, DbResult};
 use crate::messages::{envelope, MessageState, StoreOutcome, Stored};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who is on the other end.
-pub struct Peer {
-    pub user_id: i64,
-    pub username: String,
-}
 
 /// A client frame, parsed flat so the envelope can stay raw (byte for byte).
 #[derive(Deserialize)]
@@ -68,7 +63,7 @@ type DoneFuture = Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
 struct Socket<S> {
     ws: WebSocketStream<S>,
     hub: Arc<Hub>,
-    peer: Peer,
+    peer: Holder,
     conn_id: u64,
     pending: FuturesOrdered<DoneFuture>,
     bad: Vec<Instant>,
@@ -82,8 +77,9 @@ enum End {
     Close(CloseCode, &'static str),
 }
 
-/// Runs the connection until the peer leaves, misbehaves, is too slow, or shutdown.
-pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, peer: Peer)
+/// Runs the connection until the peer leaves, misbehaves, is too slow, its session ends,
+/// or shutdown.
+pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, peer: Holder)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -92,16 +88,30 @@ where
             conn_id,
             mut rx,
             kick,
+            ended,
         },
         first,
-    ) = hub.register(peer.user_id);
-    let presence = match hub
-        .presence_on_connect(peer.user_id, &peer.username, first)
-        .await
-    {
-        Ok(frames) => frames,
+    ) = hub.register(peer.user_id, &peer.session_id);
+    // Registered first, then checked: a session that ends from now on finds this
+    // connection in the hub; one that ended since the ticket was issued is caught here.
+    let presence = match hub.session_is_live(&peer.session_id).await {
+        Ok(true) => match hub
+            .presence_on_connect(peer.user_id, &peer.username, first)
+            .await
+        {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence lookup failed");
+                Vec::new()
+            }
+        },
+        Ok(false) => {
+            ended.notify_one();
+            Vec::new()
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "presence lookup failed");
+            tracing::warn!(error = %e, "session lookup failed");
+            kick.notify_one();
             Vec::new()
         }
     };
@@ -129,6 +139,7 @@ where
         let step = tokio::select! {
             biased;
             _ = shutdown.changed() => Err(End::Close(CloseCode::Away, "server shutting down")),
+            () = ended.notified() => Err(End::Close(CloseCode::from(SESSION_ENDED), "session ended")),
             () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
             Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish_ready(done).await,
             out = rx.recv() => match out {

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use warp::reply::Response;
 
-use super::socket::{self, Peer};
-use super::tickets::Tickets;
+use super::socket;
+use super::tickets::{Holder, Tickets};
 use super::Hub;
 use crate::error::ApiError;
 
@@ -111,7 +111,7 @@ impl WsEndpoint {
         response
     }
 
-    fn check<B>(&self, req: &Request<B>) -> Result<(String, Peer), ApiError> {
+    fn check<B>(&self, req: &Request<B>) -> Result<(String, Holder), ApiError> {
         if req.method() != Method::GET {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -154,13 +154,13 @@ impl WsEndpoint {
             .split('&')
             .find_map(|kv| kv.strip_prefix("ticket="))
             .unwrap_or("");
-        let Some((user_id, username)) = self.tickets.redeem(ticket) else {
+        let Some(holder) = self.tickets.redeem(ticket) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid, unused ticket from POST /api/ws-ticket is required",
             ));
         };
-        Ok((key, Peer { user_id, username }))
+        Ok((key, holder))
     }
 }

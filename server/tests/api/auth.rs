@@ -493,3 +493,34 @@ async fn missing_expired_and_forged_tokens_get_401() {
         .expect("send");
     assert_eq!(r.status, 401, "no token at all");
 }
+
+/// The answer to a logout tells the browser to drop this origin's cache and storage;
+/// other answers do not.
+#[tokio::test]
+async fn logout_and_logout_all_answers_clear_the_site_data() {
+    let app = spawn_app().await;
+    let a = app.register_and_login("alice").await;
+    let b = app.client.login("alice", PASSWORD).await.expect("second");
+    let c = app.client.login("alice", PASSWORD).await.expect("third");
+    let me = app
+        .client
+        .request(Method::GET, "/api/me", Some(&c.access_token), None)
+        .await
+        .expect("send");
+    assert_eq!(me.status, 200);
+    assert_eq!(me.header("clear-site-data"), None);
+
+    for (path, s) in [("/api/auth/logout", &a), ("/api/auth/logout-all", &b)] {
+        let r = app
+            .client
+            .request(Method::POST, path, Some(&s.access_token), None)
+            .await
+            .expect("send");
+        assert_eq!(r.status, 204, "{path}");
+        assert_eq!(
+            r.header("clear-site-data"),
+            Some("\"cache\""),
+            "{path}"
+        );
+    }
+}

@@ -236,7 +236,9 @@ async fn admin_grant_and_revoke_change_the_flag_of_a_registered_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start(&data, &[]);
-    let client = Client::new(&server.base).expect("client");
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
     client
         .register("root_user", PASSWORD, ITERATIONS)
         .await
@@ -273,7 +275,9 @@ async fn logs_hold_no_secrets_and_sigterm_shuts_down_cleanly() {
         &data,
         &[("RUST_LOG", "debug"), ("SECURECHAT_LOG__FORMAT", "json")],
     );
-    let client = Client::new(&server.base).expect("client");
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
     let reg = client
         .register("logcheck", PASSWORD, ITERATIONS)
         .await
@@ -317,7 +321,9 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server_and_a_resend_is_s
     // FULL synchronous mode: durable even across power loss, not only a process crash.
     let sync = [("SECURECHAT_STORAGE__SYNCHRONOUS", "full")];
     let mut server = start(&data, &sync);
-    let client = Client::new(&server.base).expect("client");
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
     let alice = {
         client
             .register("alice", PASSWORD, ITERATIONS)
@@ -368,7 +374,9 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server_and_a_resend_is_s
     let _ = server.child.wait();
 
     let server = start(&data, &sync);
-    let client = Client::new(&server.base).expect("client");
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
     let bob = client.login("bob", PASSWORD).await.expect("login");
     let history = client
         .history(&bob.access_token, "alice", Some(0), None, None)

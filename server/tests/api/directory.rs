@@ -112,7 +112,11 @@ async fn rotating_keys_publishes_the_next_version_and_logs_the_change() {
         .keys(&bob.access_token, "alice")
         .await
         .expect("v1");
-    let rotated = app.client.rotate_keys(&mut alice).await.expect("rotate");
+    let rotated = app
+        .client
+        .rotate_keys(&mut alice, PASSWORD)
+        .await
+        .expect("rotate");
     assert_eq!(rotated.key_version, 2);
     let v2 = app
         .client
@@ -154,9 +158,10 @@ async fn a_rotation_not_signed_by_the_previous_key_or_for_a_stale_version_is_ref
     let alice = app.register_and_login("alice").await;
     let new = Identity::generate().expect("new");
     let stranger = Identity::generate().expect("stranger");
+    let (auth_key, kek) = alice.derive(PASSWORD).expect("derive");
 
     // prev_sig made by a key that is not alice's current one.
-    let forged = RotateRequest::build("alice", 2, &stranger, &new, &alice.kek).expect("req");
+    let forged = RotateRequest::build("alice", 2, &stranger, &new, &kek, &auth_key).expect("req");
     let r = app
         .post("/api/keys/rotate", Some(&alice.access_token), &forged)
         .await;
@@ -164,7 +169,8 @@ async fn a_rotation_not_signed_by_the_previous_key_or_for_a_stale_version_is_ref
     assert_eq!(r.error().expect("body").error.code, "invalid_signature");
 
     // Skipping a version.
-    let skip = RotateRequest::build("alice", 3, &alice.identity, &new, &alice.kek).expect("req");
+    let skip =
+        RotateRequest::build("alice", 3, &alice.identity, &new, &kek, &auth_key).expect("req");
     let r = app
         .post("/api/keys/rotate", Some(&alice.access_token), &skip)
         .await;
@@ -178,4 +184,81 @@ async fn a_rotation_not_signed_by_the_previous_key_or_for_a_stale_version_is_ref
         .await
         .expect("keys");
     assert_eq!(keys.key_version, 1);
+}
+
+/// What the server holds of alice's keys: the current version, the change log, the bundle.
+fn stored_keys(app: &crate::helpers::TestApp) -> (i64, i64, String) {
+    let version = app
+        .sqlite()
+        .query_row(
+            "SELECT key_version, bundle_ct FROM users WHERE username = 'alice'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .expect("alice");
+    (version.0, app.count("key_changes"), version.1)
+}
+
+/// PROTOCOL.md §4.3: a token and the old signing key (all an injected script holds) are
+/// not enough to rotate; the password, as `auth_key`, must come with the request.
+#[tokio::test]
+async fn a_rotation_without_the_password_or_with_a_wrong_one_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    let alice = app.register_and_login("alice").await;
+    let new = Identity::generate().expect("new");
+    let (auth_key, kek) = alice.derive(PASSWORD).expect("derive");
+    let good = RotateRequest::build("alice", 2, &alice.identity, &new, &kek, &auth_key).expect("req");
+    let before = stored_keys(&app);
+
+    let mut missing = good.clone();
+    missing.auth_key = None;
+    let r = app
+        .post("/api/keys/rotate", Some(&alice.access_token), &missing)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.error().expect("body").error.code,
+        "reauthentication_required"
+    );
+    let mut null = serde_json::to_value(&missing).expect("json");
+    null["auth_key"] = serde_json::Value::Null;
+    let r = app
+        .post("/api/keys/rotate", Some(&alice.access_token), &null)
+        .await;
+    assert_eq!(r.status, 401);
+
+    // A wrong password: the very answer a failed login gets.
+    let (wrong_key, _) = alice.derive("not the password").expect("derive");
+    let mut wrong = good.clone();
+    wrong.auth_key = Some(b64::encode(wrong_key));
+    let r = app
+        .post("/api/keys/rotate", Some(&alice.access_token), &wrong)
+        .await;
+    let failed_login = app
+        .post(
+            "/api/auth/login",
+            None,
+            &json!({ "username": "alice", "auth_key": b64::encode(wrong_key) }),
+        )
+        .await;
+    assert_eq!((r.status, failed_login.status), (401, 401));
+    assert_eq!(r.body, failed_login.body);
+    assert_eq!(r.error().expect("body").error.code, "invalid_credentials");
+
+    let mut malformed = good.clone();
+    malformed.auth_key = Some("not-base64url!".into());
+    let r = app
+        .post("/api/keys/rotate", Some(&alice.access_token), &malformed)
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error().expect("body").error.code, "invalid_auth_key");
+
+    assert_eq!(stored_keys(&app), before, "nothing written");
+
+    // The same request with the right auth key goes through.
+    let r = app
+        .post("/api/keys/rotate", Some(&alice.access_token), &good)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(stored_keys(&app).0, 2);
 }

@@ -40,6 +40,10 @@ async fn every_response_carries_the_security_headers() {
         }
         let csp = r.header("content-security-policy").unwrap_or_default();
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        // No form may submit anywhere (a password field posted before the script loads
+        // goes nowhere), and script-reachable HTML sinks need Trusted Types.
+        assert!(csp.contains("form-action 'none'") && !csp.contains("form-action 'self'"));
+        assert!(csp.contains("require-trusted-types-for 'script'"));
         assert!(!csp.contains("unsafe-inline"));
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"));

@@ -51,7 +51,9 @@ async fn start(dir: tempfile::TempDir, config: Config) -> TestApp {
         let _ = rx.await;
     }));
     TestApp {
-        client: Client::new(&base).expect("client"),
+        client: Client::new(&base)
+            .expect("client")
+            .with_min_kdf_iterations(ITERATIONS),
         dir,
         config,
         shutdown: Some(tx),

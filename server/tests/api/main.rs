@@ -7,4 +7,5 @@ mod directory;
 mod edge;
 mod helpers;
 mod relay;
+mod sessions;
 mod storage;

@@ -13,7 +13,7 @@ use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 const WAIT: Duration = Duration::from_secs(5);
 
 /// `from` seals `text` for `to`, using the directory's key for `to`.
-async fn seal(
+pub(crate) async fn seal(
     app: &TestApp,
     from: &Session,
     to: &str,
@@ -34,7 +34,7 @@ async fn alice_and_bob_online() -> (TestApp, Session, Session, WsClient, WsClien
     (app, alice, bob, a, b)
 }
 
-async fn connect(app: &TestApp, s: &Session) -> WsClient {
+pub(crate) async fn connect(app: &TestApp, s: &Session) -> WsClient {
     app.client
         .connect_ws(&s.access_token)
         .await
@@ -42,7 +42,7 @@ async fn connect(app: &TestApp, s: &Session) -> WsClient {
 }
 
 /// Receives frames until one satisfies `pick`, skipping presence and typing noise.
-async fn next_matching<T>(ws: &mut WsClient, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
+pub(crate) async fn next_matching<T>(ws: &mut WsClient, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -58,7 +58,7 @@ async fn next_matching<T>(ws: &mut WsClient, mut pick: impl FnMut(ServerFrame) -
 
 /// Waits `period` and fails if a frame `forbidden` picks arrives meanwhile (presence
 /// frames may come and go).
-async fn none_of(ws: &mut WsClient, period: Duration, forbidden: impl Fn(&ServerFrame) -> bool) {
+pub(crate) async fn none_of(ws: &mut WsClient, period: Duration, forbidden: impl Fn(&ServerFrame) -> bool) {
     let deadline = tokio::time::Instant::now() + period;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -98,7 +98,7 @@ async fn comes_online(ws: &mut WsClient, user: &str) {
     .await
 }
 
-async fn ack(ws: &mut WsClient) -> (String, u64) {
+pub(crate) async fn ack(ws: &mut WsClient) -> (String, u64) {
     next_matching(ws, |f| match f {
         ServerFrame::Ack { id, seq, .. } => Some((id, seq)),
         ServerFrame::Error { code, message, .. } => panic!("error frame {code}: {message}"),
