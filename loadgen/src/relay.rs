@@ -24,7 +24,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use securechat_client::envelope::{new_message_id, now_ms, seal_with, Reader, SealInputs};
+use securechat_client::envelope::{new_message_id, now_ms, pad, seal_with, Reader, SealInputs};
 use securechat_client::ws::{self, WsOptions, WsStream};
 use securechat_client::{b64, Client, Identity, RegisterRequest};
 use serde::Deserialize;
@@ -92,7 +92,8 @@ pub struct RelayArgs {
     /// built and signed per (sender, contact) pair.
     #[arg(long, default_value_t = 16)]
     pub contacts: usize,
-    /// Plaintext text length in bytes (the ciphertext is this plus JSON and tag).
+    /// Plaintext text length in bytes (the ciphertext is this plus JSON, padded to its size
+    /// bucket as the clients pad it (PROTOCOL.md §8.2), plus the tag).
     #[arg(long, default_value_t = 200)]
     pub text_bytes: usize,
     /// Also open this many idle authenticated connections and report the RSS they cost.
@@ -169,7 +170,7 @@ fn build_templates(
     let text: String = (0..text_bytes)
         .map(|_| char::from(rng.gen_range(b'a'..=b'z')))
         .collect();
-    let plaintext = serde_json::to_vec(&serde_json::json!({ "text": text }))?;
+    let plaintext = pad(serde_json::to_vec(&serde_json::json!({ "text": text }))?);
     let mut all = Vec::with_capacity(users);
     for from in 0..users {
         let mut peers: Vec<usize> = (0..users).filter(|&p| p != from).collect();
