@@ -972,7 +972,14 @@ mod tests {
     // PROTOCOL.md §8.2 (padding)
     #[test]
     fn plaintexts_are_padded_to_their_size_bucket_and_open_unchanged() {
-        let cases = [(1, 256), (256, 256), (257, 1024), (4097, 8192), (32769, 36864), (40000, 40960)];
+        let cases = [
+            (1, 256),
+            (256, 256),
+            (257, 1024),
+            (4097, 8192),
+            (32769, 36864),
+            (40000, 40960),
+        ];
         for (n, padded) in cases {
             assert_eq!(padded_length(n), padded, "{n}");
         }
@@ -982,7 +989,10 @@ mod tests {
         for text in ["hi", "a few more words than that", &"x".repeat(200)] {
             let env = seal_text("alice", &p.alice, "bob", &bob, text).unwrap();
             sizes.insert(b64::decode(&env.ct).unwrap().len());
-            assert_eq!(open(&env, "bob", &p.bob, &p.alice_sign).unwrap().text(), Some(text));
+            assert_eq!(
+                open(&env, "bob", &p.bob, &p.alice_sign).unwrap().text(),
+                Some(text)
+            );
         }
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![256 + 16]);
         let long = seal_text("alice", &p.alice, "bob", &bob, &"y".repeat(300)).unwrap();

@@ -263,7 +263,10 @@ mod tests {
         // Without it, the member is absent (not null).
         let mut bare = req.clone();
         bare.auth_key = None;
-        assert!(serde_json::to_value(&bare).unwrap().get("auth_key").is_none());
+        assert!(serde_json::to_value(&bare)
+            .unwrap()
+            .get("auth_key")
+            .is_none());
     }
 
     fn kdf(alg: &str, iterations: u32, salt_bytes: usize) -> KdfParams {
@@ -279,10 +282,14 @@ mod tests {
         use crate::kdf::{MAX_ITERATIONS, MIN_ITERATIONS};
         use crate::Error;
         assert_eq!(
-            kdf(KDF_ALG, MIN_ITERATIONS, 16).check(MIN_ITERATIONS).unwrap(),
+            kdf(KDF_ALG, MIN_ITERATIONS, 16)
+                .check(MIN_ITERATIONS)
+                .unwrap(),
             vec![7u8; 16]
         );
-        assert!(kdf(KDF_ALG, MAX_ITERATIONS, 16).check(MIN_ITERATIONS).is_ok());
+        assert!(kdf(KDF_ALG, MAX_ITERATIONS, 16)
+            .check(MIN_ITERATIONS)
+            .is_ok());
         for bad in [
             kdf(KDF_ALG, MIN_ITERATIONS - 1, 16),
             kdf(KDF_ALG, 1000, 16),

@@ -430,7 +430,13 @@ impl Auth {
                     expires_in: self.jwt.ttl_secs(),
                 })
             }
-            (sessions::Refresh::Reused { session_id, user_id }, _) => {
+            (
+                sessions::Refresh::Reused {
+                    session_id,
+                    user_id,
+                },
+                _,
+            ) => {
                 tracing::warn!("a superseded refresh token was presented; its session is revoked");
                 self.live
                     .sessions_ended(user_id, Ended::Sessions(&[session_id]));

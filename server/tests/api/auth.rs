@@ -517,10 +517,6 @@ async fn logout_and_logout_all_answers_clear_the_site_data() {
             .await
             .expect("send");
         assert_eq!(r.status, 204, "{path}");
-        assert_eq!(
-            r.header("clear-site-data"),
-            Some("\"cache\""),
-            "{path}"
-        );
+        assert_eq!(r.header("clear-site-data"), Some("\"cache\""), "{path}");
     }
 }

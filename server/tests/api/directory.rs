@@ -207,7 +207,8 @@ async fn a_rotation_without_the_password_or_with_a_wrong_one_is_refused_and_writ
     let alice = app.register_and_login("alice").await;
     let new = Identity::generate().expect("new");
     let (auth_key, kek) = alice.derive(PASSWORD).expect("derive");
-    let good = RotateRequest::build("alice", 2, &alice.identity, &new, &kek, &auth_key).expect("req");
+    let good =
+        RotateRequest::build("alice", 2, &alice.identity, &new, &kek, &auth_key).expect("req");
     let before = stored_keys(&app);
 
     let mut missing = good.clone();

@@ -42,7 +42,10 @@ pub(crate) async fn connect(app: &TestApp, s: &Session) -> WsClient {
 }
 
 /// Receives frames until one satisfies `pick`, skipping presence and typing noise.
-pub(crate) async fn next_matching<T>(ws: &mut WsClient, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
+pub(crate) async fn next_matching<T>(
+    ws: &mut WsClient,
+    mut pick: impl FnMut(ServerFrame) -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -58,7 +61,11 @@ pub(crate) async fn next_matching<T>(ws: &mut WsClient, mut pick: impl FnMut(Ser
 
 /// Waits `period` and fails if a frame `forbidden` picks arrives meanwhile (presence
 /// frames may come and go).
-pub(crate) async fn none_of(ws: &mut WsClient, period: Duration, forbidden: impl Fn(&ServerFrame) -> bool) {
+pub(crate) async fn none_of(
+    ws: &mut WsClient,
+    period: Duration,
+    forbidden: impl Fn(&ServerFrame) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + period;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -45,7 +45,10 @@ async fn assert_open(app: &TestApp, s: &Session, ws: &mut WsClient) {
 }
 
 async fn second_session(app: &TestApp, name: &str) -> Session {
-    app.client.login(name, PASSWORD).await.expect("second device")
+    app.client
+        .login(name, PASSWORD)
+        .await
+        .expect("second device")
 }
 
 /// A server with alice signed in on two devices (two sessions).
