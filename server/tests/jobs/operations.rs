@@ -130,7 +130,7 @@ async fn shutdown_stops_claiming_lets_jobs_finish_then_releases_the_rest() {
     })
     .await;
     let q = env.queue.clone();
-    let stopping = tokio::spawn(async move { q.shutdown(Duration::from_millis(400)).await });
+    let stopping = tokio::spawn(async move { q.shutdown(Duration::from_secs(2)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Enqueued during the drain: stored, but not claimed any more.
     let late = env
