@@ -524,7 +524,7 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
     assert_eq!(tus.offset(t, &loc).await, 0);
 
     // DELETE frees the quota and the in-flight slot, and removes the blob.
-    let r = tus.patch(t, &loc, 0, vec![0u8; 2080], None).await;
+    let r = tus.patch(t, &loc, 0, vec![0u8; 1040], None).await;
     assert_eq!(r.status(), 204);
     assert!(blob_path(&app, &loc).exists());
     let r = tus
