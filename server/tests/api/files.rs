@@ -1264,3 +1264,77 @@ async fn kill_9_in_the_middle_of_finalize_still_finalizes_once_with_one_file_rea
     assert_eq!((state.as_str(), finalizes), ("ready", 1));
     kill_9(&mut server);
 }
+
+#[tokio::test]
+async fn a_dropped_patch_keeps_whole_records_and_a_concurrent_patch_gets_409() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let (alice, _) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let data = body(20 * 1040, 3);
+    let loc = tus.create(&alice, "bob", data.len() as u64).await;
+    let addr = app
+        .client
+        .base_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        alice.access_token,
+        data.len()
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    // 3.5 records arrive, then the connection stalls...
+    sock.write_all(&data[..3 * 1040 + 520])
+        .await
+        .expect("write");
+    sock.flush().await.expect("flush");
+    let path = blob_path(&app, &loc);
+    for _ in 0..100 {
+        if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) >= 3 * 1040 + 520 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while it runs, a second PATCH of the same upload is turned away.
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, data[..1040].to_vec(), None)
+        .await;
+    assert_eq!(r.status(), 409);
+    // ...and then it drops: the three whole records are kept, the half one is not.
+    drop(sock);
+    let mut offset = 0;
+    for _ in 0..100 {
+        offset = tus.offset(&alice.access_token, &loc).await;
+        if offset > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(offset, 3 * 1040);
+    assert_eq!(std::fs::metadata(&path).expect("blob").len(), 3 * 1040);
+    let r = tus
+        .patch(
+            &alice.access_token,
+            &loc,
+            offset,
+            data[3 * 1040..].to_vec(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for_state(&app, &loc, "ready").await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &alice.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
+}
