@@ -1338,3 +1338,40 @@ async fn a_dropped_patch_keeps_whole_records_and_a_concurrent_patch_gets_409() {
     .await;
     assert_eq!(r.bytes().await.expect("body").to_vec(), data);
 }
+
+#[tokio::test]
+async fn a_file_past_retention_is_purged_with_its_blob_and_its_quota() {
+    let app = spawn_app_with(|c| {
+        c.files.retention_secs = 1;
+        c.files.cleanup_interval_secs = 1;
+        c.files.quota_bytes = 1000;
+    })
+    .await;
+    let (alice, bob) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let loc = tus.create(&alice, "bob", 1000).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, body(1000, 4), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for_state(&app, &loc, "ready").await;
+    let path = blob_path(&app, &loc);
+    assert!(path.exists());
+    for _ in 0..100 {
+        if app.count("files") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.count("files"), 0);
+    assert!(!path.exists());
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &bob.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    tus.create(&alice, "bob", 1000).await;
+}
