@@ -125,22 +125,38 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let records = [(0u32, false), (1, false), (1, true), (255, true), (256, false), (0x0102_0304, true), (u32::MAX, true)]
-        .into_iter()
-        .map(|(i, last)| Record {
-            i,
-            last,
-            aad: String::from_utf8_lossy(&record_aad(&file_id, i, last)).into_owned(),
-            nonce: b64::encode(record_nonce(&key.nonce, i)),
-        })
-        .collect();
+    let records = [
+        (0u32, false),
+        (1, false),
+        (1, true),
+        (255, true),
+        (256, false),
+        (0x0102_0304, true),
+        (u32::MAX, true),
+    ]
+    .into_iter()
+    .map(|(i, last)| Record {
+        i,
+        last,
+        aad: String::from_utf8_lossy(&record_aad(&file_id, i, last)).into_owned(),
+        nonce: b64::encode(record_nonce(&key.nonce, i)),
+    })
+    .collect();
 
     let sender = Identity::generate_with(&mut rng)?;
     let recipient = Identity::generate_with(&mut rng)?;
     let size = 3 * 1024 + 7;
     let plain = plaintext(size, 22);
     let sha: [u8; 32] = Sha256::digest(&plain).into();
-    let manifest = Manifest::new(&file_id, "Grüße – photo 🏖.jpg", "image/jpeg", size, &sha, 1024, &key)?;
+    let manifest = Manifest::new(
+        &file_id,
+        "Grüße – photo 🏖.jpg",
+        "image/jpeg",
+        size,
+        &sha,
+        1024,
+        &key,
+    )?;
     let inputs = SealInputs::fresh_with(&mut rng, 1_764_100_000_000);
     let envelope = seal_manifest_with(
         &mut rng,

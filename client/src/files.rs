@@ -116,9 +116,7 @@ pub fn cipher_size(size: u64, record_size: u32) -> Result<u64> {
 pub fn plain_size(cipher_bytes: u64, record_size: u32) -> Result<u64> {
     check_record_size(record_size)?;
     let tag = TAG_BYTES as u64;
-    let n = cipher_bytes
-        .div_ceil(u64::from(record_size) + tag)
-        .max(1);
+    let n = cipher_bytes.div_ceil(u64::from(record_size) + tag).max(1);
     match cipher_bytes.checked_sub(tag * n) {
         Some(size) if cipher_size(size, record_size)? == cipher_bytes => Ok(size),
         _ => Err(refuse(
@@ -225,7 +223,10 @@ fn seal_one(
     cipher
         .encrypt(
             &Nonce::from(record_nonce(nonce, i)),
-            Payload { msg: plain, aad: &aad },
+            Payload {
+                msg: plain,
+                aad: &aad,
+            },
         )
         .map_err(|_| Error::Crypto("AES-GCM encrypt".into()))
 }
@@ -253,7 +254,13 @@ fn open_one(
 }
 
 /// Seal record `i` alone.
-pub fn seal_record(key: &FileKey, file_id: &str, i: u32, last: bool, plain: &[u8]) -> Result<Vec<u8>> {
+pub fn seal_record(
+    key: &FileKey,
+    file_id: &str,
+    i: u32,
+    last: bool,
+    plain: &[u8],
+) -> Result<Vec<u8>> {
     seal_one(&key.cipher(), &key.nonce, file_id, i, last, plain)
 }
 
@@ -394,8 +401,14 @@ impl RecordSealer {
         let mut probe = [0u8; 1];
         match input.read(&mut probe) {
             Ok(0) => Ok(written),
-            Ok(_) => Err(refuse(FileErrorCode::Size, "the input is longer than the size")),
-            Err(e) => Err(refuse(FileErrorCode::Size, format!("reading the plaintext: {e}"))),
+            Ok(_) => Err(refuse(
+                FileErrorCode::Size,
+                "the input is longer than the size",
+            )),
+            Err(e) => Err(refuse(
+                FileErrorCode::Size,
+                format!("reading the plaintext: {e}"),
+            )),
         }
     }
 }
@@ -474,7 +487,10 @@ impl RecordOpener {
     /// Feed ciphertext bytes; get the records that completed and verified.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         if self.failed {
-            return Err(refuse(FileErrorCode::RecordAuth, "the stream already failed"));
+            return Err(refuse(
+                FileErrorCode::RecordAuth,
+                "the stream already failed",
+            ));
         }
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
@@ -621,8 +637,7 @@ impl Manifest {
                 _ => return Err(bad(&format!("{field} is not b64 of {len} bytes"))),
             }
         }
-        record_count(self.size, self.record_size)
-            .map_err(|_| bad("size is out of range"))?;
+        record_count(self.size, self.record_size).map_err(|_| bad("size is out of range"))?;
         Ok(())
     }
 
@@ -741,7 +756,10 @@ pub fn tus_metadata(
     manifest: &Envelope,
 ) -> Result<String> {
     if !is_username(recipient) {
-        return Err(refuse(FileErrorCode::Metadata, "recipient is not a user name"));
+        return Err(refuse(
+            FileErrorCode::Metadata,
+            "recipient is not a user name",
+        ));
     }
     if !is_uuid_v4(file_id) {
         return Err(refuse(FileErrorCode::Metadata, "file_id is not a UUID v4"));
@@ -810,7 +828,9 @@ mod tests {
     const FILE_ID: &str = "0b7f1c9e-2d4a-4e6b-9c3d-5a1f2e3d4c5b";
 
     fn data(n: usize, seed: u8) -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     fn seal_all(key: &FileKey, file_id: &str, plain: &[u8]) -> Vec<Vec<u8>> {
@@ -825,7 +845,13 @@ mod tests {
         out
     }
 
-    fn open_all(key: &FileKey, file_id: &str, size: u64, ct: &[u8], chunk: usize) -> Result<Vec<u8>> {
+    fn open_all(
+        key: &FileKey,
+        file_id: &str,
+        size: u64,
+        ct: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<u8>> {
         let mut o = RecordOpener::new(key, file_id, size, RS)?;
         let mut out = Vec::new();
         for piece in ct.chunks(chunk.max(1)) {
@@ -852,7 +878,10 @@ mod tests {
         assert_eq!(cipher_size(0, RS).unwrap(), 16);
         assert_eq!(cipher_size(1025, RS).unwrap(), 1025 + 32);
         for size in [0u64, 1, 1023, 1024, 1025, 5000] {
-            assert_eq!(plain_size(cipher_size(size, RS).unwrap(), RS).unwrap(), size);
+            assert_eq!(
+                plain_size(cipher_size(size, RS).unwrap(), RS).unwrap(),
+                size
+            );
         }
         assert!(plain_size(15, RS).is_err());
         assert!(plain_size(1024 + 17, RS).is_err());
@@ -886,7 +915,10 @@ mod tests {
             let ct: Vec<u8> = seal_all(&key, FILE_ID, &plain).concat();
             assert_eq!(ct.len() as u64, cipher_size(size as u64, RS).unwrap());
             for chunk in [1, 100, 1040, 100_000] {
-                assert_eq!(open_all(&key, FILE_ID, size as u64, &ct, chunk).unwrap(), plain);
+                assert_eq!(
+                    open_all(&key, FILE_ID, size as u64, &ct, chunk).unwrap(),
+                    plain
+                );
             }
         }
     }
@@ -907,18 +939,64 @@ mod tests {
         let all = r.concat();
         let last = all.len() - 1;
         let cases: Vec<(&str, u64, &str, Vec<u8>)> = vec![
-            ("moved", size, FILE_ID, [&r[0], &r[2], &r[1], &r[3], &r[4]].map(|x| x.as_slice()).concat()),
-            ("dropped", size, FILE_ID, [&r[0], &r[1], &r[3], &r[4]].map(|x| x.as_slice()).concat()),
+            (
+                "moved",
+                size,
+                FILE_ID,
+                [&r[0], &r[2], &r[1], &r[3], &r[4]]
+                    .map(|x| x.as_slice())
+                    .concat(),
+            ),
+            (
+                "dropped",
+                size,
+                FILE_ID,
+                [&r[0], &r[1], &r[3], &r[4]].map(|x| x.as_slice()).concat(),
+            ),
             ("last dropped", size, FILE_ID, r[..4].concat()),
-            ("appended", size, FILE_ID, [all.clone(), r[0].clone()].concat()),
-            ("one byte appended", size, FILE_ID, [all.clone(), vec![0]].concat()),
+            (
+                "appended",
+                size,
+                FILE_ID,
+                [all.clone(), r[0].clone()].concat(),
+            ),
+            (
+                "one byte appended",
+                size,
+                FILE_ID,
+                [all.clone(), vec![0]].concat(),
+            ),
             ("last record cut", size, FILE_ID, all[..last].to_vec()),
-            ("non-last presented as last", 4 * 1024, FILE_ID, r[..4].concat()),
-            ("spliced, same key, other file_id", size, FILE_ID, [&r[0], &other_file[1], &r[2], &r[3], &r[4]].map(|x| x.as_slice()).concat()),
-            ("spliced, other key", size, FILE_ID, [&r[0], &r[1], &r[2], &other_key[3], &r[4]].map(|x| x.as_slice()).concat()),
+            (
+                "non-last presented as last",
+                4 * 1024,
+                FILE_ID,
+                r[..4].concat(),
+            ),
+            (
+                "spliced, same key, other file_id",
+                size,
+                FILE_ID,
+                [&r[0], &other_file[1], &r[2], &r[3], &r[4]]
+                    .map(|x| x.as_slice())
+                    .concat(),
+            ),
+            (
+                "spliced, other key",
+                size,
+                FILE_ID,
+                [&r[0], &r[1], &r[2], &other_key[3], &r[4]]
+                    .map(|x| x.as_slice())
+                    .concat(),
+            ),
             ("opened as another file_id", size, &other_id, all.clone()),
             ("flipped first byte", size, FILE_ID, flip(all.clone(), 0)),
-            ("flipped tag byte", size, FILE_ID, flip(all.clone(), 2 * 1040 - 1)),
+            (
+                "flipped tag byte",
+                size,
+                FILE_ID,
+                flip(all.clone(), 2 * 1040 - 1),
+            ),
             ("flipped last byte", size, FILE_ID, flip(all.clone(), last)),
         ];
         assert_eq!(open_all(&key, FILE_ID, size, &all, 1040).unwrap(), plain);
@@ -971,8 +1049,16 @@ mod tests {
     }
 
     fn manifest(key: &FileKey) -> Manifest {
-        Manifest::new(FILE_ID, "Ferien – Strand 🏖.jpg", "image/jpeg", 5000, &[7; 32], RS, key)
-            .unwrap()
+        Manifest::new(
+            FILE_ID,
+            "Ferien – Strand 🏖.jpg",
+            "image/jpeg",
+            5000,
+            &[7; 32],
+            RS,
+            key,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -995,10 +1081,43 @@ mod tests {
             _ => None,
         };
         let bob_spki = bob.sign_spki().unwrap();
-        assert_eq!(err_code(open_manifest(&env, "bob", &bob, &bob_spki, FILE_ID, cs)), Some(FileErrorCode::Manifest));
-        assert_eq!(err_code(open_manifest(&env, "bob", &bob, &alice_spki, &new_file_id(), cs)), Some(FileErrorCode::Manifest));
-        assert_eq!(err_code(open_manifest(&env, "bob", &bob, &alice_spki, FILE_ID, cs + 1)), Some(FileErrorCode::Size));
-        assert_eq!(err_code(open_manifest(&env, "bob", &bob, &alice_spki, FILE_ID, cs - 16)), Some(FileErrorCode::Size));
+        assert_eq!(
+            err_code(open_manifest(&env, "bob", &bob, &bob_spki, FILE_ID, cs)),
+            Some(FileErrorCode::Manifest)
+        );
+        assert_eq!(
+            err_code(open_manifest(
+                &env,
+                "bob",
+                &bob,
+                &alice_spki,
+                &new_file_id(),
+                cs
+            )),
+            Some(FileErrorCode::Manifest)
+        );
+        assert_eq!(
+            err_code(open_manifest(
+                &env,
+                "bob",
+                &bob,
+                &alice_spki,
+                FILE_ID,
+                cs + 1
+            )),
+            Some(FileErrorCode::Size)
+        );
+        assert_eq!(
+            err_code(open_manifest(
+                &env,
+                "bob",
+                &bob,
+                &alice_spki,
+                FILE_ID,
+                cs - 16
+            )),
+            Some(FileErrorCode::Size)
+        );
         // plaintexts of the wrong shape, validly sealed by alice
         let json = serde_json::to_value(&m).unwrap();
         let mut shapes = Vec::new();
@@ -1015,8 +1134,13 @@ mod tests {
         short_hash["sha256"] = b64::encode([0u8; 31]).into();
         shapes.push(("sha256 short", short_hash));
         for (what, plaintext) in shapes {
-            let env = envelope::seal("alice", &alice, "bob", &bob.enc.to_public_key(), &plaintext).unwrap();
-            assert_eq!(err_code(open_manifest(&env, "bob", &bob, &alice_spki, FILE_ID, cs)), Some(FileErrorCode::Manifest), "{what}");
+            let env = envelope::seal("alice", &alice, "bob", &bob.enc.to_public_key(), &plaintext)
+                .unwrap();
+            assert_eq!(
+                err_code(open_manifest(&env, "bob", &bob, &alice_spki, FILE_ID, cs)),
+                Some(FileErrorCode::Manifest),
+                "{what}"
+            );
         }
     }
 
@@ -1037,7 +1161,16 @@ mod tests {
         for bad in ["a YQ==,a YQ==", "a YQ", "a -_8", "a YQ== b", ",a YQ=="] {
             assert!(parse_tus_metadata(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_tus_metadata("flag,a YQ==").unwrap(), vec![("flag".to_owned(), String::new()), ("a".to_owned(), "a".to_owned())]);
-        assert_eq!(upload_checksum(b"abc"), "sha256 ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+        assert_eq!(
+            parse_tus_metadata("flag,a YQ==").unwrap(),
+            vec![
+                ("flag".to_owned(), String::new()),
+                ("a".to_owned(), "a".to_owned())
+            ]
+        );
+        assert_eq!(
+            upload_checksum(b"abc"),
+            "sha256 ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
     }
 }

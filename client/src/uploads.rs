@@ -224,7 +224,11 @@ impl Client {
     ) -> Result<reqwest::Response> {
         let mut req = self
             .http()
-            .get(format!("{}/api/files/{}", self.base_url(), path_segment(id)))
+            .get(format!(
+                "{}/api/files/{}",
+                self.base_url(),
+                path_segment(id)
+            ))
             .header(AUTHORIZATION, format!("Bearer {token}"));
         if from > 0 {
             req = req.header(RANGE, format!("bytes={from}-"));
@@ -252,9 +256,7 @@ impl Client {
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok());
             if start != Some(from) {
-                return Err(Error::Decode(format!(
-                    "206 does not start at byte {from}"
-                )));
+                return Err(Error::Decode(format!("206 does not start at byte {from}")));
             }
         }
         Ok(resp)
@@ -354,7 +356,15 @@ impl<R: Read + Seek> Uploader<R> {
         let (sha, size) = hash_source(&mut source)?;
         let key = FileKey::generate();
         let file_id = new_file_id();
-        let manifest = Manifest::new(&file_id, to.name, to.mime, size, &sha, options.record_size, &key)?;
+        let manifest = Manifest::new(
+            &file_id,
+            to.name,
+            to.mime,
+            size,
+            &sha,
+            options.record_size,
+            &key,
+        )?;
         let envelope = seal_manifest(to.from, to.identity, to.to, to.to_enc, &manifest)?;
         let metadata = tus_metadata(to.to, &file_id, options.record_size, &envelope)?;
         let sealer = RecordSealer::new(&key, &file_id, size, options.record_size)?;
@@ -397,7 +407,7 @@ impl<R: Read + Seek> Uploader<R> {
         let rec = u64::from(self.options.record_size) + TAG_BYTES as u64;
         let index = if offset == self.cipher_size {
             self.sealer.count()
-        } else if offset % rec == 0 && offset < self.cipher_size {
+        } else if offset.is_multiple_of(rec) && offset < self.cipher_size {
             offset / rec
         } else {
             return Err(Error::File {
@@ -460,7 +470,9 @@ impl<R: Read + Seek> Uploader<R> {
 
     /// HEAD the upload and continue from the server's offset.
     pub async fn resume(&mut self, client: &Client) -> Result<u64> {
-        let head = client.upload_head(&self.token, &self.status.location).await?;
+        let head = client
+            .upload_head(&self.token, &self.status.location)
+            .await?;
         if head.length.is_some_and(|l| l != self.cipher_size) {
             return Err(Error::Decode("the server's Upload-Length differs".into()));
         }
@@ -497,7 +509,9 @@ impl<R: Read + Seek> Uploader<R> {
 
     /// Terminate the upload (DELETE).
     pub async fn cancel(self, client: &Client) -> Result<()> {
-        client.upload_delete(&self.token, &self.status.location).await
+        client
+            .upload_delete(&self.token, &self.status.location)
+            .await
     }
 }
 
@@ -536,7 +550,8 @@ pub async fn download(
         info.size,
     )?;
     let key = manifest.file_key()?;
-    let mut opener = RecordOpener::new(&key, &manifest.file_id, manifest.size, manifest.record_size)?;
+    let mut opener =
+        RecordOpener::new(&key, &manifest.file_id, manifest.size, manifest.record_size)?;
     let mut hasher = Sha256::new();
     let mut received = 0u64;
     let mut failures = 0u32;

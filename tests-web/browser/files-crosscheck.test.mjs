@@ -32,7 +32,8 @@ function runRaw(args, input) {
 }
 
 function recordArgs({ raw, nonce, fileId, recordSize }) {
-  return ['--key', b64.encode(raw), '--nonce', b64.encode(nonce), '--file-id', fileId, '--record-size', String(recordSize)];
+  // --name=value: a b64 value may start with '-'
+  return [`--key=${b64.encode(raw)}`, `--nonce=${b64.encode(nonce)}`, `--file-id=${fileId}`, `--record-size=${recordSize}`];
 }
 
 async function jsSeal(p, plain) {

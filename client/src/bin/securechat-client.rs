@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use securechat_client::files::{plain_size, FileKey, RecordOpener, RecordSealer, DEFAULT_RECORD_SIZE};
+use securechat_client::files::{
+    plain_size, FileKey, RecordOpener, RecordSealer, DEFAULT_RECORD_SIZE,
+};
 use securechat_client::kdf::{DEFAULT_ITERATIONS, MIN_ITERATIONS};
 use securechat_client::uploads::{download, FileInfo, SendTo, UploadOptions, Uploader};
 use securechat_client::{parse_enc_spki, Client, Session};
@@ -327,15 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             let part = out.with_extension("part");
             let result = async {
                 let mut w = BufWriter::new(File::create(&part)?);
-                let m = download(
-                    &client,
-                    &session,
-                    &sender_spki,
-                    &info,
-                    &mut w,
-                    5,
-                )
-                .await?;
+                let m = download(&client, &session, &sender_spki, &info, &mut w, 5).await?;
                 w.flush()?;
                 manifest = Some(m);
                 Ok::<_, anyhow::Error>(())
