@@ -122,6 +122,21 @@ describe('files with the Rust client and the real server', { skip }, () => {
     assert.equal(sent.sha256, sha256(plain));
   });
 
+  test('creation-with-upload: the first records come with the POST, a small file in one request', async () => {
+    const small = randomBytes(70000); // two records
+    await writeFile(path.join(dir, 'small.txt'), small);
+    const one = await runClient([
+      'send-file', ...login(server.url, 'alice'), '--to', 'bob', '--mime', 'text/plain', '--records-in-create', '2', '--name', 'notes – ü.txt',
+      path.join(dir, 'small.txt'),
+    ]);
+    assert.equal(one.cipher_size, 70000 + 32);
+    const out = path.join(dir, 'small-bob.bin');
+    const got = await runClient(['fetch-file', ...login(server.url, 'bob'), '--peer', 'alice', '--out', out, one.id]);
+    assert.equal(got.name, 'notes – ü.txt');
+    assert.equal(got.mime, 'text/plain');
+    assert.equal(sha256(await readFile(out)), sha256(small));
+  });
+
   test('the data dir holds the ciphertext only, never the plaintext', async () => {
     const files = await filesUnder(server.dataDir);
     assert.ok(files.length > 0);

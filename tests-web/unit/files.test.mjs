@@ -191,10 +191,14 @@ test('the opener gives out only verified records and stays failed after a bad on
   const opener = new f.RecordOpener(params);
   assert.equal((await opener.push(records[0])).length, 1);
   assert.equal(opener.verifiedCipherBytes, RS + 16);
-  const bad = new Uint8Array(records[1]);
+  assert.equal((await opener.push(records[1].subarray(0, 100))).length, 0);
+  assert.equal(opener.receivedCipherBytes, RS + 16 + 100);
+  assert.equal((await opener.push(records[1].subarray(100))).length, 1, 'a record split across pushes');
+  assert.equal(opener.receivedCipherBytes, 2 * (RS + 16));
+  const bad = new Uint8Array(records[2]);
   bad[10] ^= 0x80;
   await assert.rejects(opener.push(bad), { code: 'record_auth' });
-  await assert.rejects(opener.push(records[1]), { code: 'record_auth' }, 'the failure sticks');
+  await assert.rejects(opener.push(records[2]), { code: 'record_auth' }, 'the failure sticks');
   assert.throws(() => opener.finish(), { code: 'record_auth' });
   // an incomplete stream does not finish
   const cut = new f.RecordOpener(params);

@@ -89,6 +89,9 @@ enum Command {
         /// Records per PATCH.
         #[arg(long, default_value_t = 16)]
         records_per_patch: u64,
+        /// Records sent with the POST (creation-with-upload); 0 for none.
+        #[arg(long, default_value_t = 0)]
+        records_in_create: u64,
     },
     /// Sign in, download file ID (the server's id), verify it and write it to --out.
     FetchFile {
@@ -240,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             mime,
             record_size,
             records_per_patch,
+            records_in_create,
         } => {
             let (client, session) = login.login().await?;
             let keys = client
@@ -261,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             let options = UploadOptions {
                 record_size,
                 records_per_patch,
+                records_in_create,
                 ..UploadOptions::default()
             };
             let send = SendTo {
