@@ -17,7 +17,7 @@
 //
 // Events (CustomEvent, value in `detail`): 'change' (this) whenever state or progress moved.
 
-import { ApiError } from './api.js';
+import { Api, ApiError } from './api.js';
 import { decode as b64decode, encode as b64encode } from './b64.js';
 import { codeText } from './errors.js';
 import { DEFAULT_RECORD_SIZE, TAG_BYTES, cipherSize, importFileKey, newFileKey, recordCount, sealRecord, tusMetadata } from './files.js';
@@ -275,7 +275,7 @@ export class Upload extends EventTarget {
   }
 
   async refuse(response) {
-    throw await ApiError.errorOf(response);
+    throw await Api.errorOf(response);
   }
 
   // ---------------------------------------------------------------- the steps
@@ -289,6 +289,7 @@ export class Upload extends EventTarget {
       const refusal = limitsRefusal(limits, this.size, recordSize);
       if (refusal) throw refusal;
       this.perPatch = recordsPerPatch(recordSize, limits?.max_patch_bytes, this.target);
+      if (this.state === 'cancelled') return;
       this.set('hashing');
       const digest = await this.hash();
       if (this.state === 'cancelled') return;
@@ -336,6 +337,11 @@ export class Upload extends EventTarget {
         per_patch: this.perPatch,
         created_at: this.now(),
       };
+      if (this.state === 'cancelled') {
+        // cancelled while it was being created: remove it from the server as well
+        await this.api.raw('DELETE', this.rec.upload_url, { headers: this.tusHeaders() }).catch(() => {});
+        return;
+      }
       if (this.store) await this.store.put(this.storeKey, this.rec).catch(() => {});
       this.offset = 0;
       return this.run();
@@ -436,7 +442,7 @@ export class Upload extends EventTarget {
           this.#emit();
           continue;
         }
-        const err = await ApiError.errorOf(response);
+        const err = await Api.errorOf(response);
         if (err.code === 'upload_finished') return this.complete();
         throw err;
       } catch (err) {

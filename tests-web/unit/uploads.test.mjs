@@ -14,7 +14,7 @@ const files = await frontendModule('files.js');
 const RS = 1024; // small records keep the tests fast
 const C = RS + 16;
 
-function tusServer({ maxFile = 1 << 30, maxPatch = 1 << 30, maySend = true, failPatches = new Set(), partialOnFail = 0 } = {}) {
+function tusServer({ maxFile = 1 << 30, maxPatch = 1 << 30, maySend = true, failPatches = new Set(), partialOnFail = 0, answers = {} } = {}) {
   const uploads = new Map();
   const calls = [];
   let patchNo = 0;
@@ -47,6 +47,10 @@ function tusServer({ maxFile = 1 << 30, maxPatch = 1 << 30, maySend = true, fail
       const body = init.body;
       const want = `sha256 ${createHash('sha256').update(body).digest('base64')}`;
       assert.equal(h['upload-checksum'], want);
+      if (answers[patchNo]) {
+        const [status, code] = answers[patchNo];
+        return Response.json({ error: { code, message: 'x' } }, { status });
+      }
       if (failPatches.has(patchNo)) {
         // the connection drops; a server without a checksum would keep whole records only
         if (partialOnFail) u.data = Buffer.concat([u.data, body.subarray(0, partialOnFail)]);
@@ -286,4 +290,25 @@ test('speed and time left come from a sliding window', () => {
   assert.deepEqual(up.rate([{ t: 0, bytes: 0 }], 10, 0), { speed: 0, eta: null });
   assert.equal(up.formatBytes(999), '999 B');
   assert.equal(up.formatBytes(20971520), '21.0 MB');
+});
+
+test('a 460 checksum mismatch is sent again after HEAD; a 410 expired upload stops and is forgotten', async () => {
+  const data = randomBytes(12 * RS);
+  const server = tusServer({ answers: { 2: [460, 'checksum_mismatch'] } });
+  let manifest;
+  const { upload } = newUpload(server, data, { sealManifest: async (_p, mf) => ((manifest = structuredClone(mf)), fakeEnvelope) });
+  await upload.start();
+  assert.equal(upload.state, 'done', upload.error?.message);
+  const [u] = server.uploads.values();
+  assert.deepEqual(await openStored(u.data, manifest), data);
+
+  const store = memoryStore();
+  const server2 = tusServer({ answers: { 2: [410, 'upload_expired'] } });
+  const { upload: u2 } = newUpload(server2, data, { store });
+  await u2.start();
+  assert.equal(u2.state, 'failed');
+  assert.equal(u2.error.code, 'upload_expired');
+  assert.match(u2.error.message, /expired/);
+  assert.equal(store.map.size, 0);
+  assert.equal(server2.calls.filter((c) => c.method === 'PATCH').length, 2);
 });
