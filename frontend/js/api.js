@@ -135,6 +135,54 @@ export class Api {
     return parsed;
   }
 
+  /**
+   * A request whose answer the caller reads itself (tus uploads and file downloads: headers,
+   * binary bodies): the access token is sent and refreshed as in request(), and a 401 about
+   * the token is refreshed and sent once more. `body` is sent as is (bytes, never JSON);
+   * `signal` aborts it (the AbortError is thrown unchanged). Returns the Response, whatever
+   * its status; a network failure throws ApiError('network').
+   */
+  async raw(method, path, { headers = {}, body, signal } = {}) {
+    if (!this.tokens) throw new ApiError(401, 'unauthorized', 'You are not signed in');
+    if (this.tokens.access_expires_at && this.now() >= this.tokens.access_expires_at - EXPIRY_MARGIN_MS) {
+      await this.refresh();
+    }
+    const once = async () => {
+      try {
+        return await this.fetch(this.baseUrl + path, {
+          method,
+          headers: { ...headers, Authorization: `Bearer ${this.tokens.access_token}` },
+          body,
+          signal,
+          credentials: 'same-origin',
+          cache: 'no-store',
+          redirect: 'error',
+        });
+      } catch (cause) {
+        if (cause?.name === 'AbortError') throw cause;
+        const err = new ApiError(0, 'network', codeText('network'));
+        err.cause = cause;
+        throw err;
+      }
+    };
+    let response = await once();
+    if (response.status === 401) {
+      const parsed = await parseBody(response.clone()).catch(() => undefined);
+      if (tokenRefused(response, parsed)) {
+        await this.refresh(this.tokens?.access_token);
+        response = await once();
+        if (response.status === 401) this.ended();
+      }
+    }
+    return response;
+  }
+
+  /** The ApiError of a non-2xx Response from raw() (its `code`, the client's own sentence). */
+  static async errorOf(response) {
+    const parsed = await parseBody(response).catch(() => undefined);
+    return errorFrom(response, parsed);
+  }
+
   async send(method, path, body, auth) {
     if (typeof body === 'function') body = body();
     const headers = { Accept: 'application/json' };

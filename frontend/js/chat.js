@@ -2,17 +2,21 @@
 // (messenger.js over the relay socket in ws.js; all message crypto is in envelope.js) and
 // wires it to the views in chat/: account.js (account bar, own fingerprint, sign-out),
 // conversation-list.js, directory.js (finding people), conversation.js (one conversation,
-// with composer.js and contact.js inside it). This file owns only that wiring: which model
+// with composer.js, contact.js and attachments.js inside it; files through filebox.js and
+// uploads.js). This file owns only that wiring: which model
 // event re-renders which view, and the page-wide listeners (visibility, online, the live
 // region announcing new messages).
 import { Api, ApiError } from './api.js';
 import { authErrorMessage } from './auth.js';
 import { Messenger } from './messenger.js';
-import { PINS, SEEN, loadSession, loadTokens, recordStore, saveTokens, withRefreshLock } from './store.js';
+import { FileBox } from './filebox.js';
+import { PINS, SEEN, loadSession, loadTokens, recordStore, saveTokens, uploadStore, withRefreshLock } from './store.js';
+import { Uploads } from './uploads.js';
 import { $, say, show } from './ui.js';
 import { Relay } from './ws.js';
 import { Account } from './chat/account.js';
 import { ConversationList } from './chat/conversation-list.js';
+import { Attachments } from './chat/attachments.js';
 import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
 import { el } from './chat/format.js';
@@ -103,6 +107,30 @@ async function start(session) {
   });
   const queueList = coalesced(renderList);
   const queueConversation = coalesced(() => conversation.render());
+
+  const filebox = new FileBox({ api, messenger, relay });
+  const uploads = new Uploads({
+    api,
+    me,
+    sealManifest: (peer, manifest) => messenger.sealFileManifest(peer, manifest),
+    store: uploadStore(me),
+  });
+  const attachments = new Attachments(filebox, uploads, () => conversation.peer);
+  conversation.attachments = attachments;
+  const queueFiles = coalesced(() => attachments.render());
+  filebox.addEventListener('files', ({ detail: peer }) => {
+    if (peer === conversation.peer) queueFiles();
+  });
+  uploads.addEventListener('change', ({ detail: upload }) => {
+    if (upload.peer === conversation.peer) queueFiles();
+  });
+  attachments.wire();
+  uploads.restore().then((restored) => {
+    if (restored.length) {
+      const peers = [...new Set(restored.map((u) => u.peer))].join(', ');
+      say(appStatus, `Unfinished uploads to ${peers}: open the conversation and pick the file again to resume.`);
+    }
+  });
 
   account.wireSignOut(api);
   wireDirectory(api, me, (username) => conversation.open(username, { showSafety: true }));

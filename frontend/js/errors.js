@@ -22,6 +22,22 @@ const TEXTS = {
   invalid_envelope: 'The server refused the message as malformed.',
   internal: 'The server had a problem. Please try again.',
   invalid_response: 'The server sent an answer this page cannot read.',
+  // files (issue #14)
+  files_not_allowed: 'You are not allowed to send files on this server.',
+  file_too_large: 'That file is larger than this server accepts.',
+  quota_exceeded: 'Your storage on this server is full. Delete or wait for older files to expire first.',
+  too_many_uploads: 'Too many uploads at once. Wait for one to finish, then try again.',
+  upload_expired: 'The upload took too long and expired on the server. Send the file again.',
+  upload_finished: 'That upload is already complete.',
+  offset_mismatch: 'The server holds a different part of the upload; resuming from there.',
+  checksum_mismatch: 'Part of the upload arrived damaged; sending it again.',
+  invalid_metadata: 'The server refused the upload’s description as malformed.',
+  invalid_length: 'The server refused the upload’s length.',
+  invalid_content_type: 'The server refused the upload’s format.',
+  patch_too_large: 'The server refused a part of the upload as too large.',
+  unsupported_tus_version: 'The server speaks another version of the upload protocol.',
+  range_not_satisfiable: 'The server could not send that part of the file.',
+  file_damaged: 'The server found this file damaged; it cannot be downloaded.',
 };
 
 const CODE_RE = /^[a-z0-9_]{1,40}$/;

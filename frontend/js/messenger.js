@@ -18,6 +18,7 @@ import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, open, seal } fr
 import { acceptKeys, acceptedSignKeys, checkPeerKeys, setVerified } from './pins.js';
 import { utf8 } from './crypto.js';
 import { describeError } from './errors.js';
+import { openManifest, sealManifest } from './files.js';
 
 export const PAGE_SIZE = 50;
 const CATCH_UP_LIMIT = 200;
@@ -671,13 +672,14 @@ export class Messenger extends EventTarget {
 
   // ---------------------------------------------------------------- sending
 
-  /** Seals and sends a text; the message shows at once as "sending". Returns the message. */
-  async sendText(peer, text) {
-    if (typeof text !== 'string' || !text.trim()) throw new BlockedError('empty', 'Write a message first');
-    if (textBytes(text) > MAX_TEXT_BYTES) throw new BlockedError('too_long', `Messages are limited to ${MAX_TEXT_BYTES / 1024} KiB`);
-    let readers;
+  /**
+   * The readers an envelope to `peer` is sealed for: my key and the peer's PINNED encryption
+   * key (never the directory's current one). Throws BlockedError while their key changed and
+   * the change was not accepted, or their published keys are invalid.
+   */
+  async readersFor(peer) {
     if (peer === this.me) {
-      readers = { [this.me]: this.session.encPublicKey };
+      return { [this.me]: this.session.encPublicKey };
     } else {
       let keys;
       try {
@@ -690,8 +692,15 @@ export class Messenger extends EventTarget {
       }
       if (keys.status === 'changed') throw new BlockedError('key_changed', `${peer}’s safety number has changed. Compare it and accept the new keys before sending.`);
       if (keys.status !== 'ok' && keys.status !== 'pinned') throw new BlockedError('key_invalid', `${peer}’s published keys are not valid; not sending.`);
-      readers = { [this.me]: this.session.encPublicKey, [peer]: keys.pin.enc_public_key };
+      return { [this.me]: this.session.encPublicKey, [peer]: keys.pin.enc_public_key };
     }
+  }
+
+  /** Seals and sends a text; the message shows at once as "sending". Returns the message. */
+  async sendText(peer, text) {
+    if (typeof text !== 'string' || !text.trim()) throw new BlockedError('empty', 'Write a message first');
+    if (textBytes(text) > MAX_TEXT_BYTES) throw new BlockedError('too_long', `Messages are limited to ${MAX_TEXT_BYTES / 1024} KiB`);
+    const readers = await this.readersFor(peer);
     const envelope = await seal({ from: this.me, to: peer, plaintext: { text }, signKey: this.session.signPrivateKey, readers });
     const c = this.conversation(peer);
     const message = {
@@ -756,6 +765,41 @@ export class Messenger extends EventTarget {
       c.messages.delete(key);
       this.#emit('conversation', peer);
     }
+  }
+
+  // ---------------------------------------------------------------- file manifests
+
+  /** Seals a file manifest (files.js) for `peer` with the pinned keys, as a message is sealed. */
+  async sealFileManifest(peer, manifest) {
+    const readers = await this.readersFor(peer);
+    return sealManifest({ from: this.me, to: peer, signKey: this.session.signPrivateKey, readers, manifest });
+  }
+
+  /**
+   * Opens the manifest of a listed file (FILE of the files list or a file_ready frame) and
+   * checks it against the PINNED signing key of its sender (my own key for mine): only the key
+   * pinned now, since a file has no seq to place it before a key change. The envelope must
+   * name the listed sender and recipient. Returns the manifest; throws (FileError, or an
+   * Error when the file is not between me and someone) when it does not verify.
+   */
+  async openFileManifest(file) {
+    const env = file?.manifest;
+    if (!env || typeof env !== 'object' || env.from !== file.from || env.to !== file.to) throw new Error('the manifest names other parties');
+    if (file.from !== this.me && file.to !== this.me) throw new Error('the file is not mine');
+    let senderSignKeys;
+    if (file.from === this.me) {
+      senderSignKeys = [this.session.signPublicKey];
+    } else {
+      const keys = await this.ensureKeys(file.from);
+      senderSignKeys = acceptedSignKeys(keys?.pin, null).map((k) => k.sign_public_key);
+    }
+    return openManifest(env, {
+      me: this.me,
+      encPrivateKey: this.session.encPrivateKey,
+      senderSignKeys,
+      fileId: file.file_id,
+      cipherSizeBytes: file.size,
+    });
   }
 
   stop() {

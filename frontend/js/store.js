@@ -18,16 +18,22 @@
 // and one keyed by user name, also public data:
 //   "kdf": "<username>" -> {alg, iterations, salt} of the last successful sign-in or registration
 //          with that name here; prelogin answers are checked against it (auth.js, PROTOCOL.md §2.4).
+// Files add one more, keyed "<me>\n<file_id>":
+//   "uploads": an unfinished upload (uploads.js), so that a reload can resume it: upload URL,
+//           peer, file_id, nonce, record_size, size, sha256, name, mime, and the file key as a
+//           NON-extractable CryptoKey (structured clone; never raw key bytes). Deleted when the
+//           upload finishes, is cancelled or is gone on the server.
 // forgetAccount(<me>) deletes every record of one account and leaves the others alone.
 
 const DB_NAME = 'securechat';
-const DB_VERSION = 3;
+const DB_VERSION = 4;
 const STORE = 'session';
 const KEY = 'current';
 export const PINS = 'pins';
 export const SEEN = 'seen';
 export const KDF = 'kdf';
-const STORES = [STORE, PINS, SEEN, KDF];
+export const UPLOADS = 'uploads';
+const STORES = [STORE, PINS, SEEN, KDF, UPLOADS];
 
 let dbPromise = null;
 
@@ -186,7 +192,7 @@ export async function forgetAccount(username) {
   const own = IDBKeyRange.bound(`${username}\n`, `${username}\u000b`, false, true);
   await transact(
     'readwrite',
-    ([session, pins, seen, kdf]) => {
+    ([session, pins, seen, kdf, uploads]) => {
       const req = session.get(KEY);
       req.onsuccess = () => {
         if (req.result?.username === username) session.delete(KEY);
@@ -194,7 +200,43 @@ export async function forgetAccount(username) {
       pins.delete(own);
       seen.delete(own);
       kdf.delete(username);
+      uploads.delete(own);
     },
-    [STORE, PINS, SEEN, KDF],
+    [STORE, PINS, SEEN, KDF, UPLOADS],
   );
+}
+
+/**
+ * The unfinished uploads of `me` ({ put(key, record), delete(key), list() }, keys "<me>\n<file_id>"
+ * as uploads.js makes them). A record may hold a non-extractable CryptoKey, never raw bytes.
+ */
+export function uploadStore(me) {
+  const own = () => IDBKeyRange.bound(`${me}\n`, `${me}\u000b`, false, true);
+  const check = (key) => {
+    if (typeof key !== 'string' || !key.startsWith(`${me}\n`)) throw new TypeError('an upload key of another account');
+  };
+  return {
+    async put(key, record) {
+      check(key);
+      for (const [name, value] of Object.entries(record)) {
+        if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) throw new TypeError(`refusing to store raw bytes (${name})`);
+        if (value instanceof CryptoKey && value.extractable) throw new TypeError(`refusing to store an extractable key (${name})`);
+      }
+      await transact('readwrite', (store) => {
+        store.put(record, key);
+      }, UPLOADS);
+    },
+    async delete(key) {
+      check(key);
+      await transact('readwrite', (store) => {
+        store.delete(key);
+      }, UPLOADS);
+    },
+    async list() {
+      return transact('readonly', (store, done) => {
+        const req = store.getAll(own());
+        req.onsuccess = () => done(req.result ?? []);
+      }, UPLOADS);
+    },
+  };
 }

@@ -3,7 +3,8 @@
 // with reconnects (exponential backoff with jitter), sends kept until acknowledged and sent
 // again with the SAME envelope (same id) after a reconnect (the server acknowledges a resend
 // with the original seq and stores it once), receipts queued while offline, and every server
-// frame handed to listeners: ack, message, delivered, read, typing, presence, keys_changed, error.
+// frame handed to listeners: ack, message, delivered, read, typing, presence, file_ready,
+// file_damaged, keys_changed, error.
 // The relay is an EventTarget: listeners get CustomEvents whose `detail` is the value.
 // Close code 4401 (the server ended this session: logout, logout-all, revocation) is final:
 // no reconnect, the relay stops and emits 'ended'. Error frames get the client's own sentence
@@ -15,7 +16,7 @@ import { ApiError } from './api.js';
 import { envelopeJson } from './envelope.js';
 import { codeText } from './errors.js';
 
-export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'keys_changed', 'error'];
+export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'file_damaged', 'keys_changed', 'error'];
 
 /** The close code with which the server ends a session's sockets (docs/PROTOCOL.md §10.4). */
 export const SESSION_ENDED = 4401;

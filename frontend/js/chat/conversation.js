@@ -5,7 +5,8 @@
 // states of your own messages, the signed send time with a mark when the server's time differs
 // much, a label on messages signed by a previous key, messages that did not verify shown as
 // such) and the typing line. The composer and the contact card
-// inside the panel are their own modules; this one opens, closes and re-renders them.
+// inside the panel are their own modules, and so are the files (attachments.js, set by chat.js);
+// this one opens, closes and re-renders them.
 // Message text is only ever written with textContent.
 import { authErrorMessage } from '../auth.js';
 import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
@@ -37,6 +38,8 @@ export class ConversationView {
     this.keyLogFor = null;
     this.contact = new ContactCard(messenger, session);
     this.composer = new Composer(messenger, () => this.peer);
+    /** the files of the conversation (chat/attachments.js), or null */
+    this.attachments = null;
   }
 
   wire() {
@@ -65,6 +68,7 @@ export class ConversationView {
       this.composer.clear();
       this.status('Loading messages…');
       this.keyLogFor = null;
+      this.attachments?.open(peer);
     }
     $('conv-name').textContent = peer === this.me ? `${peer} (you)` : peer;
     this.composer.label(peer);
@@ -129,6 +133,7 @@ export class ConversationView {
     this.renderMessages(c);
     show($('load-older'), Boolean(c?.hasOlder));
     this.composer.render();
+    this.attachments?.render();
   }
 
   /** The header's badge: whether the user verified the pinned safety number. */
