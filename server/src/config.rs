@@ -22,6 +22,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub log: LogConfig,
     pub jobs: JobsConfig,
+    pub files: FilesConfig,
     pub plugins: PluginsConfig,
 }
 
@@ -266,7 +267,9 @@ impl Default for JobsConfig {
             prune_interval_secs: 3600,
             prune_batch: 500,
             shutdown_grace_secs: 10,
-            workers: [("default".to_string(), 4)].into_iter().collect(),
+            workers: [("default".to_string(), 4), ("files".to_string(), 2)]
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -317,6 +320,104 @@ impl JobsConfig {
 }
 
 // --- end [jobs] ----------------------------------------------------------------------------
+
+// --- [files] (encrypted file sharing, server/src/files/) -----------------------------------
+
+/// Who may send files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Senders {
+    Everyone,
+    Admins,
+    Nobody,
+}
+
+/// Limits of file sharing (tus uploads at /api/uploads, downloads, retention, scrubbing).
+/// Sizes count ciphertext bytes (`Upload-Length`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest `record_size` a client may choose (the smallest is 1024).
+    pub record_size_max: u64,
+    /// Largest upload (`Upload-Length`), bytes.
+    pub max_file_bytes: u64,
+    /// Largest body of one PATCH, bytes.
+    pub max_patch_bytes: u64,
+    /// Bytes one user may hold: unfinished uploads plus stored files they sent.
+    pub quota_bytes: u64,
+    /// Unfinished uploads one user may have at once.
+    pub max_uploads_in_flight: u32,
+    /// Seconds an unfinished upload lives after its creation.
+    pub upload_expiry_secs: u64,
+    /// Seconds a finished file is kept; 0 keeps files forever.
+    pub retention_secs: u64,
+    /// Who may send files: everyone, admins or nobody.
+    pub senders: Senders,
+    /// Seconds between runs of the blob scrubber (one batch of files per run).
+    pub scrub_interval_secs: u64,
+    /// Files re-verified per scrub run.
+    pub scrub_batch: u32,
+    /// Seconds between runs of expire_uploads and purge_expired_files.
+    pub cleanup_interval_secs: u64,
+    /// For tests only: milliseconds finalize_upload waits before committing, so that a
+    /// test can kill the server in the middle of it. Leave at 0.
+    pub finalize_delay_ms: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            record_size_max: 1 << 20,
+            max_file_bytes: 1 << 30,
+            max_patch_bytes: 64 << 20,
+            quota_bytes: 5 << 30,
+            max_uploads_in_flight: 4,
+            upload_expiry_secs: 86_400,
+            retention_secs: 0,
+            senders: Senders::Everyone,
+            scrub_interval_secs: 3600,
+            scrub_batch: 16,
+            cleanup_interval_secs: 300,
+            finalize_delay_ms: 0,
+        }
+    }
+}
+
+impl FilesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("files.{key}: {why}")));
+        if !(1024..=1 << 20).contains(&self.record_size_max) {
+            return fail("record_size_max", "must be between 1024 and 1048576");
+        }
+        if self.max_file_bytes < 17 {
+            return fail("max_file_bytes", "must be at least 17");
+        }
+        if self.max_patch_bytes < 1024 {
+            return fail("max_patch_bytes", "must be at least 1024");
+        }
+        if self.max_uploads_in_flight == 0 {
+            return fail("max_uploads_in_flight", "must be at least 1");
+        }
+        if self.upload_expiry_secs == 0 {
+            return fail("upload_expiry_secs", "must be at least 1");
+        }
+        if self.scrub_interval_secs == 0 {
+            return fail("scrub_interval_secs", "must be at least 1");
+        }
+        if self.scrub_batch == 0 {
+            return fail("scrub_batch", "must be at least 1");
+        }
+        if self.cleanup_interval_secs == 0 {
+            return fail("cleanup_interval_secs", "must be at least 1");
+        }
+        if self.finalize_delay_ms > 600_000 {
+            return fail("finalize_delay_ms", "must be at most 600000");
+        }
+        Ok(())
+    }
+}
+
+// --- end [files] ---------------------------------------------------------------------------
 
 /// Per-plugin tables, `[plugins.<name>]`; each plugin parses its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -482,6 +583,7 @@ impl Config {
             return fail("log.level", "must not be empty");
         }
         self.jobs.validate()?;
+        self.files.validate()?;
         Ok(())
     }
 
@@ -519,7 +621,7 @@ mod tests {
         // And not merely because defaults filled everything: every section is spelled out.
         let table: toml::Table = toml::from_str(text).expect("valid toml");
         for section in [
-            "server", "storage", "auth", "messages", "relay", "log", "jobs",
+            "server", "storage", "auth", "messages", "relay", "log", "jobs", "files",
         ] {
             assert!(table.contains_key(section), "config.toml lacks [{section}]");
         }
@@ -562,6 +664,16 @@ mod tests {
         assert!(err.to_string().contains("jobs.workers.Bad Name"), "{err}");
         let err = Config::from_toml_str("[jobs.workers]\nfiles = 0\n").expect_err("must fail");
         assert!(err.to_string().contains("jobs.workers.files"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_files_value_is_refused_by_name() {
+        let err = Config::from_toml_str("[files]\nrecord_size_max = 10\n").expect_err("must fail");
+        assert!(err.to_string().contains("files.record_size_max"), "{err}");
+        let err = Config::from_toml_str("[files]\nsenders = \"some\"\n").expect_err("must fail");
+        assert!(err.to_string().contains("senders"), "{err}");
+        let ok = Config::from_toml_str("[files]\nsenders = \"admins\"\n").expect("admins");
+        assert_eq!(ok.files.senders, Senders::Admins);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod directory;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod jobs;
@@ -46,6 +47,7 @@ use crate::auth::Auth;
 use crate::db::Db;
 use crate::directory::Directory;
 use crate::error::ApiError;
+use crate::files::Files;
 use crate::messages::Messages;
 use crate::plugins::Plugins;
 use crate::relay::tickets::Tickets;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub plugins: Arc<Plugins>,
     /// The durable job queue (started in `build`, drained in `run` after HTTP stops).
     pub jobs: jobs::Queue,
+    /// Encrypted file sharing: tus uploads, downloads, the files jobs.
+    pub files: Files,
 }
 
 /// A built server: bound to its port, database open and migrated, not yet serving.
@@ -110,7 +114,16 @@ impl App {
         )
         .await?;
         // The job queue; features register their job kinds here as they arrive.
-        let jobs = jobs::Queue::new(db.clone(), &config.jobs, jobs::Registry::new())?;
+        let files = Files::new(db.clone(), hub.clone(), &config);
+        let mut registry = jobs::Registry::new();
+        files::jobs::register(&mut registry, &files)?;
+        let jobs = jobs::Queue::new(db.clone(), &config.jobs, registry)?;
+        files.set_queue(jobs.clone());
+        // Bytes a crash left past an upload's acknowledged offset go before anything reads them.
+        files
+            .cut_back_all()
+            .await
+            .context("cutting unacknowledged upload bytes back")?;
         jobs.start().await.context("starting the job queue")?;
         let state = AppState {
             directory: Directory::new(db.clone(), auth.clone(), hub.clone()),
@@ -121,6 +134,7 @@ impl App {
             ))),
             plugins: Arc::new(Plugins::compiled_in()),
             jobs,
+            files,
             config: config.clone(),
             db,
             auth,
@@ -223,6 +237,7 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
         directory::routes::ROUTES,
         relay::routes::ROUTES,
         messages::routes::ROUTES,
+        files::routes::ROUTES,
     ]
     .concat()
 }
@@ -294,6 +309,11 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(messages::routes::routes(
             state.messages.clone(),
+            state.auth.clone(),
+        ))
+        .unify()
+        .or(files::routes::routes(
+            state.files.clone(),
             state.auth.clone(),
         ))
         .unify()

@@ -8,6 +8,8 @@
 //! histogram series come from `prometheus-client`, so the exposition is valid by
 //! construction (a test parses it with an independent OpenMetrics/Prometheus parser).
 
+use std::sync::atomic::Ordering;
+
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -49,6 +51,22 @@ pub async fn render(state: &AppState) -> String {
         "websocket_connections",
         "Open WebSocket connections",
         ConstGauge::<i64>::new(i64::try_from(state.hub.connection_count()).unwrap_or(i64::MAX)),
+    );
+    let files = state.files.counters();
+    registry.register(
+        "files_received_bytes",
+        "Upload bytes received and committed (PATCH bodies kept)",
+        ConstCounter::new(files.received_bytes.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "files_uploads_finished",
+        "Uploads finalized into ready files",
+        ConstCounter::new(files.uploads_finished.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "files_damaged",
+        "Stored files found damaged (BLAKE3 mismatch at finalize, download or scrub)",
+        ConstCounter::new(files.damaged.load(Ordering::Relaxed)),
     );
     if let Err(e) = crate::jobs::metrics::register(&state.jobs, &mut registry).await {
         tracing::warn!(error = %e, "job metrics unavailable");

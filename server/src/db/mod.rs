@@ -11,6 +11,7 @@
 //! and the plan is the same. `store::tests` checks that the claim is not recompiled.
 
 mod checkpoint;
+pub mod files;
 mod message_ids;
 pub mod messages;
 mod migrate;

@@ -5,6 +5,7 @@ mod auth;
 mod binary;
 mod directory;
 mod edge;
+mod files;
 mod helpers;
 mod relay;
 mod sessions;
