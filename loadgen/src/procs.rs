@@ -140,7 +140,8 @@ pub fn start_tus_node(node: &Path, script: &Path) -> anyhow::Result<Proc> {
         cmd,
         "tus-node-server listening on ",
         &format!("{} {}", node.display(), script.display()),
-    )?;
+    )
+    .context("the tus-node baseline needs Node.js and `npm install` in tests-web")?;
     Ok(Proc {
         child,
         addr,

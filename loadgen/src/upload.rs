@@ -103,7 +103,12 @@ pub struct UploadArgs {
     #[arg(long)]
     pub checksum: bool,
     /// Targets to run, in order, comma separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "server,plain,tus-node")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "server,plain,tus-node"
+    )]
     pub targets: Vec<Target>,
     /// The Node.js binary for the tus-node target.
     #[arg(long, default_value = "node")]
@@ -151,10 +156,7 @@ impl Plan {
         let patch_bytes = patch / sealed * sealed;
         anyhow::ensure!(big > 0 && each > 0, "sizes must be at least 1 MiB");
         anyhow::ensure!(concurrent > 0, "--concurrent must be at least 1");
-        anyhow::ensure!(
-            patch_bytes > 0,
-            "--patch-mib must hold at least one record"
-        );
+        anyhow::ensure!(patch_bytes > 0, "--patch-mib must hold at least one record");
         Ok(Plan {
             big,
             concurrent,
@@ -192,7 +194,11 @@ pub fn resolve(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_owned()
     } else {
-        format!("{}/{}", base.trim_end_matches('/'), location.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            location.trim_start_matches('/')
+        )
     }
 }
 
@@ -241,7 +247,10 @@ impl Tus {
             .map(str::to_owned);
         let text = r.text().await.unwrap_or_default();
         anyhow::ensure!(status == 201, "POST answered {status}: {text}");
-        let url = resolve(&self.base, &location.context("POST answered without Location")?);
+        let url = resolve(
+            &self.base,
+            &location.context("POST answered without Location")?,
+        );
         let mut offset = 0u64;
         for len in self.plan.patches(length) {
             let mut req = self
@@ -594,7 +603,10 @@ async fn run_target(
         .collect();
     let mut bytes = 0;
     for t in tasks {
-        bytes += t.await.context("download task")?.context("phase C2 download")?;
+        bytes += t
+            .await
+            .context("download task")?
+            .context("phase C2 download")?;
     }
     let c2 = PhaseResult {
         files: many.len(),
@@ -686,7 +698,10 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let mut checksums = HashMap::new();
     if args.checksum {
         let lengths = [plan.cipher_len(plan.big), plan.cipher_len(plan.each)];
-        for len in lengths.iter().flat_map(|&l| plan.patches(l).collect::<Vec<_>>()) {
+        for len in lengths
+            .iter()
+            .flat_map(|&l| plan.patches(l).collect::<Vec<_>>())
+        {
             checksums
                 .entry(len)
                 .or_insert_with(|| STANDARD.encode(Sha256::digest(&body[..len as usize])));
@@ -707,7 +722,16 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut failed = Vec::new();
     for &target in &args.targets {
-        match run_target(target, &args, &plan, &identity, body.clone(), checksums.clone()).await {
+        match run_target(
+            target,
+            &args,
+            &plan,
+            &identity,
+            body.clone(),
+            checksums.clone(),
+        )
+        .await
+        {
             Ok(r) => results.push(r),
             Err(e) => {
                 println!("[{}] FAILED: {e:#}", target.name());
@@ -722,7 +746,10 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
             .find(|r| r.target == t)
             .map_or(f64::NAN, |r| r.phases[i].mb_per_sec())
     };
-    for (base, goal) in [(Target::Plain, "target >= 0.70"), (Target::TusNode, "target >= 2.0")] {
+    for (base, goal) in [
+        (Target::Plain, "target >= 0.70"),
+        (Target::TusNode, "target >= 2.0"),
+    ] {
         let line: Vec<String> = PHASES
             .iter()
             .enumerate()
@@ -891,7 +918,12 @@ mod tests {
         assert_eq!(length, 5080);
         let up = tus.upload(length, "recipient Ym9i").await.unwrap();
         assert_eq!(tus.download(&up).await.unwrap(), 5080);
-        let got = reqwest::get(&up.download_url).await.unwrap().bytes().await.unwrap();
+        let got = reqwest::get(&up.download_url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let mut want = body.clone();
         want.extend_from_slice(&body[..5080 - 3120]);
         assert_eq!(&got[..], &want[..]);
@@ -908,7 +940,12 @@ mod tests {
             .unwrap();
         assert_eq!(r.status().as_u16(), 409);
         assert_eq!(r.headers()["upload-offset"], "5080");
-        let got = reqwest::get(&up.download_url).await.unwrap().bytes().await.unwrap();
+        let got = reqwest::get(&up.download_url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&got[..], &want[..]);
         let r = tus.http.head(&up.download_url).send().await.unwrap();
         assert_eq!(r.headers()["upload-length"], "5080");
@@ -922,7 +959,10 @@ mod tests {
             tus_metadata(&[("recipient", "bob"), ("record_size", "65536")]),
             "recipient Ym9i,record_size NjU1MzY="
         );
-        assert_eq!(resolve("http://h:1", "/api/uploads/x"), "http://h:1/api/uploads/x");
+        assert_eq!(
+            resolve("http://h:1", "/api/uploads/x"),
+            "http://h:1/api/uploads/x"
+        );
         assert_eq!(resolve("http://h:1/", "http://o:2/u/y"), "http://o:2/u/y");
         assert_eq!(last_segment("http://h:1/api/uploads/abc"), "abc");
     }
