@@ -50,6 +50,9 @@ fn set(r: &mut Response, name: &'static str, value: impl AsRef<str>) {
 fn tus_reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
     let mut r = result.unwrap_or_else(|e| e.into_response());
     set(&mut r, "tus-resumable", tus::VERSION);
+    if r.status() == StatusCode::PRECONDITION_FAILED {
+        set(&mut r, "tus-version", tus::VERSION);
+    }
     Ok(r)
 }
 

@@ -4,8 +4,8 @@
 //!
 //! How: the input is cut into subtrees of 1 MiB (a power of two of BLAKE3 chunks, so each
 //! is a valid BLAKE3 subtree). The chaining values of completed subtrees are kept on a
-//! stack merged like BLAKE3's own chunk stack (lazily, so the last one can still become the
-//! root); the unfinished subtree is hashed by a `blake3::Hasher` placed at its offset with
+//! stack merged like BLAKE3's own chunk stack (a full subtree is folded in only once more
+//! input follows it, so it never has to become the root); the unfinished subtree is hashed by a `blake3::Hasher` placed at its offset with
 //! `hazmat::HasherExt::set_input_offset`. [`TreeState`] is the stack and the count of
 //! completed subtrees; the bytes of the unfinished subtree are re-fed from the blob when a
 //! [`TreeHasher`] is rebuilt. The property tests hold the result equal to `blake3::hash`.
@@ -20,7 +20,8 @@ pub const SUBTREE_LEN: u64 = 1 << 20;
 pub struct TreeState {
     /// Subtrees of `SUBTREE_LEN` bytes whose chaining values are folded into `stack`.
     pub completed: u64,
-    /// Chaining values, merged so that `stack.len() == completed.count_ones()`.
+    /// Chaining values of the largest complete subtrees, left to right:
+    /// `stack.len() == completed.count_ones()`.
     pub stack: Vec<ChainingValue>,
 }
 
@@ -115,20 +116,19 @@ impl TreeHasher {
         }
     }
 
-    fn push(&mut self, cv: ChainingValue) {
-        // Merge what the subtrees before this one allow (BLAKE3's lazy stack merge).
-        let keep = self.state.completed.count_ones() as usize;
-        while self.state.stack.len() > keep {
-            let right = self.state.stack.pop();
-            let left = self.state.stack.pop();
-            if let (Some(left), Some(right)) = (left, right) {
-                self.state
-                    .stack
-                    .push(merge_subtrees_non_root(&left, &right, Mode::Hash));
+    fn push(&mut self, mut cv: ChainingValue) {
+        // BLAKE3's reference merge: the new subtree completes one parent per trailing zero
+        // bit of the new count. More input follows it, so none of these parents is the root.
+        self.state.completed += 1;
+        let mut total = self.state.completed;
+        while total & 1 == 0 {
+            match self.state.stack.pop() {
+                Some(left) => cv = merge_subtrees_non_root(&left, &cv, Mode::Hash),
+                None => break,
             }
+            total >>= 1;
         }
         self.state.stack.push(cv);
-        self.state.completed += 1;
     }
 
     /// The state to store; the unfinished subtree's bytes (from `partial_start`) stay in the blob.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use securechat_client::ws::ServerFrame;
 use securechat_client::Session;
 use serde_json::Value;
@@ -524,7 +524,7 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
     assert_eq!(tus.offset(t, &loc).await, 0);
 
     // DELETE frees the quota and the in-flight slot, and removes the blob.
-    let r = tus.patch(t, &loc, 0, vec![0u8; 2080], None).await;
+    let r = tus.patch(t, &loc, 0, vec![0u8; 1040], None).await;
     assert_eq!(r.status(), 204);
     assert!(blob_path(&app, &loc).exists());
     let r = tus
@@ -786,4 +786,239 @@ async fn the_files_list_pages_newest_first_with_a_cursor() {
     assert_eq!(p2["next_cursor"], Value::Null);
     let r = get(&app, "/api/conversations/bob/files?limit=0", &alice.access_token, None).await;
     assert_eq!(r.status(), 400);
+}
+
+// --- kill -9 of the real binary ------------------------------------------------------------
+
+fn kill_9(server: &mut crate::binary::Running) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.child.wait();
+}
+
+async fn tus_request(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0");
+    for (k, v) in headers {
+        r = r.header(*k, v.clone());
+    }
+    if let Some(b) = body {
+        r = r.header("Content-Type", "application/offset+octet-stream").body(b);
+    }
+    r.send().await.expect("send")
+}
+
+async fn login_pair(base: &str) -> (securechat_client::Client, Session, Session) {
+    let client = securechat_client::Client::new(base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    for name in ["alice", "bob"] {
+        client
+            .register(name, crate::helpers::PASSWORD, crate::helpers::ITERATIONS)
+            .await
+            .expect("register");
+    }
+    let alice = client.login("alice", crate::helpers::PASSWORD).await.expect("login");
+    let bob = client.login("bob", crate::helpers::PASSWORD).await.expect("login");
+    (client, alice, bob)
+}
+
+fn blob_in(data_dir: &std::path::Path, loc: &str) -> PathBuf {
+    let id = file_id_of(loc);
+    data_dir.join("blobs").join(&id[..2]).join(&id)
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_patch_resumes_from_the_last_acknowledged_offset() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let mut server = crate::binary::start(&data_dir, &[]);
+    let (_, alice, _) = login_pair(&server.base).await;
+    // Over 3 MiB: the hash state holds merged subtrees by the end.
+    let data = body(3 * 1024 * 1024 + 500, 8);
+    let meta = metadata("bob", RS, &manifest("alice", "bob"));
+    let r = tus_request(
+        &server.base,
+        Method::POST,
+        "/api/uploads",
+        &alice.access_token,
+        &[
+            ("Upload-Length", data.len().to_string()),
+            ("Upload-Metadata", meta),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let loc = r.headers()["location"].to_str().expect("loc").to_string();
+    let acked = 1040 * 1100;
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", "0".into())],
+        Some(data[..acked].to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+
+    // Half of the next PATCH's body is on its way when the server dies.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let next = 1040 * 1000;
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: {acked}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {next}\r\n\r\n",
+        alice.access_token
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    sock.write_all(&data[acked..acked + next / 2]).await.expect("write");
+    sock.flush().await.expect("flush");
+    let blob = blob_in(&data_dir, &loc);
+    for _ in 0..100 {
+        if std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0) > acked as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(&mut server);
+    drop(sock);
+
+    let server = crate::binary::start(&data_dir, &[]);
+    // The bytes past the acknowledged offset were cut at start-up.
+    assert_eq!(std::fs::metadata(&blob).expect("blob").len(), acked as u64);
+    let client = securechat_client::Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    let alice = client.login("alice", crate::helpers::PASSWORD).await.expect("login");
+    let bob = client.login("bob", crate::helpers::PASSWORD).await.expect("login");
+    let r = tus_request(&server.base, Method::HEAD, &loc, &alice.access_token, &[], None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["upload-offset"], acked.to_string());
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", acked.to_string())],
+        Some(data[acked..].to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let url = format!("{}/api/files/{}", server.base, file_id_of(&loc));
+    let mut got = None;
+    for _ in 0..200 {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&bob.access_token)
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 200 {
+            assert_eq!(
+                r.headers()["etag"].to_str().expect("etag"),
+                format!("\"{}\"", blake3::hash(&data).to_hex())
+            );
+            got = Some(r.bytes().await.expect("body").to_vec());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(got.as_deref() == Some(&data[..]), "the download is the uploaded bytes");
+    let mut server = server;
+    kill_9(&mut server);
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_finalize_still_finalizes_once_with_one_file_ready_per_party() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let slow = [("SECURECHAT_FILES__FINALIZE_DELAY_MS", "1500")];
+    let mut server = crate::binary::start(&data_dir, &slow);
+    let (_, alice, _) = login_pair(&server.base).await;
+    let data = body(5000, 7);
+    let r = tus_request(
+        &server.base,
+        Method::POST,
+        "/api/uploads",
+        &alice.access_token,
+        &[
+            ("Upload-Length", data.len().to_string()),
+            ("Upload-Metadata", metadata("bob", RS, &manifest("alice", "bob"))),
+        ],
+        None,
+    )
+    .await;
+    let loc = r.headers()["location"].to_str().expect("loc").to_string();
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", "0".into())],
+        Some(data.clone()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    // finalize_upload is running now, inside its delay: kill it there.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kill_9(&mut server);
+    let db = rusqlite::Connection::open(data_dir.join("securechat.db")).expect("db");
+    let state: String = db
+        .query_row("SELECT state FROM files", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(state, "uploading", "the kill came before finalize committed");
+    drop(db);
+
+    // The restarted server runs the orphaned finalize (after the same delay, so both
+    // parties are connected by then).
+    let mut server = crate::binary::start(&data_dir, &slow);
+    let client = securechat_client::Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    let alice = client.login("alice", crate::helpers::PASSWORD).await.expect("login");
+    let bob = client.login("bob", crate::helpers::PASSWORD).await.expect("login");
+    let mut wa = client.connect_ws(&alice.access_token).await.expect("ws");
+    let mut wb = client.connect_ws(&bob.access_token).await.expect("ws");
+    for ws in [&mut wa, &mut wb] {
+        let file = next_matching(ws, |f| match f {
+            ServerFrame::FileReady { file } => Some(file),
+            _ => None,
+        })
+        .await;
+        assert_eq!(file["id"], file_id_of(&loc));
+        assert_eq!(file["state"], "ready");
+    }
+    for ws in [&mut wa, &mut wb] {
+        none_of(ws, Duration::from_millis(500), |f| {
+            matches!(f, ServerFrame::FileReady { .. })
+        })
+        .await;
+    }
+    let db = rusqlite::Connection::open(data_dir.join("securechat.db")).expect("db");
+    let (state, finalizes): (String, i64) = db
+        .query_row(
+            "SELECT (SELECT state FROM files), \
+             (SELECT count(*) FROM jobs WHERE kind = 'finalize_upload' AND state = 'done')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!((state.as_str(), finalizes), ("ready", 1));
+    kill_9(&mut server);
 }
