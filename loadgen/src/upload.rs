@@ -117,7 +117,7 @@ pub struct UploadArgs {
     #[arg(long, default_value = "tests-web/tools/tus-node-server.mjs")]
     pub tus_script: PathBuf,
     /// Milliseconds between two readings of the target's VmRSS.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     pub rss_every_ms: u64,
     /// The server's bcrypt cost (registration speed only).
     #[arg(long, default_value_t = 4)]
@@ -350,7 +350,20 @@ pub struct Rss {
     pub start_kb: u64,
     pub max_kb: u64,
     pub end_kb: u64,
+    /// The readings a quarter, half and three quarters of the way through, and the last:
+    /// a phase whose memory grows with the bytes moved shows a slope here.
+    pub quarters_kb: [u64; 4],
     pub samples: usize,
+}
+
+/// The readings at 1/4, 1/2, 3/4 and the end of `seen` (taken at a steady period).
+fn quarters(seen: &[u64]) -> [u64; 4] {
+    let at = |k: usize| {
+        seen.get(seen.len().saturating_sub(1) * k / 4)
+            .copied()
+            .unwrap_or(0)
+    };
+    [at(1), at(2), at(3), at(4)]
 }
 
 impl RssSampler {
@@ -379,6 +392,7 @@ impl RssSampler {
             start_kb: seen.first().copied().unwrap_or(0),
             max_kb: seen.iter().copied().max().unwrap_or(0),
             end_kb: seen.last().copied().unwrap_or(0),
+            quarters_kb: quarters(&seen),
             samples: seen.len(),
         }
     }
@@ -635,7 +649,7 @@ fn print_phase(n: &str, phase: &str, what: &str, p: &PhaseResult) {
         String::new()
     };
     println!(
-        "[{n}] {phase} {what}: {} file(s), {:.1} MB in {:.3} s: {:.1} MB/s{ready}; RSS start {:.1} / max {:.1} / end {:.1} MiB ({} samples)",
+        "[{n}] {phase} {what}: {} file(s), {:.1} MB in {:.3} s: {:.1} MB/s{ready}; RSS start {:.1} / max {:.1} / end {:.1} MiB; at 1/4, 1/2, 3/4, end: {} MiB ({} samples)",
         p.files,
         p.bytes as f64 / 1e6,
         p.secs,
@@ -643,6 +657,12 @@ fn print_phase(n: &str, phase: &str, what: &str, p: &PhaseResult) {
         mb(p.rss.start_kb),
         mb(p.rss.max_kb),
         mb(p.rss.end_kb),
+        p.rss
+            .quarters_kb
+            .iter()
+            .map(|&kb| format!("{:.1}", mb(kb)))
+            .collect::<Vec<_>>()
+            .join(" / "),
         p.rss.samples
     );
 }
@@ -951,6 +971,13 @@ mod tests {
         assert_eq!(r.headers()["upload-length"], "5080");
         let missing = format!("{base}/api/uploads/nope");
         assert_eq!(reqwest::get(&missing).await.unwrap().status().as_u16(), 404);
+    }
+
+    #[test]
+    fn rss_quarters_come_from_evenly_spaced_readings() {
+        assert_eq!(quarters(&[]), [0, 0, 0, 0]);
+        assert_eq!(quarters(&[7]), [7, 7, 7, 7]);
+        assert_eq!(quarters(&[0, 1, 2, 3, 4, 5, 6, 7, 8]), [2, 4, 6, 8]);
     }
 
     #[test]
