@@ -488,6 +488,8 @@ fn start_target(target: Target, args: &UploadArgs, plan: &Plan) -> anyhow::Resul
                 &args.server_bin,
                 &[
                     ("SECURECHAT_AUTH__BCRYPT_COST", args.bcrypt_cost.to_string()),
+                    // One token serves the whole run, however slow the disk.
+                    ("SECURECHAT_AUTH__ACCESS_TTL_SECS", "86400".to_string()),
                     ("SECURECHAT_FILES__MAX_FILE_BYTES", largest.to_string()),
                     (
                         "SECURECHAT_FILES__MAX_PATCH_BYTES",
