@@ -32,7 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "jobs_without_in_lists",
         include_str!("../../../migrations/0006_jobs_without_in_lists.sql"),
     ),
-    (7, "files", include_str!("../../../migrations/0007_files.sql")),
+    (
+        7,
+        "files",
+        include_str!("../../../migrations/0007_files.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

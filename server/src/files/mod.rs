@@ -178,11 +178,7 @@ impl Drop for PatchSlot {
 }
 
 impl Files {
-    pub fn new(
-        db: Db,
-        hub: Arc<Hub>,
-        config: &crate::Config,
-    ) -> Files {
+    pub fn new(db: Db, hub: Arc<Hub>, config: &crate::Config) -> Files {
         let queue_name = if config.jobs.workers.contains_key("files") {
             "files"
         } else {
@@ -251,7 +247,10 @@ impl Files {
         })
         .await??;
         if cut > 0 {
-            tracing::info!(uploads = cut, "cut unacknowledged bytes back after a restart");
+            tracing::info!(
+                uploads = cut,
+                "cut unacknowledged bytes back after a restart"
+            );
         }
         Ok(cut)
     }
@@ -314,9 +313,8 @@ impl Files {
                 "this server does not let you send files",
             ));
         }
-        let length = upload_length.ok_or_else(|| {
-            ApiError::bad_request("invalid_length", "Upload-Length is required")
-        })?;
+        let length = upload_length
+            .ok_or_else(|| ApiError::bad_request("invalid_length", "Upload-Length is required"))?;
         if length < MIN_UPLOAD_LENGTH {
             return Err(ApiError::bad_request(
                 "invalid_length",
@@ -434,7 +432,11 @@ impl Files {
     }
 
     fn expired() -> ApiError {
-        ApiError::new(StatusCode::GONE, "upload_expired", "this upload has expired")
+        ApiError::new(
+            StatusCode::GONE,
+            "upload_expired",
+            "this upload has expired",
+        )
     }
 
     /// Tries to take the PATCH slot of `id`.
@@ -565,7 +567,10 @@ impl Files {
         } else {
             None
         };
-        let files = rows.iter().map(FileView::from_row).collect::<ApiResult<_>>()?;
+        let files = rows
+            .iter()
+            .map(FileView::from_row)
+            .collect::<ApiResult<_>>()?;
         Ok(FilePage { files, next_cursor })
     }
 

@@ -58,7 +58,7 @@ struct WriteJob {
 /// What the blocking side did.
 enum Written {
     /// Bytes up to `offset` are on disk, synced, and hashed into `tree`.
-    Kept { offset: u64, tree: TreeHasher },
+    Kept { offset: u64, tree: Box<TreeHasher> },
     /// Nothing kept, for this reason.
     Refused(BodyEnd, bool),
 }
@@ -127,7 +127,10 @@ impl Files {
         let row = self.own_upload(who, id).await?;
         check_patch(self, &row, offset, content_length)?;
         let slot = self.take_slot(id).ok_or_else(|| {
-            ApiError::conflict("offset_mismatch", "another PATCH of this upload is in progress")
+            ApiError::conflict(
+                "offset_mismatch",
+                "another PATCH of this upload is in progress",
+            )
         })?;
         // The row may have moved while the slot was taken by someone else.
         let row = self.own_upload(who, id).await?;
@@ -240,9 +243,10 @@ impl Files {
         };
         if new_offset > old_offset {
             self.commit(&row, old_offset, new_offset, &tree).await?;
-            self.counters()
-                .received_bytes
-                .fetch_add(new_offset - old_offset, std::sync::atomic::Ordering::Relaxed);
+            self.counters().received_bytes.fetch_add(
+                new_offset - old_offset,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         if end == BodyEnd::Dropped {
             return Err(ApiError::bad_request(
@@ -259,13 +263,7 @@ impl Files {
 
     /// Commits the new offset and hash state; with the last byte, enqueues finalize_upload
     /// in the same transaction.
-    async fn commit(
-        &self,
-        row: &FileRow,
-        old: u64,
-        new: u64,
-        tree: &TreeHasher,
-    ) -> ApiResult<()> {
+    async fn commit(&self, row: &FileRow, old: u64, new: u64, tree: &TreeHasher) -> ApiResult<()> {
         let complete = new == u64::try_from(row.upload_length).unwrap_or(0);
         let root = complete.then(|| tree.root().as_bytes().to_vec());
         let state = tree.state().to_bytes();
@@ -314,7 +312,12 @@ impl Files {
 }
 
 /// Feeds the bytes `from..to` of `f` into `tree` (the unfinished subtree after a restart).
-pub(crate) fn feed_from_file(f: &mut File, from: u64, to: u64, tree: &mut TreeHasher) -> io::Result<()> {
+pub(crate) fn feed_from_file(
+    f: &mut File,
+    from: u64,
+    to: u64,
+    tree: &mut TreeHasher,
+) -> io::Result<()> {
     f.seek(SeekFrom::Start(from))?;
     let mut left = to - from;
     let mut buf = vec![0u8; 64 * 1024];
@@ -374,7 +377,7 @@ fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::
             f.sync_data()?;
             Ok(Written::Kept {
                 offset: end_offset,
-                tree,
+                tree: Box::new(tree),
             })
         }
         BodyEnd::Dropped if job.checksum.is_some() => refuse(&f, BodyEnd::Dropped, false),
@@ -391,7 +394,10 @@ fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::
                 feed_from_file(&mut f, start, keep, &mut tree)?;
             }
             f.sync_data()?;
-            Ok(Written::Kept { offset: keep, tree })
+            Ok(Written::Kept {
+                offset: keep,
+                tree: Box::new(tree),
+            })
         }
         other => refuse(&f, other, false),
     }

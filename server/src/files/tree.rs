@@ -10,7 +10,9 @@
 //! completed subtrees; the bytes of the unfinished subtree are re-fed from the blob when a
 //! [`TreeHasher`] is rebuilt. The property tests hold the result equal to `blake3::hash`.
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 /// Bytes per subtree whose chaining value is kept: 1 MiB (1024 BLAKE3 chunks).
 pub const SUBTREE_LEN: u64 = 1 << 20;
@@ -43,7 +45,7 @@ impl TreeState {
 
     /// Reads a stored state back; `None` if it is not one [`TreeState::to_bytes`] wrote.
     pub fn from_bytes(b: &[u8]) -> Option<TreeState> {
-        if b.len() < 8 || (b.len() - 8) % 32 != 0 {
+        if b.len() < 8 || !(b.len() - 8).is_multiple_of(32) {
             return None;
         }
         let completed = u64::from_be_bytes(b[..8].try_into().ok()?);
@@ -206,7 +208,11 @@ mod tests {
             let mut h = TreeHasher::new();
             h.update(&d);
             assert_eq!(h.root(), blake3::hash(&d), "len {len}");
-            assert_eq!(resumable_root(&d, &[len / 3, len / 2]), blake3::hash(&d), "len {len}");
+            assert_eq!(
+                resumable_root(&d, &[len / 3, len / 2]),
+                blake3::hash(&d),
+                "len {len}"
+            );
         }
     }
 
