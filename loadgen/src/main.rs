@@ -6,13 +6,18 @@
 //! logins/s and the latency ratio. `relay` measures the WebSocket relay (throughput,
 //! delivery latency, memory per connection) against the real server and an `echo-relay`
 //! ceiling in the same run (see relay.rs); `echo-relay` is that ceiling, run as a child.
+//! `upload` measures tus uploads and downloads of the real server against two baselines
+//! in the same run (see upload.rs): `plain-upload-server` (a plain handler, run as a
+//! child) and the tus project's Node server.
 //! The load generator shares the machine's cores with the server: numbers are for
 //! comparison within one run, not absolute.
 
 mod echo_relay;
 mod fsync_probe;
+mod plain_upload;
 mod procs;
 mod relay;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +63,17 @@ enum Cmd {
         /// Read buffer per connection in bytes.
         #[arg(long, default_value_t = 4096)]
         read_buffer: usize,
+    },
+    /// tus upload and download MB/s and server RSS vs a plain handler and @tus/server, one run.
+    Upload(upload::UploadArgs),
+    /// A minimal tus-shaped upload server that writes and fdatasyncs only (`upload`'s baseline).
+    PlainUploadServer {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Directory the uploads are written to.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -196,5 +212,7 @@ async fn main() -> anyhow::Result<()> {
         } => login_storm(server_bin, bcrypt_cost, concurrency, seconds, probe_rate).await,
         Cmd::Relay(args) => relay::relay(args).await,
         Cmd::EchoRelay { port, read_buffer } => echo_relay::run(port, read_buffer).await,
+        Cmd::Upload(args) => upload::upload(args).await,
+        Cmd::PlainUploadServer { port, dir } => plain_upload::run(port, &dir).await,
     }
 }

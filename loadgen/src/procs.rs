@@ -1,4 +1,5 @@
-//! Child processes of a benchmark run (the securechat server, the echo relay): starting
+//! Child processes of a benchmark run (the securechat server, the echo relay, the upload
+//! baselines): starting
 //! them on a free port, reading the address from their first stdout line, killing them
 //! when dropped, and reading their resident memory from `/proc/<pid>/status`.
 
@@ -104,6 +105,47 @@ pub fn start_echo_relay(read_buffer: usize) -> anyhow::Result<Proc> {
         child,
         addr,
         dir: None,
+    })
+}
+
+/// Start this binary's `plain-upload-server --port 0 --dir <temp dir>`; `addr` is its
+/// `http://127.0.0.1:PORT`.
+pub fn start_plain_upload_server() -> anyhow::Result<Proc> {
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe().context("finding the loadgen binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["plain-upload-server", "--port", "0", "--dir"])
+        .arg(dir.path().join("uploads"));
+    let (child, addr) = first_line(
+        cmd,
+        "plain-upload-server listening on ",
+        "plain-upload-server",
+    )?;
+    Ok(Proc {
+        child,
+        addr,
+        dir: Some(dir),
+    })
+}
+
+/// Start `node <script> --port 0 --dir <temp dir>` (tests-web/tools/tus-node-server.mjs);
+/// `addr` is its `http://127.0.0.1:PORT`.
+pub fn start_tus_node(node: &Path, script: &Path) -> anyhow::Result<Proc> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(node);
+    cmd.arg(script)
+        .args(["--port", "0", "--dir"])
+        .arg(dir.path().join("uploads"));
+    let (child, addr) = first_line(
+        cmd,
+        "tus-node-server listening on ",
+        &format!("{} {}", node.display(), script.display()),
+    )
+    .context("the tus-node baseline needs Node.js and `npm install` in tests-web")?;
+    Ok(Proc {
+        child,
+        addr,
+        dir: Some(dir),
     })
 }
 
