@@ -1423,3 +1423,39 @@ async fn the_stock_tus_js_client_uploads_and_resumes_after_an_abort() {
     .await;
     assert_eq!(r.bytes().await.expect("body").to_vec(), data);
 }
+
+#[tokio::test]
+async fn an_upload_of_several_mib_in_many_patches_hashes_to_blake3_of_its_bytes() {
+    let app = spawn_app().await;
+    let (alice, bob) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let data = body(2 * 1024 * 1024 + 700_001, 12);
+    let loc = tus.create(&alice, "bob", data.len() as u64).await;
+    let mut offset = 0;
+    for chunk in data.chunks(1040 * 300) {
+        let r = tus
+            .patch(
+                &alice.access_token,
+                &loc,
+                offset as u64,
+                chunk.to_vec(),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        offset += chunk.len();
+    }
+    wait_for_state(&app, &loc, "ready").await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &bob.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.headers()["etag"].to_str().expect("etag"),
+        format!("\"{}\"", blake3::hash(&data).to_hex())
+    );
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
+}
