@@ -52,6 +52,8 @@ struct WriteJob {
     length: u64,
     record_size: u64,
     state: TreeState,
+    /// The hasher as of `old_offset`, when the previous PATCH left it in the cache.
+    cached: Option<TreeHasher>,
     checksum: Option<Checksum>,
 }
 
@@ -179,6 +181,7 @@ impl Files {
             length,
             record_size: u64::try_from(row.record_size).unwrap_or(1024),
             state,
+            cached: self.cached_hasher(&row.id, old_offset),
             checksum,
         };
         let (tx, rx) = mpsc::channel::<Msg>(8);
@@ -247,6 +250,9 @@ impl Files {
                 new_offset - old_offset,
                 std::sync::atomic::Ordering::Relaxed,
             );
+        }
+        if new_offset < length {
+            self.cache_hasher(&row.id, new_offset, *tree);
         }
         if end == BodyEnd::Dropped {
             return Err(ApiError::bad_request(
@@ -337,13 +343,23 @@ pub(crate) fn feed_from_file(
 }
 
 /// The blocking side of a PATCH (see the module comment).
-fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::Result<Written> {
+fn write_body(
+    blobs: &Blobs,
+    mut job: WriteJob,
+    mut rx: mpsc::Receiver<Msg>,
+) -> io::Result<Written> {
     let mut f = blobs.open_write(&job.id)?;
     // We hold the upload's slot: anything past the committed offset is a crash's leftover.
     f.set_len(job.old_offset)?;
     let start = job.state.partial_start();
-    let mut tree = TreeHasher::resume(job.state.clone());
-    feed_from_file(&mut f, start, job.old_offset, &mut tree)?;
+    let mut tree = match job.cached.take() {
+        Some(t) => t,
+        None => {
+            let mut t = TreeHasher::resume(job.state.clone());
+            feed_from_file(&mut f, start, job.old_offset, &mut t)?;
+            t
+        }
+    };
     f.seek(SeekFrom::Start(job.old_offset))?;
     let mut digest = job.checksum.as_ref().map(BodyDigest::for_checksum);
     let mut written = 0u64;
