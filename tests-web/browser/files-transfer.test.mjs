@@ -17,17 +17,20 @@ import { CLIENT_BIN, SERVER_BIN, runClient, startServer } from './server.mjs';
 /**
  * A TCP proxy to `target` (http://127.0.0.1:PORT). When armed with cut = {up|down: bytes}, the
  * first connection whose client->server (up) or server->client (down) bytes pass that count is
- * destroyed on both sides, once; `cuts` counts those.
+ * destroyed on both sides, once; `cuts` counts those. With `corrupt` set, one byte 5000 bytes
+ * after the next "PATCH " request line (inside its body: headers are shorter) is flipped, once;
+ * `corrupted` counts those.
  */
 async function startProxy(target) {
   const { port: targetPort } = new URL(target);
-  const proxy = { cut: null, cuts: 0, sockets: new Set() };
+  const proxy = { cut: null, cuts: 0, corrupt: false, corrupted: 0, sockets: new Set() };
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(targetPort), '127.0.0.1');
     proxy.sockets.add(client);
     proxy.sockets.add(upstream);
     let up = 0;
     let down = 0;
+    let flipAt = -1; // connection offset of the byte to flip
     const kill = () => {
       proxy.cut = null;
       proxy.cuts += 1;
@@ -35,8 +38,20 @@ async function startProxy(target) {
       upstream.destroy();
     };
     client.on('data', (chunk) => {
+      const start = up;
       up += chunk.length;
       if (proxy.cut?.up !== undefined && up > proxy.cut.up) return kill();
+      if (proxy.corrupt && flipAt < 0) {
+        const at = chunk.indexOf('PATCH /api/uploads/');
+        if (at >= 0) flipAt = start + at + 5000;
+      }
+      if (flipAt >= start && flipAt < up) {
+        chunk = Buffer.from(chunk);
+        chunk[flipAt - start] ^= 0x01;
+        flipAt = -1;
+        proxy.corrupt = false;
+        proxy.corrupted += 1;
+      }
       upstream.write(chunk);
     });
     upstream.on('data', (chunk) => {
@@ -120,6 +135,22 @@ describe('files with the Rust client and the real server', { skip }, () => {
     assert.equal(sent.size, plain.length);
     assert.equal(sent.cipher_size, plain.length + 16 * Math.ceil(plain.length / 65536));
     assert.equal(sent.sha256, sha256(plain));
+  });
+
+  test('a PATCH body corrupted on the way gets 460 from the server, and the client sends it again', async () => {
+    const data = randomBytes(10 * 65536 + 5);
+    await writeFile(path.join(dir, 'corrupt.bin'), data);
+    proxy.corrupt = true;
+    const one = await runClient([
+      'send-file', ...login(proxy.url, 'alice'), '--to', 'bob', '--records-per-patch', '2', path.join(dir, 'corrupt.bin'),
+    ]);
+    assert.equal(proxy.corrupted, 1, 'one PATCH body was corrupted');
+    // eslint-disable-next-line no-control-regex
+    const logs = server.logs().replace(/\x1b\[[0-9;]*m/g, '');
+    assert.match(logs, /method=PATCH .*status=460/, 'the server answered 460');
+    const out = path.join(dir, 'corrupt-bob.bin');
+    await runClient(['fetch-file', ...login(server.url, 'bob'), '--peer', 'alice', '--out', out, one.id]);
+    assert.equal(sha256(await readFile(out)), sha256(data));
   });
 
   test('creation-with-upload: the first records come with the POST, a small file in one request', async () => {

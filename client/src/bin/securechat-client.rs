@@ -101,7 +101,7 @@ enum Command {
         id: String,
         #[arg(long)]
         out: PathBuf,
-        /// The other party (default: searched in every conversation).
+        /// The other party (default: searched in every conversation that has messages).
         #[arg(long)]
         peer: Option<String>,
     },
