@@ -109,6 +109,8 @@ pub enum ServerFrame {
     },
     /// `{"type":"file_ready","file":{...}}`.
     FileReady { file: serde_json::Value },
+    /// `{"type":"file_damaged","id","file_id"}`: the server found the stored file corrupt.
+    FileDamaged { id: String, file_id: String },
     /// `{"type":"keys_changed","key_version"}`: the user published that key version.
     KeysChanged { key_version: u32 },
     /// `{"type":"error","code","message","id"?}`.
@@ -166,6 +168,12 @@ struct KeysChangedF {
 #[derive(Deserialize)]
 struct FileReadyF {
     file: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct FileDamagedF {
+    id: String,
+    file_id: String,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +238,13 @@ impl ServerFrame {
                 let f: FileReadyF = serde_json::from_str(text)?;
                 ServerFrame::FileReady { file: f.file }
             }
+            "file_damaged" => {
+                let f: FileDamagedF = serde_json::from_str(text)?;
+                ServerFrame::FileDamaged {
+                    id: f.id,
+                    file_id: f.file_id,
+                }
+            }
             "keys_changed" => {
                 let f: KeysChangedF = serde_json::from_str(text)?;
                 ServerFrame::KeysChanged {
@@ -263,6 +278,7 @@ impl ServerFrame {
             ServerFrame::Typing { .. } => "typing",
             ServerFrame::Presence { .. } => "presence",
             ServerFrame::FileReady { .. } => "file_ready",
+            ServerFrame::FileDamaged { .. } => "file_damaged",
             ServerFrame::KeysChanged { .. } => "keys_changed",
             ServerFrame::Error { .. } => "error",
         }
@@ -702,6 +718,14 @@ mod tests {
                 .kind(),
             "file_ready"
         );
+        assert_eq!(
+            ServerFrame::parse(r#"{"type":"file_damaged","id":"a","file_id":"b"}"#).unwrap(),
+            ServerFrame::FileDamaged {
+                id: "a".into(),
+                file_id: "b".into()
+            }
+        );
+        assert!(ServerFrame::parse(r#"{"type":"file_damaged","id":"a"}"#).is_err());
         assert_eq!(
             ServerFrame::parse(r#"{"type":"keys_changed","key_version":3}"#).unwrap(),
             ServerFrame::KeysChanged { key_version: 3 }

@@ -16,8 +16,10 @@
 //! - every check of a request (limits, metadata, offsets) runs before any byte or row is
 //!   stored; a refused request leaves nothing behind;
 //! - someone who is neither the uploader (uploads) nor a party (files) gets 404, never 403;
-//! - one PATCH at a time per upload: a second one while the first runs gets
-//!   409 `offset_mismatch` at once (the client HEADs and resumes, which tus clients do);
+//! - one PATCH at a time per upload: a HEAD, PATCH or DELETE that arrives while a PATCH
+//!   runs waits up to [`SLOT_WAIT`] for it to end (a client that aborted a PATCH and
+//!   resumes at once must see the offset that PATCH committed, as tusd's locks do), then
+//!   a PATCH or DELETE gets 409 `offset_mismatch` and a HEAD answers the committed offset;
 //! - `file_ready` is pushed only by the finalize run whose transaction turned the upload
 //!   ready (and completed its job in the same transaction), so each party hears it at
 //!   most once; a crash between that commit and the push loses the frame, never doubles
@@ -78,6 +80,8 @@ struct Inner {
     queue_name: String,
     /// Uploads with a PATCH running now.
     patching: Mutex<HashSet<String>>,
+    /// Woken whenever a slot of `patching` is given back.
+    slot_freed: tokio::sync::Notify,
     /// The hasher of an upload as of its committed offset, so that the next PATCH need not
     /// re-read the unfinished subtree from disk. A cache: a miss (after a restart, an
     /// error, or when it was cleared for being full) rebuilds from the stored state.
@@ -178,8 +182,14 @@ impl Drop for PatchSlot {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
+        self.files.inner.slot_freed.notify_waiters();
     }
 }
+
+/// How long a request waits for the PATCH running on the same upload to end. A PATCH whose
+/// client went away ends as soon as its committed bytes are on disk; one still receiving
+/// from a live client may hold the slot longer, and the waiter then gives up.
+pub(crate) const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Files {
     pub fn new(db: Db, hub: Arc<Hub>, config: &crate::Config) -> Files {
@@ -198,6 +208,7 @@ impl Files {
                 jobs: OnceLock::new(),
                 queue_name: queue_name.to_string(),
                 patching: Mutex::new(HashSet::new()),
+                slot_freed: tokio::sync::Notify::new(),
                 hashers: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
@@ -480,15 +491,34 @@ impl Files {
         }
     }
 
+    /// Takes the PATCH slot of `id`, waiting up to [`SLOT_WAIT`] for a running PATCH to end.
+    pub(crate) async fn wait_for_slot(&self, id: &str) -> Option<PatchSlot> {
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        loop {
+            let freed = self.inner.slot_freed.notified();
+            tokio::pin!(freed);
+            // registered before the check, so a release between the two is not missed
+            freed.as_mut().enable();
+            if let Some(slot) = self.take_slot(id) {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     pub async fn head(&self, who: &Principal, id: &str) -> ApiResult<UploadStatus> {
-        let row = self.own_upload(who, id).await?;
+        let mut row = self.own_upload(who, id).await?;
         if Self::is_expired(&row, now_ms()) {
             return Err(Self::expired());
         }
         // A crash mid-PATCH may have left bytes past the offset: cut them now, unless a
         // PATCH is running (its bytes are not committed yet, and are its own business).
         if row.is_uploading() {
-            if let Some(_slot) = self.take_slot(id) {
+            if let Some(_slot) = self.wait_for_slot(id).await {
+                // a PATCH that ran meanwhile may have moved the offset
+                row = self.own_upload(who, id).await?;
                 let blobs = self.inner.blobs.clone();
                 let (key, offset) = (row.id.clone(), row.upload_offset);
                 tokio::task::spawn_blocking(move || {
@@ -511,7 +541,7 @@ impl Files {
                 "this upload is finished; it is a file now",
             ));
         }
-        let Some(_slot) = self.take_slot(id) else {
+        let Some(_slot) = self.wait_for_slot(id).await else {
             return Err(ApiError::conflict(
                 "offset_mismatch",
                 "a PATCH of this upload is in progress",

@@ -128,7 +128,7 @@ impl Files {
     {
         let row = self.own_upload(who, id).await?;
         check_patch(self, &row, offset, content_length)?;
-        let slot = self.take_slot(id).ok_or_else(|| {
+        let slot = self.wait_for_slot(id).await.ok_or_else(|| {
             ApiError::conflict(
                 "offset_mismatch",
                 "another PATCH of this upload is in progress",

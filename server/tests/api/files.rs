@@ -1376,54 +1376,6 @@ async fn a_file_past_retention_is_purged_with_its_blob_and_its_quota() {
     tus.create(&alice, "bob", 1000).await;
 }
 
-/// The stock tus-js-client (npm) uploads and resumes against the server unchanged. Needs
-/// node and a `node_modules` holding tus-js-client, named by `TUS_JS_CLIENT_NODE_PATH`
-/// (e.g. `npm install tus-js-client` somewhere); skipped (with a note) otherwise.
-#[tokio::test]
-async fn the_stock_tus_js_client_uploads_and_resumes_after_an_abort() {
-    let Some(node_path) = std::env::var_os("TUS_JS_CLIENT_NODE_PATH") else {
-        eprintln!("skipped: set TUS_JS_CLIENT_NODE_PATH to a node_modules with tus-js-client");
-        return;
-    };
-    let app = spawn_app().await;
-    let (alice, bob) = two_users(&app).await;
-    let data = body(300 * 1040 + 77, 11);
-    let file = app.dir.path().join("upload.bin");
-    std::fs::write(&file, &data).expect("write");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/node/tus-upload.cjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .env("NODE_PATH", node_path)
-        .env("BASE", app.client.base_url())
-        .env("TOKEN", &alice.access_token)
-        .env("DATA", &file)
-        .env("RECIPIENT", "bob")
-        .env("FILE_ID", FILE_ID)
-        .env("RECORD_SIZE", RS.to_string())
-        .env("MANIFEST", manifest("alice", "bob"))
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said: Value = serde_json::from_slice(&out.stdout).expect("json line");
-    assert_eq!(said["resumed"], true);
-    let url = said["url"].as_str().expect("url");
-    let loc = url.trim_start_matches(app.client.base_url()).to_string();
-    wait_for_state(&app, &loc, "ready").await;
-    let r = get(
-        &app,
-        &format!("/api/files/{}", file_id_of(&loc)),
-        &bob.access_token,
-        None,
-    )
-    .await;
-    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
-}
-
 #[tokio::test]
 async fn an_upload_of_several_mib_in_many_patches_hashes_to_blake3_of_its_bytes() {
     let app = spawn_app().await;
