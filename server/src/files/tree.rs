@@ -116,16 +116,15 @@ impl TreeHasher {
     }
 
     fn push(&mut self, cv: ChainingValue) {
-        // Merge what the subtrees before this one allow (BLAKE3's lazy stack merge).
-        let keep = self.state.completed.count_ones() as usize;
-        while self.state.stack.len() > keep {
-            let right = self.state.stack.pop();
-            let left = self.state.stack.pop();
-            if let (Some(left), Some(right)) = (left, right) {
-                self.state
-                    .stack
-                    .push(merge_subtrees_non_root(&left, &right, Mode::Hash));
+        // Eager merge (BLAKE3's reference add_chunk_chaining_value): more input follows, so
+        // every merge here is a non-root parent; the stack stays at completed.count_ones().
+        let mut cv = cv;
+        let mut total = self.state.completed + 1;
+        while total & 1 == 0 {
+            if let Some(left) = self.state.stack.pop() {
+                cv = merge_subtrees_non_root(&left, &cv, Mode::Hash);
             }
+            total >>= 1;
         }
         self.state.stack.push(cv);
         self.state.completed += 1;
@@ -201,6 +200,9 @@ mod tests {
             3 * mib + 5,
             4 * mib,
             5 * mib + 1023,
+            // an odd count of subtrees before the last push (the browser's 6 MiB and 20 MiB files)
+            6 * mib + 12345,
+            20 * mib + 5120,
         ] {
             let d = data(len, 7);
             let mut h = TreeHasher::new();
