@@ -220,9 +220,8 @@ pub fn least_recently_scrubbed(conn: &Connection, limit: u32) -> DbResult<Vec<Fi
 
 /// Uploads with some bytes acknowledged but not all (start-up cut-back).
 pub fn unfinished(conn: &Connection) -> DbResult<Vec<(String, i64)>> {
-    let mut s = conn.prepare_cached(
-        "SELECT id, upload_offset FROM files WHERE state = 'uploading'",
-    )?;
+    let mut s =
+        conn.prepare_cached("SELECT id, upload_offset FROM files WHERE state = 'uploading'")?;
     let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

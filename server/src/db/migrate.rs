@@ -32,7 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "jobs_without_in_lists",
         include_str!("../../../migrations/0006_jobs_without_in_lists.sql"),
     ),
-    (7, "files", include_str!("../../../migrations/0007_files.sql")),
+    (
+        7,
+        "files",
+        include_str!("../../../migrations/0007_files.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -185,7 +189,8 @@ mod tests {
              VALUES (9, 'q', 'k', '2', 'failed', 10, 3, 3, 1, 20, 'boom');",
         )
         .expect("jobs");
-        assert_eq!(migrate(&mut c).expect("migrate"), vec![6]);
+        let after_5: Vec<i64> = (6..=latest_version()).collect();
+        assert_eq!(migrate(&mut c).expect("migrate"), after_5);
         type JobRow = (i64, String, Option<String>, Option<i64>, Option<String>);
         let rows: Vec<JobRow> = c
             .prepare("SELECT id, state, dedup_key, finished_at, last_error FROM jobs ORDER BY id")

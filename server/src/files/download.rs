@@ -211,9 +211,18 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-9"), 100), RangeAsk::Part(0, 9));
         assert_eq!(parse_range(Some("bytes=90-"), 100), RangeAsk::Part(90, 99));
         assert_eq!(parse_range(Some("bytes=-10"), 100), RangeAsk::Part(90, 99));
-        assert_eq!(parse_range(Some("bytes=50-500"), 100), RangeAsk::Part(50, 99));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), RangeAsk::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=100-200"), 100), RangeAsk::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=50-500"), 100),
+            RangeAsk::Part(50, 99)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            RangeAsk::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=100-200"), 100),
+            RangeAsk::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), RangeAsk::Whole);
         assert_eq!(parse_range(Some("items=0-1"), 100), RangeAsk::Whole);
         assert_eq!(parse_range(Some("bytes=9-1"), 100), RangeAsk::Whole);

@@ -213,7 +213,8 @@ fn verify_upload(blobs: &super::Blobs, row: &FileRow) -> std::io::Result<bool> {
     if blobs.len(&row.id)? != length {
         return Ok(false);
     }
-    let (Some(state), Some(root)) = (TreeState::from_bytes(&row.hash_state), stored_root(row)) else {
+    let (Some(state), Some(root)) = (TreeState::from_bytes(&row.hash_state), stored_root(row))
+    else {
         return Ok(false);
     };
     let start = state.partial_start();
@@ -233,7 +234,9 @@ fn verify_whole(blobs: &super::Blobs, row: &FileRow) -> bool {
     };
     let mut h = blake3::Hasher::new();
     match std::io::copy(&mut f, &mut h) {
-        Ok(n) => n == u64::try_from(row.upload_length).unwrap_or(0) && h.finalize().as_bytes() == &root,
+        Ok(n) => {
+            n == u64::try_from(row.upload_length).unwrap_or(0) && h.finalize().as_bytes() == &root
+        }
         Err(_) => false,
     }
 }

@@ -32,7 +32,7 @@ pub mod routes;
 pub mod tree;
 pub mod tus;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -78,6 +78,10 @@ struct Inner {
     queue_name: String,
     /// Uploads with a PATCH running now.
     patching: Mutex<HashSet<String>>,
+    /// The hasher of an upload as of its committed offset, so that the next PATCH need not
+    /// re-read the unfinished subtree from disk. A cache: a miss (after a restart, an
+    /// error, or when it was cleared for being full) rebuilds from the stored state.
+    hashers: Mutex<HashMap<String, (u64, tree::TreeHasher)>>,
     counters: Counters,
 }
 
@@ -178,11 +182,7 @@ impl Drop for PatchSlot {
 }
 
 impl Files {
-    pub fn new(
-        db: Db,
-        hub: Arc<Hub>,
-        config: &crate::Config,
-    ) -> Files {
+    pub fn new(db: Db, hub: Arc<Hub>, config: &crate::Config) -> Files {
         let queue_name = if config.jobs.workers.contains_key("files") {
             "files"
         } else {
@@ -198,6 +198,7 @@ impl Files {
                 jobs: OnceLock::new(),
                 queue_name: queue_name.to_string(),
                 patching: Mutex::new(HashSet::new()),
+                hashers: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         }
@@ -251,7 +252,10 @@ impl Files {
         })
         .await??;
         if cut > 0 {
-            tracing::info!(uploads = cut, "cut unacknowledged bytes back after a restart");
+            tracing::info!(
+                uploads = cut,
+                "cut unacknowledged bytes back after a restart"
+            );
         }
         Ok(cut)
     }
@@ -314,9 +318,8 @@ impl Files {
                 "this server does not let you send files",
             ));
         }
-        let length = upload_length.ok_or_else(|| {
-            ApiError::bad_request("invalid_length", "Upload-Length is required")
-        })?;
+        let length = upload_length
+            .ok_or_else(|| ApiError::bad_request("invalid_length", "Upload-Length is required"))?;
         if length < MIN_UPLOAD_LENGTH {
             return Err(ApiError::bad_request(
                 "invalid_length",
@@ -434,7 +437,30 @@ impl Files {
     }
 
     fn expired() -> ApiError {
-        ApiError::new(StatusCode::GONE, "upload_expired", "this upload has expired")
+        ApiError::new(
+            StatusCode::GONE,
+            "upload_expired",
+            "this upload has expired",
+        )
+    }
+
+    /// The cached hasher of upload `id` if it is at `offset` (taken out of the cache).
+    pub(crate) fn cached_hasher(&self, id: &str, offset: u64) -> Option<tree::TreeHasher> {
+        let mut map = self.inner.hashers.lock().unwrap_or_else(|p| p.into_inner());
+        match map.remove(id) {
+            Some((at, h)) if at == offset => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Keeps the hasher of upload `id` at `offset` for its next PATCH.
+    pub(crate) fn cache_hasher(&self, id: &str, offset: u64, hasher: tree::TreeHasher) {
+        const MOST: usize = 256;
+        let mut map = self.inner.hashers.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MOST {
+            map.clear();
+        }
+        map.insert(id.to_string(), (offset, hasher));
     }
 
     /// Tries to take the PATCH slot of `id`.
@@ -497,6 +523,11 @@ impl Files {
     /// Deletes the row, then the blob (a blob without a row is harmless; a row without
     /// its blob would not be).
     pub(crate) async fn remove(&self, id: &str) -> ApiResult<()> {
+        self.inner
+            .hashers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         let key = id.to_string();
         self.inner
             .db
@@ -565,7 +596,10 @@ impl Files {
         } else {
             None
         };
-        let files = rows.iter().map(FileView::from_row).collect::<ApiResult<_>>()?;
+        let files = rows
+            .iter()
+            .map(FileView::from_row)
+            .collect::<ApiResult<_>>()?;
         Ok(FilePage { files, next_cursor })
     }
 

@@ -52,13 +52,15 @@ struct WriteJob {
     length: u64,
     record_size: u64,
     state: TreeState,
+    /// The hasher as of `old_offset`, when the previous PATCH left it in the cache.
+    cached: Option<TreeHasher>,
     checksum: Option<Checksum>,
 }
 
 /// What the blocking side did.
 enum Written {
     /// Bytes up to `offset` are on disk, synced, and hashed into `tree`.
-    Kept { offset: u64, tree: TreeHasher },
+    Kept { offset: u64, tree: Box<TreeHasher> },
     /// Nothing kept, for this reason.
     Refused(BodyEnd, bool),
 }
@@ -127,7 +129,10 @@ impl Files {
         let row = self.own_upload(who, id).await?;
         check_patch(self, &row, offset, content_length)?;
         let slot = self.take_slot(id).ok_or_else(|| {
-            ApiError::conflict("offset_mismatch", "another PATCH of this upload is in progress")
+            ApiError::conflict(
+                "offset_mismatch",
+                "another PATCH of this upload is in progress",
+            )
         })?;
         // The row may have moved while the slot was taken by someone else.
         let row = self.own_upload(who, id).await?;
@@ -176,6 +181,7 @@ impl Files {
             length,
             record_size: u64::try_from(row.record_size).unwrap_or(1024),
             state,
+            cached: self.cached_hasher(&row.id, old_offset),
             checksum,
         };
         let (tx, rx) = mpsc::channel::<Msg>(8);
@@ -240,9 +246,13 @@ impl Files {
         };
         if new_offset > old_offset {
             self.commit(&row, old_offset, new_offset, &tree).await?;
-            self.counters()
-                .received_bytes
-                .fetch_add(new_offset - old_offset, std::sync::atomic::Ordering::Relaxed);
+            self.counters().received_bytes.fetch_add(
+                new_offset - old_offset,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        if new_offset < length {
+            self.cache_hasher(&row.id, new_offset, *tree);
         }
         if end == BodyEnd::Dropped {
             return Err(ApiError::bad_request(
@@ -259,13 +269,7 @@ impl Files {
 
     /// Commits the new offset and hash state; with the last byte, enqueues finalize_upload
     /// in the same transaction.
-    async fn commit(
-        &self,
-        row: &FileRow,
-        old: u64,
-        new: u64,
-        tree: &TreeHasher,
-    ) -> ApiResult<()> {
+    async fn commit(&self, row: &FileRow, old: u64, new: u64, tree: &TreeHasher) -> ApiResult<()> {
         let complete = new == u64::try_from(row.upload_length).unwrap_or(0);
         let root = complete.then(|| tree.root().as_bytes().to_vec());
         let state = tree.state().to_bytes();
@@ -314,7 +318,12 @@ impl Files {
 }
 
 /// Feeds the bytes `from..to` of `f` into `tree` (the unfinished subtree after a restart).
-pub(crate) fn feed_from_file(f: &mut File, from: u64, to: u64, tree: &mut TreeHasher) -> io::Result<()> {
+pub(crate) fn feed_from_file(
+    f: &mut File,
+    from: u64,
+    to: u64,
+    tree: &mut TreeHasher,
+) -> io::Result<()> {
     f.seek(SeekFrom::Start(from))?;
     let mut left = to - from;
     let mut buf = vec![0u8; 64 * 1024];
@@ -334,13 +343,23 @@ pub(crate) fn feed_from_file(f: &mut File, from: u64, to: u64, tree: &mut TreeHa
 }
 
 /// The blocking side of a PATCH (see the module comment).
-fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::Result<Written> {
+fn write_body(
+    blobs: &Blobs,
+    mut job: WriteJob,
+    mut rx: mpsc::Receiver<Msg>,
+) -> io::Result<Written> {
     let mut f = blobs.open_write(&job.id)?;
     // We hold the upload's slot: anything past the committed offset is a crash's leftover.
     f.set_len(job.old_offset)?;
     let start = job.state.partial_start();
-    let mut tree = TreeHasher::resume(job.state.clone());
-    feed_from_file(&mut f, start, job.old_offset, &mut tree)?;
+    let mut tree = match job.cached.take() {
+        Some(t) => t,
+        None => {
+            let mut t = TreeHasher::resume(job.state.clone());
+            feed_from_file(&mut f, start, job.old_offset, &mut t)?;
+            t
+        }
+    };
     f.seek(SeekFrom::Start(job.old_offset))?;
     let mut digest = job.checksum.as_ref().map(BodyDigest::for_checksum);
     let mut written = 0u64;
@@ -374,7 +393,7 @@ fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::
             f.sync_data()?;
             Ok(Written::Kept {
                 offset: end_offset,
-                tree,
+                tree: Box::new(tree),
             })
         }
         BodyEnd::Dropped if job.checksum.is_some() => refuse(&f, BodyEnd::Dropped, false),
@@ -391,7 +410,10 @@ fn write_body(blobs: &Blobs, job: WriteJob, mut rx: mpsc::Receiver<Msg>) -> io::
                 feed_from_file(&mut f, start, keep, &mut tree)?;
             }
             f.sync_data()?;
-            Ok(Written::Kept { offset: keep, tree })
+            Ok(Written::Kept {
+                offset: keep,
+                tree: Box::new(tree),
+            })
         }
         other => refuse(&f, other, false),
     }

@@ -50,6 +50,9 @@ fn set(r: &mut Response, name: &'static str, value: impl AsRef<str>) {
 fn tus_reply(result: ApiResult<Response>) -> Result<Response, warp::Rejection> {
     let mut r = result.unwrap_or_else(|e| e.into_response());
     set(&mut r, "tus-resumable", tus::VERSION);
+    if r.status() == StatusCode::PRECONDITION_FAILED {
+        set(&mut r, "tus-version", tus::VERSION);
+    }
     Ok(r)
 }
 
@@ -88,7 +91,10 @@ fn has_body(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 fn offset_content_type(h: &HeaderMap) -> ApiResult<()> {
-    let ct = h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = h
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ct.split(';').next().map(str::trim) == Some(tus::OFFSET_CONTENT_TYPE) {
         Ok(())
     } else {
@@ -115,7 +121,11 @@ pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
             let mut r = empty(StatusCode::NO_CONTENT);
             set(&mut r, "tus-version", tus::VERSION);
             set(&mut r, "tus-extension", tus::EXTENSIONS);
-            set(&mut r, "tus-max-size", f.config().max_file_bytes.to_string());
+            set(
+                &mut r,
+                "tus-max-size",
+                f.config().max_file_bytes.to_string(),
+            );
             set(&mut r, "tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS);
             r
         });
@@ -135,9 +145,11 @@ pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(with_files.clone())
         .and(with_auth.clone())
-        .and_then(|id: String, h: HeaderMap, f: Files, auth: Arc<Auth>| async move {
-            tus_reply(head(&f, &auth, &id, &h).await)
-        });
+        .and_then(
+            |id: String, h: HeaderMap, f: Files, auth: Arc<Auth>| async move {
+                tus_reply(head(&f, &auth, &id, &h).await)
+            },
+        );
 
     let patch = warp::path!("api" / "uploads" / String)
         .and(warp::patch())
@@ -145,18 +157,22 @@ pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
         .and(warp::body::stream())
         .and(with_files.clone())
         .and(with_auth.clone())
-        .and_then(|id: String, h: HeaderMap, body, f: Files, auth: Arc<Auth>| async move {
-            tus_reply(patch(&f, &auth, &id, &h, body).await)
-        });
+        .and_then(
+            |id: String, h: HeaderMap, body, f: Files, auth: Arc<Auth>| async move {
+                tus_reply(patch(&f, &auth, &id, &h, body).await)
+            },
+        );
 
     let delete = warp::path!("api" / "uploads" / String)
         .and(warp::delete())
         .and(warp::header::headers_cloned())
         .and(with_files.clone())
         .and(with_auth)
-        .and_then(|id: String, h: HeaderMap, f: Files, auth: Arc<Auth>| async move {
-            tus_reply(delete(&f, &auth, &id, &h).await)
-        });
+        .and_then(
+            |id: String, h: HeaderMap, f: Files, auth: Arc<Auth>| async move {
+                tus_reply(delete(&f, &auth, &id, &h).await)
+            },
+        );
 
     let limits = warp::path!("api" / "files" / "limits")
         .and(warp::get())
@@ -182,13 +198,15 @@ pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
         .and(who)
         .and(warp::query::<ListQuery>())
         .and(with_files)
-        .and_then(|peer: String, who: Principal, q: ListQuery, f: Files| async move {
-            reply(
-                f.list(&who, &peer, q.before.as_deref(), q.limit)
-                    .await
-                    .map(|page| json(&page).into_response()),
-            )
-        });
+        .and_then(
+            |peer: String, who: Principal, q: ListQuery, f: Files| async move {
+                reply(
+                    f.list(&who, &peer, q.before.as_deref(), q.limit)
+                        .await
+                        .map(|page| json(&page).into_response()),
+                )
+            },
+        );
 
     options
         .or(create)
@@ -224,7 +242,13 @@ async fn head(f: &Files, auth: &Auth, id: &str, h: &HeaderMap) -> ApiResult<Resp
     Ok(r)
 }
 
-async fn patch<S, B>(f: &Files, auth: &Auth, id: &str, h: &HeaderMap, body: S) -> ApiResult<Response>
+async fn patch<S, B>(
+    f: &Files,
+    auth: &Auth,
+    id: &str,
+    h: &HeaderMap,
+    body: S,
+) -> ApiResult<Response>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: bytes::Buf + Send + 'static,
@@ -266,20 +290,33 @@ where
         // The upload exists now whatever happens to its first bytes: answer with what was kept.
         let offset = match f.patch_created(&who, &created.id, checksum, body).await {
             Ok(s) => s.offset,
-            Err(_) => f.head(&who, &created.id).await.map(|s| s.offset).unwrap_or(0),
+            Err(_) => f
+                .head(&who, &created.id)
+                .await
+                .map(|s| s.offset)
+                .unwrap_or(0),
         };
         set(&mut r, "upload-offset", offset.to_string());
     }
     Ok(r)
 }
 
-async fn download(f: &Files, who: &Principal, id: &str, range: Option<&str>) -> ApiResult<Response> {
+async fn download(
+    f: &Files,
+    who: &Principal,
+    id: &str,
+    range: Option<&str>,
+) -> ApiResult<Response> {
     let d = f.download(who, id, range).await?;
     let mut r = warp::reply::stream(d.body).into_response();
     let len = match d.range {
         Some((a, b)) => {
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            set(&mut r, "content-range", format!("bytes {a}-{b}/{}", d.total));
+            set(
+                &mut r,
+                "content-range",
+                format!("bytes {a}-{b}/{}", d.total),
+            );
             b - a + 1
         }
         None => d.total,

@@ -84,7 +84,9 @@ pub fn parse_metadata(h: &HeaderMap, record_size_max: u64) -> Result<Metadata, A
             _ => return Err(invalid_metadata(format!("unknown metadata key {key:?}"))),
         };
         if slot.replace(decoded).is_some() {
-            return Err(invalid_metadata(format!("metadata key {key:?} appears twice")));
+            return Err(invalid_metadata(format!(
+                "metadata key {key:?} appears twice"
+            )));
         }
     }
     let (Some(recipient), Some(file_id), Some(record_size), Some(manifest)) =
@@ -177,7 +179,8 @@ impl BodyDigest {
 
 /// An `Upload-Expires` value (RFC 7231 date) for `ms` since the epoch.
 pub fn http_date(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     httpdate::fmt_http_date(t)
 }
 
@@ -238,12 +241,19 @@ mod tests {
 
     #[test]
     fn checksums_are_parsed_by_algorithm() {
-        let c = parse_checksum(&with("upload-checksum", &format!("sha1 {}", STANDARD.encode([1u8; 20]))))
-            .expect("parses")
-            .expect("present");
+        let c = parse_checksum(&with(
+            "upload-checksum",
+            &format!("sha1 {}", STANDARD.encode([1u8; 20])),
+        ))
+        .expect("parses")
+        .expect("present");
         assert!(!c.sha256);
         assert!(parse_checksum(&with("upload-checksum", "md5 AAAA")).is_err());
-        assert!(parse_checksum(&with("upload-checksum", &format!("sha256 {}", STANDARD.encode([1u8; 20])))).is_err());
+        assert!(parse_checksum(&with(
+            "upload-checksum",
+            &format!("sha256 {}", STANDARD.encode([1u8; 20]))
+        ))
+        .is_err());
         assert_eq!(parse_checksum(&HeaderMap::new()).expect("none"), None);
     }
 

@@ -122,9 +122,9 @@ fn migrate_creates_the_schema_and_says_so() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 }
 
-struct Running {
-    child: std::process::Child,
-    base: String,
+pub(crate) struct Running {
+    pub(crate) child: std::process::Child,
+    pub(crate) base: String,
 }
 
 /// A supervisor may send SIGTERM the moment it reads the start-up line: the handlers are
@@ -172,7 +172,7 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     assert!(status.success());
 }
 
-fn start(data: &std::path::Path, extra: &[(&str, &str)]) -> Running {
+pub(crate) fn start(data: &std::path::Path, extra: &[(&str, &str)]) -> Running {
     let mut cmd = securechat(data);
     for (k, v) in extra {
         cmd.env(k, v);

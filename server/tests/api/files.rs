@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use securechat_client::ws::ServerFrame;
 use securechat_client::Session;
 use serde_json::Value;
@@ -108,7 +108,10 @@ impl Tus<'_> {
             )
             .await;
         assert_eq!(r.status(), 201, "{:?}", r.text().await);
-        let loc = r.headers()["location"].to_str().expect("location").to_string();
+        let loc = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
         assert!(loc.starts_with("/api/uploads/"), "{loc}");
         loc
     }
@@ -132,7 +135,10 @@ impl Tus<'_> {
     }
 
     async fn head(&self, token: &str, loc: &str) -> reqwest::Response {
-        self.req(Method::HEAD, loc, token).send().await.expect("send")
+        self.req(Method::HEAD, loc, token)
+            .send()
+            .await
+            .expect("send")
     }
 
     async fn offset(&self, token: &str, loc: &str) -> u64 {
@@ -219,7 +225,10 @@ async fn options_advertises_tus_1_0_0_with_its_extensions_and_the_size_limit() {
     let r = app
         .client
         .http()
-        .request(Method::OPTIONS, format!("{}/api/uploads", app.client.base_url()))
+        .request(
+            Method::OPTIONS,
+            format!("{}/api/uploads", app.client.base_url()),
+        )
         .send()
         .await
         .expect("send");
@@ -246,7 +255,13 @@ async fn an_upload_in_checksummed_patches_finalizes_and_both_parties_get_file_re
     let loc = tus.create(&alice, "bob", data.len() as u64).await;
     let (first, rest) = data.split_at(2 * 1040);
     let r = tus
-        .patch(&alice.access_token, &loc, 0, first.to_vec(), Some(sha256_header(first)))
+        .patch(
+            &alice.access_token,
+            &loc,
+            0,
+            first.to_vec(),
+            Some(sha256_header(first)),
+        )
         .await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["upload-offset"], "2080");
@@ -280,7 +295,10 @@ async fn an_upload_in_checksummed_patches_finalizes_and_both_parties_get_file_re
     .await;
 
     // HEAD still answers on a finished upload; another PATCH does not.
-    assert_eq!(tus.offset(&alice.access_token, &loc).await, data.len() as u64);
+    assert_eq!(
+        tus.offset(&alice.access_token, &loc).await,
+        data.len() as u64
+    );
     let r = tus
         .patch(&alice.access_token, &loc, data.len() as u64, vec![1], None)
         .await;
@@ -311,7 +329,13 @@ async fn an_upload_in_checksummed_patches_finalizes_and_both_parties_get_file_re
     assert_eq!(r.status(), 416);
 
     // The list shows it to both, newest first; the blob holds exactly the ciphertext.
-    let r = get(&app, "/api/conversations/alice/files", &bob.access_token, None).await;
+    let r = get(
+        &app,
+        "/api/conversations/alice/files",
+        &bob.access_token,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let page: Value = r.json().await.expect("json");
     assert_eq!(page["files"].as_array().map(Vec::len), Some(1));
@@ -355,19 +379,36 @@ async fn a_wrong_checksum_gets_460_and_keeps_nothing_and_a_wrong_offset_gets_409
     let loc = tus.create(&alice, "bob", data.len() as u64).await;
     let first = &data[..1040];
     let r = tus
-        .patch(&alice.access_token, &loc, 0, first.to_vec(), Some(sha256_header(first)))
+        .patch(
+            &alice.access_token,
+            &loc,
+            0,
+            first.to_vec(),
+            Some(sha256_header(first)),
+        )
         .await;
     assert_eq!(r.status(), 204);
 
     let next = &data[1040..2080];
     let r = tus
-        .patch(&alice.access_token, &loc, 1040, next.to_vec(), Some(sha256_header(b"other")))
+        .patch(
+            &alice.access_token,
+            &loc,
+            1040,
+            next.to_vec(),
+            Some(sha256_header(b"other")),
+        )
         .await;
     assert_eq!(r.status().as_u16(), 460);
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["code"], "checksum_mismatch");
     assert_eq!(tus.offset(&alice.access_token, &loc).await, 1040);
-    assert_eq!(std::fs::metadata(blob_path(&app, &loc)).expect("blob").len(), 1040);
+    assert_eq!(
+        std::fs::metadata(blob_path(&app, &loc))
+            .expect("blob")
+            .len(),
+        1040
+    );
 
     for wrong in [0, 2080] {
         let r = tus
@@ -394,15 +435,32 @@ async fn a_wrong_checksum_gets_460_and_keeps_nothing_and_a_wrong_offset_gets_409
         .await;
     assert_eq!(r.status(), 400);
     let r = tus
-        .patch(&alice.access_token, &loc, 1040, next.to_vec(), Some("md5 AAAA".into()))
+        .patch(
+            &alice.access_token,
+            &loc,
+            1040,
+            next.to_vec(),
+            Some("md5 AAAA".into()),
+        )
         .await;
     assert_eq!(r.status(), 400);
     assert_eq!(tus.offset(&alice.access_token, &loc).await, 1040);
-    assert_eq!(std::fs::metadata(blob_path(&app, &loc)).expect("blob").len(), 1040);
+    assert_eq!(
+        std::fs::metadata(blob_path(&app, &loc))
+            .expect("blob")
+            .len(),
+        1040
+    );
 
     // The right offset and checksum go through.
     let r = tus
-        .patch(&alice.access_token, &loc, 1040, next.to_vec(), Some(sha256_header(next)))
+        .patch(
+            &alice.access_token,
+            &loc,
+            1040,
+            next.to_vec(),
+            Some(sha256_header(next)),
+        )
         .await;
     assert_eq!(r.status(), 204);
     assert_eq!(tus.offset(&alice.access_token, &loc).await, 2080);
@@ -419,7 +477,9 @@ async fn someone_who_is_not_the_uploader_gets_404_on_head_patch_delete_get_and_s
     let loc = tus.create(&alice, "bob", data.len() as u64).await;
     for s in [&bob, &carol] {
         assert_eq!(tus.head(&s.access_token, &loc).await.status(), 404);
-        let r = tus.patch(&s.access_token, &loc, 0, data.clone(), None).await;
+        let r = tus
+            .patch(&s.access_token, &loc, 0, data.clone(), None)
+            .await;
         assert_eq!(r.status(), 404);
         let r = tus
             .req(Method::DELETE, &loc, &s.access_token)
@@ -429,21 +489,40 @@ async fn someone_who_is_not_the_uploader_gets_404_on_head_patch_delete_get_and_s
         assert_eq!(r.status(), 404);
     }
     assert_eq!(tus.offset(&alice.access_token, &loc).await, 0);
-    let r = tus.patch(&alice.access_token, &loc, 0, data.clone(), None).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, data.clone(), None)
+        .await;
     assert_eq!(r.status(), 204);
     wait_for_state(&app, &loc, "ready").await;
     let path = format!("/api/files/{}", file_id_of(&loc));
     let r = get(&app, &path, &carol.access_token, None).await;
     assert_eq!(r.status(), 404);
-    assert_eq!(get(&app, &path, &bob.access_token, None).await.status(), 200);
-    let r = get(&app, "/api/conversations/alice/files", &carol.access_token, None).await;
+    assert_eq!(
+        get(&app, &path, &bob.access_token, None).await.status(),
+        200
+    );
+    let r = get(
+        &app,
+        "/api/conversations/alice/files",
+        &carol.access_token,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let page: Value = r.json().await.expect("json");
     assert_eq!(page["files"], serde_json::json!([]));
-    let r = get(&app, "/api/conversations/nobody/files", &bob.access_token, None).await;
+    let r = get(
+        &app,
+        "/api/conversations/nobody/files",
+        &bob.access_token,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 404);
     // A malformed id is a 404 too, never a path on disk.
-    let r = tus.head(&alice.access_token, "/api/uploads/..%2F..%2Fsecurechat.db").await;
+    let r = tus
+        .head(&alice.access_token, "/api/uploads/..%2F..%2Fsecurechat.db")
+        .await;
     assert_eq!(r.status(), 404);
     let r = get(&app, "/api/files/not-a-uuid", &alice.access_token, None).await;
     assert_eq!(r.status(), 404);
@@ -471,8 +550,22 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
     let tus = Tus { app: &app };
     let meta = metadata("bob", RS, &manifest("alice", "bob"));
     let t = &alice.access_token;
-    refused(&app, tus.create_raw(t, 10_001, &meta).await, 413, "file_too_large", 0).await;
-    refused(&app, tus.create_raw(t, 16, &meta).await, 400, "invalid_length", 0).await;
+    refused(
+        &app,
+        tus.create_raw(t, 10_001, &meta).await,
+        413,
+        "file_too_large",
+        0,
+    )
+    .await;
+    refused(
+        &app,
+        tus.create_raw(t, 16, &meta).await,
+        400,
+        "invalid_length",
+        0,
+    )
+    .await;
     let r = tus
         .req(Method::POST, "/api/uploads", t)
         .header("Upload-Metadata", meta.clone())
@@ -485,10 +578,21 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
         format!("recipient {}", STANDARD.encode("bob")),
         "recipient %%%".to_string(),
     ] {
-        refused(&app, tus.create_raw(t, 100, &bad).await, 400, "invalid_metadata", 0).await;
+        refused(
+            &app,
+            tus.create_raw(t, 100, &bad).await,
+            400,
+            "invalid_metadata",
+            0,
+        )
+        .await;
     }
     let r = tus
-        .create_raw(t, 100, &metadata("nobody", RS, &manifest("alice", "nobody")))
+        .create_raw(
+            t,
+            100,
+            &metadata("nobody", RS, &manifest("alice", "nobody")),
+        )
         .await;
     refused(&app, r, 400, "unknown_recipient", 0).await;
     for bad in [
@@ -512,9 +616,23 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
     refused(&app, r, 413, "patch_too_large", 0).await;
 
     tus.create(&alice, "bob", 9_000).await;
-    refused(&app, tus.create_raw(t, 6_001, &meta).await, 413, "quota_exceeded", 1).await;
+    refused(
+        &app,
+        tus.create_raw(t, 6_001, &meta).await,
+        413,
+        "quota_exceeded",
+        1,
+    )
+    .await;
     let loc = tus.create(&alice, "bob", 6_000).await;
-    refused(&app, tus.create_raw(t, 17, &meta).await, 429, "too_many_uploads", 2).await;
+    refused(
+        &app,
+        tus.create_raw(t, 17, &meta).await,
+        429,
+        "too_many_uploads",
+        2,
+    )
+    .await;
 
     // A PATCH over max_patch_bytes: 413, offset unchanged.
     let r = tus.patch(t, &loc, 0, vec![0u8; 3000], None).await;
@@ -524,14 +642,10 @@ async fn every_limit_is_refused_with_its_status_before_anything_is_stored() {
     assert_eq!(tus.offset(t, &loc).await, 0);
 
     // DELETE frees the quota and the in-flight slot, and removes the blob.
-    let r = tus.patch(t, &loc, 0, vec![0u8; 2080], None).await;
+    let r = tus.patch(t, &loc, 0, vec![0u8; 1040], None).await;
     assert_eq!(r.status(), 204);
     assert!(blob_path(&app, &loc).exists());
-    let r = tus
-        .req(Method::DELETE, &loc, t)
-        .send()
-        .await
-        .expect("send");
+    let r = tus.req(Method::DELETE, &loc, t).send().await.expect("send");
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["tus-resumable"], "1.0.0");
     assert!(!blob_path(&app, &loc).exists());
@@ -595,7 +709,10 @@ async fn creation_with_upload_stores_the_first_bytes_and_answers_their_offset() 
     let r = tus
         .req(Method::POST, "/api/uploads", &alice.access_token)
         .header("Upload-Length", "3000")
-        .header("Upload-Metadata", metadata("bob", RS, &manifest("alice", "bob")))
+        .header(
+            "Upload-Metadata",
+            metadata("bob", RS, &manifest("alice", "bob")),
+        )
         .header("Content-Type", "application/offset+octet-stream")
         .header("Upload-Checksum", sha256_header(&data[..2080]))
         .body(data[..2080].to_vec())
@@ -623,13 +740,17 @@ async fn an_expired_upload_answers_410_and_is_removed_with_its_quota() {
     let (alice, _) = two_users(&app).await;
     let tus = Tus { app: &app };
     let loc = tus.create(&alice, "bob", 1000).await;
-    let r = tus.patch(&alice.access_token, &loc, 0, body(520, 1), None).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, body(520, 1), None)
+        .await;
     assert_eq!(r.status(), 204);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = tus.head(&alice.access_token, &loc).await;
     // Either still there and expired (410), or already removed by expire_uploads (404).
     assert!([410, 404].contains(&r.status().as_u16()), "{}", r.status());
-    let r = tus.patch(&alice.access_token, &loc, 520, body(480, 1), None).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 520, body(480, 1), None)
+        .await;
     assert!([410, 404].contains(&r.status().as_u16()), "{}", r.status());
     for _ in 0..100 {
         if app.count("files") == 0 {
@@ -650,7 +771,9 @@ async fn bytes_past_the_acknowledged_offset_are_cut_back_on_head_and_at_restart(
     let tus = Tus { app: &app };
     let data = body(5000, 2);
     let loc = tus.create(&alice, "bob", data.len() as u64).await;
-    let r = tus.patch(&alice.access_token, &loc, 0, data[..1040].to_vec(), None).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, data[..1040].to_vec(), None)
+        .await;
     assert_eq!(r.status(), 204);
     // What a crash mid-PATCH leaves: bytes written, offset never committed.
     let path = blob_path(&app, &loc);
@@ -663,14 +786,24 @@ async fn bytes_past_the_acknowledged_offset_are_cut_back_on_head_and_at_restart(
     std::fs::write(&path, &junk).expect("write");
     let app = app.restart().await;
     assert_eq!(std::fs::metadata(&path).expect("blob").len(), 1040);
-    let alice = app.client.login("alice", crate::helpers::PASSWORD).await.expect("login");
+    let alice = app
+        .client
+        .login("alice", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
     let tus = Tus { app: &app };
     let r = tus
         .patch(&alice.access_token, &loc, 1040, data[1040..].to_vec(), None)
         .await;
     assert_eq!(r.status(), 204);
     wait_for_state(&app, &loc, "ready").await;
-    let r = get(&app, &format!("/api/files/{}", file_id_of(&loc)), &alice.access_token, None).await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &alice.access_token,
+        None,
+    )
+    .await;
     assert_eq!(r.bytes().await.expect("body").to_vec(), data);
 }
 
@@ -681,7 +814,12 @@ async fn a_flipped_byte_is_never_served_as_good_and_the_file_is_marked_damaged()
     let tus = Tus { app: &app };
     let data = body(600_000, 5);
     let loc = tus.create(&alice, "bob", data.len() as u64).await;
-    assert_eq!(tus.patch(&alice.access_token, &loc, 0, data.clone(), None).await.status(), 204);
+    assert_eq!(
+        tus.patch(&alice.access_token, &loc, 0, data.clone(), None)
+            .await
+            .status(),
+        204
+    );
     wait_for_state(&app, &loc, "ready").await;
     let path = blob_path(&app, &loc);
     let mut bytes = std::fs::read(&path).expect("blob");
@@ -692,17 +830,25 @@ async fn a_flipped_byte_is_never_served_as_good_and_the_file_is_marked_damaged()
     let r = get(&app, &url, &bob.access_token, None).await;
     assert_eq!(r.status(), 200);
     let got = r.bytes().await;
-    assert!(got.is_err() || got.is_ok_and(|b| b.len() < data.len()), "a full bad body was served");
+    assert!(
+        got.is_err() || got.is_ok_and(|b| b.len() < data.len()),
+        "a full bad body was served"
+    );
     wait_for_state(&app, &loc, "damaged").await;
     let r = get(&app, &url, &bob.access_token, None).await;
     assert_eq!(r.status(), 409);
     let e: Value = r.json().await.expect("json");
     assert_eq!(e["error"]["code"], "file_damaged");
-    let list: Value = get(&app, "/api/conversations/bob/files", &alice.access_token, None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = get(
+        &app,
+        "/api/conversations/bob/files",
+        &alice.access_token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(list["files"][0]["state"], "damaged");
     let metrics = app
         .client
@@ -710,7 +856,10 @@ async fn a_flipped_byte_is_never_served_as_good_and_the_file_is_marked_damaged()
         .await
         .expect("metrics")
         .text();
-    assert!(metrics.contains("securechat_files_damaged_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("securechat_files_damaged_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -720,9 +869,19 @@ async fn the_scrubber_finds_a_flipped_byte_and_marks_the_file_damaged() {
     let tus = Tus { app: &app };
     let data = body(3000, 6);
     let good = tus.create(&alice, "bob", data.len() as u64).await;
-    assert_eq!(tus.patch(&alice.access_token, &good, 0, data.clone(), None).await.status(), 204);
+    assert_eq!(
+        tus.patch(&alice.access_token, &good, 0, data.clone(), None)
+            .await
+            .status(),
+        204
+    );
     let bad = tus.create(&alice, "bob", data.len() as u64).await;
-    assert_eq!(tus.patch(&alice.access_token, &bad, 0, data.clone(), None).await.status(), 204);
+    assert_eq!(
+        tus.patch(&alice.access_token, &bad, 0, data.clone(), None)
+            .await
+            .status(),
+        204
+    );
     wait_for_state(&app, &good, "ready").await;
     wait_for_state(&app, &bad, "ready").await;
     let path = blob_path(&app, &bad);
@@ -733,7 +892,11 @@ async fn the_scrubber_finds_a_flipped_byte_and_marks_the_file_damaged() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let state: String = app
         .sqlite()
-        .query_row("SELECT state FROM files WHERE id = ?1", [file_id_of(&good)], |r| r.get(0))
+        .query_row(
+            "SELECT state FROM files WHERE id = ?1",
+            [file_id_of(&good)],
+            |r| r.get(0),
+        )
         .expect("row");
     assert_eq!(state, "ready");
     let metrics = app
@@ -742,9 +905,18 @@ async fn the_scrubber_finds_a_flipped_byte_and_marks_the_file_damaged() {
         .await
         .expect("metrics")
         .text();
-    assert!(metrics.contains("securechat_files_damaged_total 1"), "{metrics}");
-    assert!(metrics.contains("securechat_files_uploads_finished_total 2"), "{metrics}");
-    assert!(metrics.contains("securechat_files_received_bytes_total 6000"), "{metrics}");
+    assert!(
+        metrics.contains("securechat_files_damaged_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("securechat_files_uploads_finished_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("securechat_files_received_bytes_total 6000"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -754,21 +926,44 @@ async fn the_files_list_pages_newest_first_with_a_cursor() {
     let tus = Tus { app: &app };
     let mut locs = Vec::new();
     for i in 0..3u8 {
-        let (from, to) = if i == 1 { (&bob, "alice") } else { (&alice, "bob") };
+        let (from, to) = if i == 1 {
+            (&bob, "alice")
+        } else {
+            (&alice, "bob")
+        };
         let r = tus
-            .create_raw(&from.access_token, 100, &metadata(to, RS, &manifest(&from.username, to)))
+            .create_raw(
+                &from.access_token,
+                100,
+                &metadata(to, RS, &manifest(&from.username, to)),
+            )
             .await;
         let loc = r.headers()["location"].to_str().expect("loc").to_string();
-        assert_eq!(tus.patch(&from.access_token, &loc, 0, body(100, i), None).await.status(), 204);
+        assert_eq!(
+            tus.patch(&from.access_token, &loc, 0, body(100, i), None)
+                .await
+                .status(),
+            204
+        );
         wait_for_state(&app, &loc, "ready").await;
         locs.push(file_id_of(&loc));
     }
-    let p1: Value = get(&app, "/api/conversations/bob/files?limit=2", &alice.access_token, None)
-        .await
-        .json()
-        .await
-        .expect("json");
-    let ids: Vec<&str> = p1["files"].as_array().expect("files").iter().filter_map(|f| f["id"].as_str()).collect();
+    let p1: Value = get(
+        &app,
+        "/api/conversations/bob/files?limit=2",
+        &alice.access_token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let ids: Vec<&str> = p1["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
     assert_eq!(ids, [locs[2].as_str(), locs[1].as_str()]);
     let cursor = p1["next_cursor"].as_str().expect("cursor");
     let p2: Value = get(
@@ -784,6 +979,483 @@ async fn the_files_list_pages_newest_first_with_a_cursor() {
     assert_eq!(p2["files"][0]["id"], locs[0].as_str());
     assert_eq!(p2["files"].as_array().map(Vec::len), Some(1));
     assert_eq!(p2["next_cursor"], Value::Null);
-    let r = get(&app, "/api/conversations/bob/files?limit=0", &alice.access_token, None).await;
+    let r = get(
+        &app,
+        "/api/conversations/bob/files?limit=0",
+        &alice.access_token,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 400);
+}
+
+// --- kill -9 of the real binary ------------------------------------------------------------
+
+fn kill_9(server: &mut crate::binary::Running) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let _ = server.child.wait();
+}
+
+async fn tus_request(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0");
+    for (k, v) in headers {
+        r = r.header(*k, v.clone());
+    }
+    if let Some(b) = body {
+        r = r
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(b);
+    }
+    r.send().await.expect("send")
+}
+
+async fn login_pair(base: &str) -> (securechat_client::Client, Session, Session) {
+    let client = securechat_client::Client::new(base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    for name in ["alice", "bob"] {
+        client
+            .register(name, crate::helpers::PASSWORD, crate::helpers::ITERATIONS)
+            .await
+            .expect("register");
+    }
+    let alice = client
+        .login("alice", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    let bob = client
+        .login("bob", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    (client, alice, bob)
+}
+
+fn blob_in(data_dir: &std::path::Path, loc: &str) -> PathBuf {
+    let id = file_id_of(loc);
+    data_dir.join("blobs").join(&id[..2]).join(&id)
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_patch_resumes_from_the_last_acknowledged_offset() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let mut server = crate::binary::start(&data_dir, &[]);
+    let (_, alice, _) = login_pair(&server.base).await;
+    // Over 3 MiB: the hash state holds merged subtrees by the end.
+    let data = body(3 * 1024 * 1024 + 500, 8);
+    let meta = metadata("bob", RS, &manifest("alice", "bob"));
+    let r = tus_request(
+        &server.base,
+        Method::POST,
+        "/api/uploads",
+        &alice.access_token,
+        &[
+            ("Upload-Length", data.len().to_string()),
+            ("Upload-Metadata", meta),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let loc = r.headers()["location"].to_str().expect("loc").to_string();
+    let acked = 1040 * 1100;
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", "0".into())],
+        Some(data[..acked].to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+
+    // Half of the next PATCH's body is on its way when the server dies.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let next = 1040 * 1000;
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: {acked}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {next}\r\n\r\n",
+        alice.access_token
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    sock.write_all(&data[acked..acked + next / 2])
+        .await
+        .expect("write");
+    sock.flush().await.expect("flush");
+    let blob = blob_in(&data_dir, &loc);
+    for _ in 0..100 {
+        if std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0) > acked as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(&mut server);
+    drop(sock);
+
+    let server = crate::binary::start(&data_dir, &[]);
+    // The bytes past the acknowledged offset were cut at start-up.
+    assert_eq!(std::fs::metadata(&blob).expect("blob").len(), acked as u64);
+    let client = securechat_client::Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    let alice = client
+        .login("alice", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    let bob = client
+        .login("bob", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    let r = tus_request(
+        &server.base,
+        Method::HEAD,
+        &loc,
+        &alice.access_token,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["upload-offset"], acked.to_string());
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", acked.to_string())],
+        Some(data[acked..].to_vec()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let url = format!("{}/api/files/{}", server.base, file_id_of(&loc));
+    let mut got = None;
+    for _ in 0..200 {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&bob.access_token)
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 200 {
+            assert_eq!(
+                r.headers()["etag"].to_str().expect("etag"),
+                format!("\"{}\"", blake3::hash(&data).to_hex())
+            );
+            got = Some(r.bytes().await.expect("body").to_vec());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        got.as_deref() == Some(&data[..]),
+        "the download is the uploaded bytes"
+    );
+    let mut server = server;
+    kill_9(&mut server);
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_finalize_still_finalizes_once_with_one_file_ready_per_party() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let slow = [("SECURECHAT_FILES__FINALIZE_DELAY_MS", "1500")];
+    let mut server = crate::binary::start(&data_dir, &slow);
+    let (_, alice, _) = login_pair(&server.base).await;
+    let data = body(5000, 7);
+    let r = tus_request(
+        &server.base,
+        Method::POST,
+        "/api/uploads",
+        &alice.access_token,
+        &[
+            ("Upload-Length", data.len().to_string()),
+            (
+                "Upload-Metadata",
+                metadata("bob", RS, &manifest("alice", "bob")),
+            ),
+        ],
+        None,
+    )
+    .await;
+    let loc = r.headers()["location"].to_str().expect("loc").to_string();
+    let r = tus_request(
+        &server.base,
+        Method::PATCH,
+        &loc,
+        &alice.access_token,
+        &[("Upload-Offset", "0".into())],
+        Some(data.clone()),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    // finalize_upload is running now, inside its delay: kill it there.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    kill_9(&mut server);
+    let db = rusqlite::Connection::open(data_dir.join("securechat.db")).expect("db");
+    let state: String = db
+        .query_row("SELECT state FROM files", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(
+        state, "uploading",
+        "the kill came before finalize committed"
+    );
+    drop(db);
+
+    // The restarted server runs the orphaned finalize (after the same delay, so both
+    // parties are connected by then).
+    let mut server = crate::binary::start(&data_dir, &slow);
+    let client = securechat_client::Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(crate::helpers::ITERATIONS);
+    let alice = client
+        .login("alice", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    let bob = client
+        .login("bob", crate::helpers::PASSWORD)
+        .await
+        .expect("login");
+    let mut wa = client.connect_ws(&alice.access_token).await.expect("ws");
+    let mut wb = client.connect_ws(&bob.access_token).await.expect("ws");
+    for ws in [&mut wa, &mut wb] {
+        let file = next_matching(ws, |f| match f {
+            ServerFrame::FileReady { file } => Some(file),
+            _ => None,
+        })
+        .await;
+        assert_eq!(file["id"], file_id_of(&loc));
+        assert_eq!(file["state"], "ready");
+    }
+    for ws in [&mut wa, &mut wb] {
+        none_of(ws, Duration::from_millis(500), |f| {
+            matches!(f, ServerFrame::FileReady { .. })
+        })
+        .await;
+    }
+    let db = rusqlite::Connection::open(data_dir.join("securechat.db")).expect("db");
+    let (state, finalizes): (String, i64) = db
+        .query_row(
+            "SELECT (SELECT state FROM files), \
+             (SELECT count(*) FROM jobs WHERE kind = 'finalize_upload' AND state = 'done')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!((state.as_str(), finalizes), ("ready", 1));
+    kill_9(&mut server);
+}
+
+#[tokio::test]
+async fn a_dropped_patch_keeps_whole_records_and_a_concurrent_patch_gets_409() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let (alice, _) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let data = body(20 * 1040, 3);
+    let loc = tus.create(&alice, "bob", data.len() as u64).await;
+    let addr = app
+        .client
+        .base_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        alice.access_token,
+        data.len()
+    );
+    sock.write_all(head.as_bytes()).await.expect("write");
+    // 3.5 records arrive, then the connection stalls...
+    sock.write_all(&data[..3 * 1040 + 520])
+        .await
+        .expect("write");
+    sock.flush().await.expect("flush");
+    let path = blob_path(&app, &loc);
+    for _ in 0..100 {
+        if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) >= 3 * 1040 + 520 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while it runs, a second PATCH of the same upload is turned away.
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, data[..1040].to_vec(), None)
+        .await;
+    assert_eq!(r.status(), 409);
+    // ...and then it drops: the three whole records are kept, the half one is not.
+    drop(sock);
+    let mut offset = 0;
+    for _ in 0..100 {
+        offset = tus.offset(&alice.access_token, &loc).await;
+        if offset > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(offset, 3 * 1040);
+    assert_eq!(std::fs::metadata(&path).expect("blob").len(), 3 * 1040);
+    let r = tus
+        .patch(
+            &alice.access_token,
+            &loc,
+            offset,
+            data[3 * 1040..].to_vec(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for_state(&app, &loc, "ready").await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &alice.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
+}
+
+#[tokio::test]
+async fn a_file_past_retention_is_purged_with_its_blob_and_its_quota() {
+    let app = spawn_app_with(|c| {
+        c.files.retention_secs = 1;
+        c.files.cleanup_interval_secs = 1;
+        c.files.quota_bytes = 1000;
+    })
+    .await;
+    let (alice, bob) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let loc = tus.create(&alice, "bob", 1000).await;
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, body(1000, 4), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for_state(&app, &loc, "ready").await;
+    let path = blob_path(&app, &loc);
+    assert!(path.exists());
+    for _ in 0..100 {
+        if app.count("files") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.count("files"), 0);
+    assert!(!path.exists());
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &bob.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    tus.create(&alice, "bob", 1000).await;
+}
+
+/// The stock tus-js-client (npm) uploads and resumes against the server unchanged. Needs
+/// node and a `node_modules` holding tus-js-client, named by `TUS_JS_CLIENT_NODE_PATH`
+/// (e.g. `npm install tus-js-client` somewhere); skipped (with a note) otherwise.
+#[tokio::test]
+async fn the_stock_tus_js_client_uploads_and_resumes_after_an_abort() {
+    let Some(node_path) = std::env::var_os("TUS_JS_CLIENT_NODE_PATH") else {
+        eprintln!("skipped: set TUS_JS_CLIENT_NODE_PATH to a node_modules with tus-js-client");
+        return;
+    };
+    let app = spawn_app().await;
+    let (alice, bob) = two_users(&app).await;
+    let data = body(300 * 1040 + 77, 11);
+    let file = app.dir.path().join("upload.bin");
+    std::fs::write(&file, &data).expect("write");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/node/tus-upload.cjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .env("NODE_PATH", node_path)
+        .env("BASE", app.client.base_url())
+        .env("TOKEN", &alice.access_token)
+        .env("DATA", &file)
+        .env("RECIPIENT", "bob")
+        .env("FILE_ID", FILE_ID)
+        .env("RECORD_SIZE", RS.to_string())
+        .env("MANIFEST", manifest("alice", "bob"))
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).expect("json line");
+    assert_eq!(said["resumed"], true);
+    let url = said["url"].as_str().expect("url");
+    let loc = url.trim_start_matches(app.client.base_url()).to_string();
+    wait_for_state(&app, &loc, "ready").await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &bob.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
+}
+
+#[tokio::test]
+async fn an_upload_of_several_mib_in_many_patches_hashes_to_blake3_of_its_bytes() {
+    let app = spawn_app().await;
+    let (alice, bob) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let data = body(2 * 1024 * 1024 + 700_001, 12);
+    let loc = tus.create(&alice, "bob", data.len() as u64).await;
+    let mut offset = 0;
+    for chunk in data.chunks(1040 * 300) {
+        let r = tus
+            .patch(
+                &alice.access_token,
+                &loc,
+                offset as u64,
+                chunk.to_vec(),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+        offset += chunk.len();
+    }
+    wait_for_state(&app, &loc, "ready").await;
+    let r = get(
+        &app,
+        &format!("/api/files/{}", file_id_of(&loc)),
+        &bob.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.headers()["etag"].to_str().expect("etag"),
+        format!("\"{}\"", blake3::hash(&data).to_hex())
+    );
+    assert_eq!(r.bytes().await.expect("body").to_vec(), data);
 }
