@@ -44,6 +44,12 @@ pub enum Error {
     /// Nothing arrived in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A file record, manifest, size or tus metadata refused (`code` as files.js spells it).
+    #[error("{code}: {message}")]
+    File {
+        code: crate::files::FileErrorCode,
+        message: String,
+    },
     /// The WebSocket was closed (by a close frame, with its code, or by the stream ending).
     #[error("websocket closed (code {code:?}): {reason}")]
     Closed { code: Option<u16>, reason: String },
@@ -63,6 +69,14 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The file error code, for `File`.
+    pub fn file_code(&self) -> Option<crate::files::FileErrorCode> {
+        match self {
+            Error::File { code, .. } => Some(*code),
             _ => None,
         }
     }

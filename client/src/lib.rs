@@ -7,7 +7,8 @@
 //! [`identity`] (keys and their encodings, RSA-OAEP), [`bundle`] (wrapped private keys),
 //! [`sig`] (`self_sig`, `prev_sig`), [`mod@fingerprint`] (fingerprints, safety numbers),
 //! [`requests`] (register / rotate bodies), [`api`] (answers), [`client`] (HTTP),
-//! [`envelope`] (message envelopes: seal, open, replay guard), [`ws`] (tickets, the
+//! [`envelope`] (message envelopes: seal, open, replay guard), [`files`] (file records
+//! and manifests), [`uploads`] (tus uploads and verified downloads), [`ws`] (tickets, the
 //! WebSocket and its frames), [`history`] (conversations and message history).
 
 pub mod api;
@@ -16,12 +17,14 @@ pub mod bundle;
 pub mod client;
 pub mod envelope;
 pub mod error;
+pub mod files;
 pub mod fingerprint;
 pub mod history;
 pub mod identity;
 pub mod kdf;
 pub mod requests;
 pub mod sig;
+pub mod uploads;
 pub mod ws;
 
 pub use api::{

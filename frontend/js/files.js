@@ -195,7 +195,9 @@ export class RecordSealer {
  * plaintext records that completed and verified (in order); a record that does not
  * authenticate, or bytes beyond the last record, throw FileError('record_auth') and the
  * opener stays failed. finish() throws FileError('record_auth') unless the last record
- * arrived (a cut stream). `size` is the plaintext size from the manifest.
+ * arrived (a cut stream). `size` is the plaintext size from the manifest. Pushed arrays are
+ * kept (not copied) until their bytes are used: do not refill them (fetch's stream chunks are
+ * fresh arrays). A cut download resumes with a Range request from receivedCipherBytes.
  */
 export class RecordOpener {
   constructor({ key, nonce, fileId, size, recordSize = DEFAULT_RECORD_SIZE }) {
@@ -221,6 +223,11 @@ export class RecordOpener {
   /** Ciphertext bytes of the records verified so far (a download may resume from here). */
   get verifiedCipherBytes() {
     return this.verifiedBytes;
+  }
+
+  /** Ciphertext bytes pushed so far (verified records plus the start of the next one): where a Range request resumes. */
+  get receivedCipherBytes() {
+    return this.verifiedBytes + this.pendingBytes;
   }
 
   fail(error) {
