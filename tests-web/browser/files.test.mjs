@@ -77,6 +77,12 @@ async function attach(page, name, mimeType, buffer) {
   await page.setInputFiles('#attach-input', { name, mimeType, buffer });
 }
 
+/** "Pick the file" on an interrupted upload's row, answered in the browser's file chooser. */
+async function pickAgain(page, row, buffer) {
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), row.locator('button[data-action="pick"]').click()]);
+  await chooser.setFiles({ name: 'reloaded.bin', mimeType: 'application/octet-stream', buffer });
+}
+
 /** Downloads a file from its row and returns the bytes the browser saved. */
 async function downloadBytes(page, name) {
   const row = fileRow(page, name);
@@ -185,6 +191,42 @@ describe('encrypted files in the browser', () => {
     assert.equal(sha(saved), sha(data));
     assertCleanExcept(alice.problems, /ERR_CONNECTION_RESET|ERR_FAILED/);
     alice.problems.length = 0; // the provoked network errors are checked; later tests start clean
+    assertClean(bob.problems);
+  });
+
+  test('after a reload the interrupted upload waits for its file: another file is refused, the same one resumes and arrives intact', async () => {
+    const a = alice.page;
+    const data = randomBytes(6 * MIB + 777);
+    let patches = 0;
+    // the first PATCH lands, every later one fails until the page is reloaded
+    await a.route(/\/api\/uploads\/[0-9a-f-]+$/, async (route) => {
+      if (route.request().method() !== 'PATCH') return route.continue();
+      patches++;
+      return patches === 1 ? route.continue() : route.abort('connectionreset');
+    });
+    await watchUploads(a);
+    await attach(a, 'reloaded.bin', 'application/octet-stream', data);
+    await a.locator('#uploads li.upload[data-state="retrying"]').waitFor({ timeout: 60000 });
+    await a.unroute(/\/api\/uploads\/[0-9a-f-]+$/);
+    await a.reload();
+    await a.locator('#app').waitFor({ state: 'visible' });
+    assert.match(await a.locator('#app-status').innerText(), /Unfinished uploads to bob/);
+    await openFromDirectory(a, 'bob');
+    const row = a.locator('#uploads li.upload[data-state="needs_file"]');
+    await row.waitFor();
+    assert.match(await row.innerText(), /reloaded\.bin/);
+    // another file of the same size is refused
+    const other = Buffer.from(data);
+    other[12345] ^= 0xff;
+    await pickAgain(a, row, other);
+    await row.locator('.upload-error', { hasText: 'not the same file' }).waitFor({ timeout: 60000 });
+    assert.equal(await row.getAttribute('data-state'), 'needs_file');
+    // the same file resumes from the server's offset
+    await pickAgain(a, row, data);
+    await fileRow(a, 'reloaded.bin').waitFor({ timeout: 120000 });
+    const saved = await downloadBytes(bob.page, 'reloaded.bin');
+    assert.equal(sha(saved), sha(data));
+    alice.problems.length = 0; // the aborted PATCHes before the reload
     assertClean(bob.problems);
   });
 
