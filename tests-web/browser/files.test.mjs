@@ -104,6 +104,7 @@ describe('encrypted files in the browser', () => {
   let browser;
   let alice;
   let bob;
+  let imageId; // the server id of the image (the tamper test alters its manifest only)
 
   before(async () => {
     // this file's server has a small max_file_bytes (the too-large test)
@@ -161,6 +162,25 @@ describe('encrypted files in the browser', () => {
       await page.waitForFunction((el) => el.complete && el.naturalWidth === 2, await img.elementHandle());
       assert.equal(await img.getAttribute('alt'), 'Preview of dot.png');
     }
+    imageId = await fileRow(bob.page, 'dot.png').getAttribute('data-id');
+    assertClean(alice.problems);
+    assertClean(bob.problems);
+  });
+
+  test('a file dropped on the conversation is sent like an attached one', async () => {
+    const a = alice.page;
+    await a.evaluate(() => {
+      const zone = document.getElementById('conversation');
+      const dt = new DataTransfer();
+      dt.items.add(new File([new TextEncoder().encode('dropped text\n')], 'dropped.txt', { type: 'text/plain' }));
+      zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      if (zone.dataset.dropping !== 'true') throw new Error('the conversation did not show the drop target');
+      zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    assert.equal(await a.locator('#conversation').getAttribute('data-dropping'), 'false');
+    const row = fileRow(bob.page, 'dropped.txt');
+    await row.waitFor({ timeout: 60000 });
+    assert.match(await row.locator('.file-meta').first().innerText(), /13 B · text\/plain · alice sent/);
     assertClean(alice.problems);
     assertClean(bob.problems);
   });
@@ -236,7 +256,7 @@ describe('encrypted files in the browser', () => {
       const response = await route.fetch();
       const body = await response.json();
       const files = body.files.map((f) => {
-        if (f.size > 1000) return f; // only the image's manifest is altered
+        if (f.id !== imageId) return f; // only the image's manifest is altered
         const sig = f.manifest.sig;
         const flipped = (sig[5] === 'A' ? 'B' : 'A');
         return { ...f, manifest: { ...f.manifest, sig: sig.slice(0, 5) + flipped + sig.slice(6) } };
