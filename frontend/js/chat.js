@@ -125,6 +125,11 @@ async function start(session) {
     if (upload.peer === conversation.peer) queueFiles();
   });
   attachments.wire();
+  // file_ready frames missed while the relay was down: fetch the open conversation's files again
+  relay.addEventListener('open', () => {
+    if (conversation.peer) filebox.load(conversation.peer).catch(() => {});
+  });
+  window.addEventListener('online', () => uploads.retryNow());
   uploads.restore().then((restored) => {
     if (restored.length) {
       const peers = [...new Set(restored.map((u) => u.peer))].join(', ');

@@ -119,8 +119,10 @@ export class FileBox extends EventTarget {
         throw err;
       }
       const files = Array.isArray(answer?.files) ? answer.files : [];
-      if (!older || !b.loaded) b.nextCursor = typeof answer?.next_cursor === 'string' ? answer.next_cursor : null;
-      else b.nextCursor = typeof answer?.next_cursor === 'string' ? answer.next_cursor : null;
+      // the newest page sets where "earlier" starts only the first time (a reload of it after a
+      // reconnect must not forget pages already fetched)
+      const next = typeof answer?.next_cursor === 'string' ? answer.next_cursor : null;
+      if (older || !b.loaded) b.nextCursor = next;
       await Promise.all(files.map((f) => this.add(peer, f)));
       b.loaded = true;
       this.#emit(peer);

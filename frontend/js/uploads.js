@@ -559,6 +559,18 @@ export class Uploads extends EventTarget {
     return restored;
   }
 
+  /** The network is back: uploads waiting for their next try go now. */
+  retryNow() {
+    for (const u of this.all) {
+      if (u.state === 'retrying' && u.wake) {
+        u.timers.clearTimeout(u.retryTimer);
+        const wake = u.wake;
+        u.wake = null;
+        wake();
+      }
+    }
+  }
+
   forPeer(peer) {
     return this.all.filter((u) => u.peer === peer && u.state !== 'cancelled' && !(u.state === 'done'));
   }

@@ -77,9 +77,20 @@ async function attach(page, name, mimeType, buffer) {
   await page.setInputFiles('#attach-input', { name, mimeType, buffer });
 }
 
+/** "Pick the file" on an interrupted upload's row, answered in the browser's file chooser. */
+async function pickAgain(page, row, buffer) {
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), row.locator('button[data-action="pick"]').click()]);
+  await chooser.setFiles({ name: 'reloaded.bin', mimeType: 'application/octet-stream', buffer });
+}
+
 /** Downloads a file from its row and returns the bytes the browser saved. */
 async function downloadBytes(page, name) {
   const row = fileRow(page, name);
+  await row.waitFor();
+  // give finalize a moment to say otherwise, then name the server's verdict if it is not "ready"
+  await page.waitForTimeout(500);
+  const state = await row.getAttribute('data-state');
+  assert.equal(state, 'ready', `the server lists ${name} as ${state} (its finalize_upload / scrub said so), so it cannot be downloaded`);
   await row.locator('button[data-action="download"]').click();
   const save = row.locator('button[data-action="save"]');
   await save.waitFor({ timeout: 120000 });
@@ -93,6 +104,7 @@ describe('encrypted files in the browser', () => {
   let browser;
   let alice;
   let bob;
+  let imageId; // the server id of the image (the tamper test alters its manifest only)
 
   before(async () => {
     // this file's server has a small max_file_bytes (the too-large test)
@@ -150,13 +162,32 @@ describe('encrypted files in the browser', () => {
       await page.waitForFunction((el) => el.complete && el.naturalWidth === 2, await img.elementHandle());
       assert.equal(await img.getAttribute('alt'), 'Preview of dot.png');
     }
+    imageId = await fileRow(bob.page, 'dot.png').getAttribute('data-id');
+    assertClean(alice.problems);
+    assertClean(bob.problems);
+  });
+
+  test('a file dropped on the conversation is sent like an attached one', async () => {
+    const a = alice.page;
+    await a.evaluate(() => {
+      const zone = document.getElementById('conversation');
+      const dt = new DataTransfer();
+      dt.items.add(new File([new TextEncoder().encode('dropped text\n')], 'dropped.txt', { type: 'text/plain' }));
+      zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      if (zone.dataset.dropping !== 'true') throw new Error('the conversation did not show the drop target');
+      zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    });
+    assert.equal(await a.locator('#conversation').getAttribute('data-dropping'), 'false');
+    const row = fileRow(bob.page, 'dropped.txt');
+    await row.waitFor({ timeout: 60000 });
+    assert.match(await row.locator('.file-meta').first().innerText(), /13 B · text\/plain · alice sent/);
     assertClean(alice.problems);
     assertClean(bob.problems);
   });
 
   test('the network is cut mid-upload (PATCHes aborted); the upload resumes from the server offset and arrives intact', async () => {
     const a = alice.page;
-    const data = randomBytes(14 * MIB + 12345);
+    const data = randomBytes(6 * MIB + 12345); // two PATCHes of ~4 MiB; the second is cut
     let patches = 0;
     let aborted = 0;
     await a.route(/\/api\/uploads\/[0-9a-f-]+$/, async (route) => {
@@ -179,6 +210,43 @@ describe('encrypted files in the browser', () => {
     const saved = await downloadBytes(bob.page, 'resumed.bin');
     assert.equal(sha(saved), sha(data));
     assertCleanExcept(alice.problems, /ERR_CONNECTION_RESET|ERR_FAILED/);
+    alice.problems.length = 0; // the provoked network errors are checked; later tests start clean
+    assertClean(bob.problems);
+  });
+
+  test('after a reload the interrupted upload waits for its file: another file is refused, the same one resumes and arrives intact', async () => {
+    const a = alice.page;
+    const data = randomBytes(6 * MIB + 777);
+    let patches = 0;
+    // the first PATCH lands, every later one fails until the page is reloaded
+    await a.route(/\/api\/uploads\/[0-9a-f-]+$/, async (route) => {
+      if (route.request().method() !== 'PATCH') return route.continue();
+      patches++;
+      return patches === 1 ? route.continue() : route.abort('connectionreset');
+    });
+    await watchUploads(a);
+    await attach(a, 'reloaded.bin', 'application/octet-stream', data);
+    await a.locator('#uploads li.upload[data-state="retrying"]').waitFor({ timeout: 60000 });
+    await a.unroute(/\/api\/uploads\/[0-9a-f-]+$/);
+    await a.reload();
+    await a.locator('#app').waitFor({ state: 'visible' });
+    assert.match(await a.locator('#app-status').innerText(), /Unfinished uploads to bob/);
+    await openFromDirectory(a, 'bob');
+    const row = a.locator('#uploads li.upload[data-state="needs_file"]');
+    await row.waitFor();
+    assert.match(await row.innerText(), /reloaded\.bin/);
+    // another file of the same size is refused
+    const other = Buffer.from(data);
+    other[12345] ^= 0xff;
+    await pickAgain(a, row, other);
+    await row.locator('.upload-error', { hasText: 'not the same file' }).waitFor({ timeout: 60000 });
+    assert.equal(await row.getAttribute('data-state'), 'needs_file');
+    // the same file resumes from the server's offset
+    await pickAgain(a, row, data);
+    await fileRow(a, 'reloaded.bin').waitFor({ timeout: 120000 });
+    const saved = await downloadBytes(bob.page, 'reloaded.bin');
+    assert.equal(sha(saved), sha(data));
+    alice.problems.length = 0; // the aborted PATCHes before the reload
     assertClean(bob.problems);
   });
 
@@ -188,7 +256,7 @@ describe('encrypted files in the browser', () => {
       const response = await route.fetch();
       const body = await response.json();
       const files = body.files.map((f) => {
-        if (f.size > 1000) return f; // only the image's manifest is altered
+        if (f.id !== imageId) return f; // only the image's manifest is altered
         const sig = f.manifest.sig;
         const flipped = (sig[5] === 'A' ? 'B' : 'A');
         return { ...f, manifest: { ...f.manifest, sig: sig.slice(0, 5) + flipped + sig.slice(6) } };
