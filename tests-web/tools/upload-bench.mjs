@@ -10,12 +10,14 @@
 //     sealed by files.js sealManifest, then PATCHes of the browser's size with Upload-Checksum
 //     sha256 as the browser sends it); bodies and checksums made before the clock starts.
 // MB = 10^6 bytes. Prints per run and the medians; the last line is RESULT key=value ...
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startServer } from '../browser/server.mjs';
-import { launchBrowser, newPage, openFromDirectory, registerViaUi, waitForChat } from '../browser/helpers.mjs';
+import { chromium } from 'playwright-core';
+import { ARGS, CHROMIUM, launchBrowser, newPage, openFromDirectory, registerViaUi, waitForChat } from '../browser/helpers.mjs';
 import { Api } from '../../frontend/js/api.js';
 import { register } from '../../frontend/js/auth.js';
 import { encode as b64encode } from '../../frontend/js/b64.js';
@@ -35,6 +37,91 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const f1 = (x) => x.toFixed(1);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Chromium driven over --remote-debugging-pipe with Target, Page, Runtime and DOM only. Playwright
+ * enables the DevTools Network domain on every page, and with it attached Chromium spends ~0.4 s
+ * per 4 MiB fetch() body (measured: ~45 ms without), so the timed runs must not go through it.
+ */
+class PipePage {
+  static async open(userDataDir) {
+    const child = spawn(CHROMIUM, [...ARGS, '--remote-debugging-pipe', `--user-data-dir=${userDataDir}`, 'about:blank'], {
+      stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
+    });
+    const page = new PipePage(child);
+    const { targetInfos } = await page.send('Target.getTargets');
+    let target = targetInfos.find((t) => t.type === 'page');
+    if (!target) target = await page.send('Target.createTarget', { url: 'about:blank' });
+    const { sessionId } = await page.send('Target.attachToTarget', { targetId: target.targetId, flatten: true });
+    page.sessionId = sessionId;
+    return page;
+  }
+
+  constructor(child) {
+    this.child = child;
+    this.id = 0;
+    this.waiting = new Map();
+    let buffer = Buffer.alloc(0);
+    child.stdio[4].on('data', (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      let end;
+      while ((end = buffer.indexOf(0)) >= 0) {
+        const msg = JSON.parse(buffer.subarray(0, end).toString('utf8'));
+        buffer = buffer.subarray(end + 1);
+        const w = this.waiting.get(msg.id);
+        if (w) {
+          this.waiting.delete(msg.id);
+          if (msg.error) w.reject(new Error(`${w.method}: ${msg.error.message}`));
+          else w.resolve(msg.result);
+        }
+      }
+    });
+  }
+
+  send(method, params = {}, sessionId = undefined) {
+    const id = ++this.id;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, method });
+      this.child.stdio[3].write(JSON.stringify({ id, method, params, sessionId }) + '\0');
+    });
+  }
+
+  async evaluate(fn, arg) {
+    const { result, exceptionDetails } = await this.send(
+      'Runtime.evaluate',
+      { expression: `(${fn})(${arg === undefined ? '' : JSON.stringify(arg)})`, awaitPromise: true, returnByValue: true },
+      this.sessionId,
+    );
+    if (exceptionDetails) throw new Error(`in page: ${exceptionDetails.exception?.description ?? exceptionDetails.text}`);
+    return result.value;
+  }
+
+  async waitForFunction(fn, arg, { timeout = 30000, polling = 100 } = {}) {
+    const until = Date.now() + timeout;
+    for (;;) {
+      const v = await this.evaluate(fn, arg).catch(() => null);
+      if (v) return v;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${fn}`);
+      await sleep(polling);
+    }
+  }
+
+  async goto(url) {
+    await this.send('Page.navigate', { url }, this.sessionId);
+  }
+
+  async setInputFiles(selector, file) {
+    const { root } = await this.send('DOM.getDocument', { depth: 0 }, this.sessionId);
+    const { nodeId } = await this.send('DOM.querySelector', { nodeId: root.nodeId, selector }, this.sessionId);
+    await this.send('DOM.setFileInputFiles', { nodeId, files: [file] }, this.sessionId);
+  }
+
+  async close() {
+    await this.send('Browser.close').catch(() => {});
+    this.child.kill();
+  }
+}
 
 const server = await startServer({
   env: {
@@ -44,8 +131,10 @@ const server = await startServer({
     SECURECHAT_AUTH__ACCESS_TTL_SECS: '86400',
   },
 });
-const browser = await launchBrowser();
+const DRIVER = process.env.BENCH_DRIVER || 'pipe'; // pipe (timed without DevTools Network) | playwright
 const dir = await mkdtemp(path.join(tmpdir(), 'upload-bench-'));
+let browser = null;
+let pipe = null;
 try {
   // ---------------------------------------------------------------- setup
   const limits = { max_patch_bytes: 67108864 };
@@ -56,14 +145,47 @@ try {
   const nodeAlice = await register(api(), { username: 'nodealice', password: PASSWORD, iterations: 1000 });
   const nodeBob = await register(api(), { username: 'nodebob', password: PASSWORD, iterations: 1000 });
 
-  const alice = await newPage(browser);
-  const bob = await newPage(browser);
-  await registerViaUi(alice.page, server.url, 'alice', PASSWORD);
-  await registerViaUi(bob.page, server.url, 'bob', PASSWORD);
-  await Promise.all([waitForChat(alice.page), waitForChat(bob.page)]);
-  await openFromDirectory(alice.page, 'bob');
-  await alice.page.locator('#attach').waitFor();
-  const page = alice.page;
+  // bob from Node; alice through the UI (register page), in a profile kept on disk
+  await register(api(), { username: 'bob', password: PASSWORD, iterations: 1000 });
+  let page;
+  let version;
+  if (DRIVER === 'playwright') {
+    browser = await launchBrowser();
+    version = browser.version();
+    const alice = await newPage(browser);
+    await registerViaUi(alice.page, server.url, 'alice', PASSWORD);
+    await waitForChat(alice.page);
+    await openFromDirectory(alice.page, 'bob');
+    await alice.page.locator('#attach').waitFor();
+    page = alice.page;
+  } else {
+    const profile = path.join(dir, 'profile');
+    const setup = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, timeout: 60000 });
+    version = setup.browser()?.version() ?? 'chromium';
+    const alicePage = setup.pages()[0] ?? (await setup.newPage());
+    await registerViaUi(alicePage, server.url, 'alice', PASSWORD);
+    await waitForChat(alicePage);
+    await setup.close();
+    // the timed browser: the same profile (alice's session in IndexedDB), no Playwright attached
+    pipe = await PipePage.open(profile);
+    page = pipe;
+    await page.goto(`${server.url}/chat.html`);
+    await page.waitForFunction(() => {
+      const app = document.getElementById('app');
+      return app && !app.hidden && getComputedStyle(app).display !== 'none' && document.readyState === 'complete';
+    });
+    await page.evaluate(() => {
+      const search = document.getElementById('search');
+      search.value = 'bob';
+      search.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.waitForFunction(() => document.querySelector('#results button.user[data-username="bob"]'));
+    await page.evaluate(() => document.querySelector('#results button.user[data-username="bob"]').click());
+    await page.waitForFunction(() => {
+      const c = document.getElementById('conversation');
+      return c && !c.hidden && getComputedStyle(c).display !== 'none' && document.getElementById('attach');
+    });
+  }
 
   const filePath = path.join(dir, 'random.bin');
   await writeFile(filePath, randomBytes(SIZE));
@@ -76,7 +198,7 @@ try {
     patches.push({ at, body, checksum: `sha256 ${createHash('sha256').update(body).digest('base64')}` });
   }
 
-  console.log(`server ${server.url} (${process.env.SECURECHAT_BIN || 'target/debug/securechat'}), chromium ${browser.version()}`);
+  console.log(`server ${server.url} (${process.env.SECURECHAT_BIN || 'target/debug/securechat'}), ${version}, driver ${DRIVER}`);
   console.log(`file ${SIZE} bytes plaintext, ${LENGTH} ciphertext, PATCHes of ${perPatch} records = ${patchBytes} bytes (${patches.length}), ${RUNS} runs`);
 
   // ---------------------------------------------------------------- browser side
@@ -117,7 +239,7 @@ try {
       obs.observe(document.getElementById('app'), { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state', 'data-status'] });
     });
     let cdp = null;
-    if (process.env.BENCH_CPU_PROFILE) {
+    if (process.env.BENCH_CPU_PROFILE && page.context) {
       cdp = await page.context().newCDPSession(page);
       await cdp.send('Profiler.enable');
       await cdp.send('Profiler.setSamplingInterval', { interval: 1000 });
@@ -260,7 +382,8 @@ try {
       `server_mbps=${f1(med('server'))} ratio=${med('ratio').toFixed(3)} ratios=${rows.map((r) => r.ratio.toFixed(3)).join(',')}`,
   );
 } finally {
-  await browser.close();
+  await pipe?.close();
+  await browser?.close();
   await server.stop();
   await rm(dir, { recursive: true, force: true });
 }
