@@ -137,13 +137,16 @@ let browser = null;
 let pipe = null;
 try {
   // ---------------------------------------------------------------- setup
-  const limits = { max_patch_bytes: 67108864 };
-  const perPatch = recordsPerPatch(RECORD, limits.max_patch_bytes);
-  const patchBytes = perPatch * (RECORD + 16);
-
   const api = () => new Api({ baseUrl: server.url });
   const nodeAlice = await register(api(), { username: 'nodealice', password: PASSWORD, iterations: 1000 });
   const nodeBob = await register(api(), { username: 'nodebob', password: PASSWORD, iterations: 1000 });
+  // the PATCH size the browser will use (uploads.js does the same with the same answer)
+  const limitsRes = await fetch(`${server.url}/api/files/limits`, { headers: { Authorization: `Bearer ${nodeAlice.access_token}` } });
+  if (limitsRes.status !== 200) throw new Error(`GET /api/files/limits answered ${limitsRes.status}`);
+  const limits = await limitsRes.json();
+  if (limits.record_size !== RECORD) throw new Error(`the server's record_size is ${limits.record_size}, this tool assumes ${RECORD}`);
+  const perPatch = recordsPerPatch(RECORD, limits.max_patch_bytes);
+  const patchBytes = perPatch * (RECORD + 16);
 
   // bob from Node; alice through the UI (register page), in a profile kept on disk
   await register(api(), { username: 'bob', password: PASSWORD, iterations: 1000 });
@@ -316,7 +319,7 @@ try {
         name: 'random.bin',
         mime: 'application/octet-stream',
         size: SIZE,
-        sha256: b64encode(createHash('sha256').update(cipher.subarray(0, 0)).digest()), // not the content's: the server cannot tell
+        sha256: b64encode(randomBytes(32)), // not the bodies' digest: only the recipient could tell
         record_size: RECORD,
         nonce: b64encode(fileKey.nonce),
         file_key: b64encode(fileKey.raw),
