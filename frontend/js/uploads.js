@@ -404,44 +404,42 @@ export class Upload extends EventTarget {
     const nonce = b64decode(this.rec.nonce);
     let needHead = this.headFirst ?? false;
     this.headFirst = true; // any later run (resume, retry) asks the server first
+    // The next PATCH, read and sealed while the previous one is on the wire (used only if
+    // the server's new offset is where it starts; dropped otherwise, it has no effects).
+    let next = null;
     while (this.state === 'sending' || this.state === 'retrying') {
       try {
         if (needHead) {
           this.offset = await this.head();
           needHead = false;
+          next = null;
         }
-        const point = resumePoint(this.offset, this.rec.size, this.rec.record_size);
-        if (point.done) return this.complete();
+        if (resumePoint(this.offset, this.rec.size, this.rec.record_size).done) return this.complete();
         this.sample();
         this.#emit();
-        const batch = batchRecords(point.index, this.perPatch, this.rec.size, this.rec.record_size);
-        const start = batch[0].start;
-        const end = batch[batch.length - 1].end;
-        const plain = new Uint8Array(await this.file.slice(start, end).arrayBuffer());
-        const parts = [];
-        let total = 0;
-        for (const r of batch) {
-          const sealed = await sealRecord(key, nonce, this.rec.file_id, r.index, r.last, plain.subarray(r.start - start, r.end - start));
-          parts.push(sealed);
-          total += sealed.length;
-        }
-        plain.fill(0);
-        const body = concat(parts, total);
-        const checksum = `sha256 ${stdBase64(new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', body)))}`;
+        const patch = next?.offset === this.offset ? await next.ready : await this.prepare(key, nonce, this.offset);
+        next = null;
+        if (patch.error) throw patch.error;
         if (this.state !== 'sending' && this.state !== 'retrying') return undefined;
-        const response = await this.request('PATCH', this.rec.upload_url, {
-          headers: { 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': String(this.offset), 'Upload-Checksum': checksum },
-          body,
+        const sending = this.request('PATCH', this.rec.upload_url, {
+          headers: { 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': String(this.offset), 'Upload-Checksum': patch.checksum },
+          body: patch.body,
         });
+        const following = this.offset + patch.body.length;
+        if (!resumePoint(following, this.rec.size, this.rec.record_size).done) {
+          next = { offset: following, ready: this.prepare(key, nonce, following).catch((error) => ({ error })) };
+        }
+        const response = await sending;
         if (response.status === 204) {
-          const next = headerInt(response, 'Upload-Offset');
-          this.offset = next ?? this.offset + body.length;
+          const offset = headerInt(response, 'Upload-Offset');
+          this.offset = offset ?? following;
           this.attempt = 0;
           if (this.state === 'retrying') this.state = 'sending';
           this.sample();
           this.#emit();
           continue;
         }
+        next = null;
         const err = await Api.errorOf(response);
         if (err.code === 'upload_finished') return this.complete();
         throw err;
@@ -453,6 +451,29 @@ export class Upload extends EventTarget {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Reads and seals the whole records of the PATCH that starts at ciphertext `offset`:
+   * {body, checksum}. Pure work on the file and the key; nothing is sent.
+   */
+  async prepare(key, nonce, offset) {
+    const point = resumePoint(offset, this.rec.size, this.rec.record_size);
+    const batch = batchRecords(point.index, this.perPatch, this.rec.size, this.rec.record_size);
+    const start = batch[0].start;
+    const end = batch[batch.length - 1].end;
+    const plain = new Uint8Array(await this.file.slice(start, end).arrayBuffer());
+    const parts = [];
+    let total = 0;
+    for (const r of batch) {
+      const sealed = await sealRecord(key, nonce, this.rec.file_id, r.index, r.last, plain.subarray(r.start - start, r.end - start));
+      parts.push(sealed);
+      total += sealed.length;
+    }
+    plain.fill(0);
+    const body = concat(parts, total);
+    const checksum = `sha256 ${stdBase64(new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', body)))}`;
+    return { body, checksum };
   }
 
   async head() {

@@ -312,3 +312,33 @@ test('a 460 checksum mismatch is sent again after HEAD; a 410 expired upload sto
   assert.equal(store.map.size, 0);
   assert.equal(server2.calls.filter((c) => c.method === 'PATCH').length, 2);
 });
+
+test('the next PATCH is read and sealed while the previous one waits for its answer', async () => {
+  const server = tusServer();
+  const data = randomBytes(12 * RS + 77);
+  let slices = 0;
+  let release;
+  let patches = 0;
+  const fetch = async (url, init = {}) => {
+    if (init.method === 'PATCH' && ++patches === 1) {
+      // hold the first PATCH's answer until the next body has been read from the file
+      await new Promise((resolve) => {
+        release = resolve;
+      });
+    }
+    return server.fetch(url, init);
+  };
+  const blob = new Blob([data], { type: 'application/x-test' });
+  const file = { size: blob.size, type: blob.type, name: 'x.bin', slice: (a, b) => (slices++, blob.slice(a, b)) };
+  const { upload, sealed } = newUpload({ fetch }, data, { file });
+  const done = upload.start();
+  while (!release) await new Promise((r) => setTimeout(r, 1));
+  await new Promise((r) => setTimeout(r, 20));
+  // one slice for the SHA-256 of this small file, one for the first body, one for the next
+  assert.equal(slices, 3, 'the next body was read while the first PATCH was on the wire');
+  release();
+  await done;
+  assert.equal(upload.state, 'done');
+  const [stored] = [...server.uploads.values()];
+  assert.ok(Buffer.from(await openStored(stored.data, sealed[0].manifest)).equals(data));
+});
