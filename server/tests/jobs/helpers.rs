@@ -72,6 +72,31 @@ pub async fn wait_for(
     }
 }
 
+/// Waits until every `(id, want)` pair has been matched by some event, in any order.
+pub async fn wait_for_each(
+    events: &mut broadcast::Receiver<JobEvent>,
+    wanted: &[(JobId, &dyn Fn(&JobOutcome) -> bool)],
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = vec![false; wanted.len()];
+    while seen.contains(&false) {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "events missing within 10 s: {wanted_ids:?} seen {seen:?}",
+                    wanted_ids = wanted.iter().map(|w| w.0).collect::<Vec<_>>()
+                )
+            })
+            .expect("event stream");
+        for (i, (id, want)) in wanted.iter().enumerate() {
+            if ev.id == *id && want(&ev.outcome) {
+                seen[i] = true;
+            }
+        }
+    }
+}
+
 pub fn is_done(o: &JobOutcome) -> bool {
     matches!(o, JobOutcome::Done)
 }
