@@ -143,22 +143,6 @@ impl Files {
             .map_err(ApiError::internal)?
     }
 
-    /// The first PATCH of a creation-with-upload POST, on the upload just created.
-    pub(crate) async fn patch_created<S, B, E>(
-        &self,
-        who: &Principal,
-        id: &str,
-        checksum: Option<Checksum>,
-        body: S,
-    ) -> ApiResult<UploadStatus>
-    where
-        S: Stream<Item = Result<B, E>> + Send + 'static,
-        B: Buf + Send + 'static,
-        E: Send + 'static,
-    {
-        self.patch(who, id, 0, None, checksum, body).await
-    }
-
     async fn run_patch<S, B, E>(
         &self,
         _slot: PatchSlot,

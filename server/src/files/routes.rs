@@ -288,7 +288,7 @@ where
     set(&mut r, "upload-expires", tus::http_date(created.expires_at));
     if first.is_some() {
         // The upload exists now whatever happens to its first bytes: answer with what was kept.
-        let offset = match f.patch_created(&who, &created.id, checksum, body).await {
+        let offset = match f.patch(&who, &created.id, 0, None, checksum, body).await {
             Ok(s) => s.offset,
             Err(_) => f
                 .head(&who, &created.id)

@@ -72,10 +72,13 @@ pub async fn wait_for(
     }
 }
 
+/// A test on a job's outcome.
+pub type OutcomeTest<'a> = &'a dyn Fn(&JobOutcome) -> bool;
+
 /// Waits until every `(id, want)` pair has been matched by some event, in any order.
 pub async fn wait_for_each(
     events: &mut broadcast::Receiver<JobEvent>,
-    wanted: &[(JobId, &dyn Fn(&JobOutcome) -> bool)],
+    wanted: &[(JobId, OutcomeTest<'_>)],
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut seen = vec![false; wanted.len()];
