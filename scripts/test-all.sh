@@ -33,6 +33,19 @@ cargo test --workspace --all-features --locked
 echo "==> Rust tests of the server without default features"
 cargo test -p securechat --no-default-features --locked
 
+echo "==> every combination of the server's features compiles (cargo check, cheap)"
+# The features are read from server/Cargo.toml's [features] table (all but `default`).
+mapfile -t features < <(awk '/^\[features\]/{f=1;next} /^\[/{f=0} f && /^[a-z0-9-]+ *=/{sub(/ *=.*/,""); if ($0 != "default") print}' server/Cargo.toml)
+for ((mask = 0; mask < (1 << ${#features[@]}); mask++)); do
+  subset=()
+  for i in "${!features[@]}"; do
+    if (( mask & (1 << i) )); then subset+=("${features[$i]}"); fi
+  done
+  list=$(IFS=,; echo "${subset[*]}")
+  echo "    --features '${list}'"
+  cargo check -q -p securechat --all-targets --no-default-features --features "$list" --locked
+done
+
 echo "==> building the binaries the browser tests drive"
 cargo build -p securechat -p securechat-client --locked
 # The README's run command is `cargo run --release` at the root: it must pick the server.

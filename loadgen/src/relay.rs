@@ -814,6 +814,24 @@ async fn run_target(
             &[
                 ("SECURECHAT_AUTH__BCRYPT_COST", args.bcrypt_cost.to_string()),
                 ("SECURECHAT_STORAGE__SYNCHRONOUS", args.synchronous.clone()),
+                // Every user signs in from 127.0.0.1: lift the per-address sign-in limits.
+                (
+                    "SECURECHAT_PLUGINS__RATE_LIMIT__PRELOGIN_PER_IP__BURST",
+                    "1000000".to_string(),
+                ),
+                (
+                    "SECURECHAT_PLUGINS__RATE_LIMIT__LOGIN_PER_IP__BURST",
+                    "1000000".to_string(),
+                ),
+                (
+                    "SECURECHAT_PLUGINS__RATE_LIMIT__REGISTER_PER_IP__BURST",
+                    "1000000".to_string(),
+                ),
+                // Saturation is the point here: frames are still asked about, never refused.
+                (
+                    "SECURECHAT_PLUGINS__RATE_LIMIT__WS_FRAMES_PER_CONNECTION__BURST",
+                    "1000000".to_string(),
+                ),
             ],
         )?;
         let client = Client::new(&proc_.addr)?;

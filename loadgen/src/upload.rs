@@ -500,6 +500,11 @@ fn start_target(target: Target, args: &UploadArgs, plan: &Plan) -> anyhow::Resul
                         "SECURECHAT_FILES__MAX_UPLOADS_IN_FLIGHT",
                         (plan.concurrent + 1).to_string(),
                     ),
+                    // Measure the disk, not the upload rate limit (still asked per PATCH).
+                    (
+                        "SECURECHAT_PLUGINS__RATE_LIMIT__UPLOAD_BYTES_PER_ACCOUNT__BURST",
+                        u32::MAX.to_string(),
+                    ),
                 ],
             )
         }

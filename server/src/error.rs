@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds), for `rate_limited`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Reject for ApiError {}
@@ -52,6 +54,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429 `rate_limited` with `Retry-After`: a plugin's guard refused; nothing was done.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {retry_after_secs} s"),
+            )
         }
     }
 
@@ -104,7 +119,12 @@ impl ApiError {
                 message: &self.message,
             },
         };
-        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+        let mut r = warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            r.headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 

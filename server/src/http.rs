@@ -1,6 +1,8 @@
 //! Owns the HTTP edge shared by every route: JSON bodies with a size cap and one error for
 //! malformed JSON, the one way a handler's result becomes a reply, security headers, and
-//! request logging. (Bearer authentication is `auth::routes::authenticated`.)
+//! request logging, and who the caller is (the TCP peer and, verbatim, the proxy headers,
+//! for the plugins' guards to judge). (Bearer authentication is
+//! `auth::routes::authenticated`.)
 //!
 //! Invariants: every response — API, asset or error — carries the security headers; the
 //! request log line has method, path (never the query string), status and duration, and
@@ -153,4 +155,41 @@ pub fn request_log() -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
             "request"
         );
     })
+}
+
+/// The peer address of a connection; `serve` puts it in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// Who sent a request, as far as the transport tells: the TCP peer and the proxy headers,
+/// verbatim. Whether the headers are believed is for the guard (trusted proxies).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub peer: Option<std::net::IpAddr>,
+    pub x_forwarded_for: Option<String>,
+    pub forwarded: Option<String>,
+}
+
+impl Caller {
+    pub fn client(&self) -> securechat_plugin_api::Client<'_> {
+        securechat_plugin_api::Client {
+            peer: self.peer,
+            x_forwarded_for: self.x_forwarded_for.as_deref(),
+            forwarded: self.forwarded.as_deref(),
+        }
+    }
+}
+
+/// The request's [`Caller`].
+pub fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .and(warp::header::optional::<String>("forwarded"))
+        .map(
+            |peer: Option<PeerAddr>, xff: Option<String>, fwd: Option<String>| Caller {
+                peer: peer.map(|p| p.0.ip()),
+                x_forwarded_for: xff,
+                forwarded: fwd,
+            },
+        )
 }

@@ -37,7 +37,6 @@ use securechat_plugin_api::{Admission, Verdict};
 use tokio::net::TcpListener;
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CACHE_CONTROL};
-use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -53,7 +52,6 @@ use crate::plugins::Plugins;
 use crate::relay::tickets::Tickets;
 use crate::relay::upgrade::WsEndpoint;
 use crate::relay::Hub;
-use crate::serve::PeerAddr;
 
 /// Everything a request may need, built once and passed down.
 #[derive(Clone)]
@@ -86,6 +84,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate()?;
         let config = Arc::new(config);
+        let plugins = Arc::new(Plugins::compiled_in(&config.plugins)?);
         prepare_data_dir(&config.storage.data_dir)?;
         let data_dir_lock = lock_data_dir(&config.storage.data_dir)?;
 
@@ -132,7 +131,7 @@ impl App {
             tickets: Arc::new(Tickets::new(Duration::from_secs(
                 config.relay.ticket_ttl_secs,
             ))),
-            plugins: Arc::new(Plugins::compiled_in()),
+            plugins,
             jobs,
             files,
             config: config.clone(),
@@ -171,6 +170,7 @@ impl App {
         let filter = routes(&self.state);
         let ws = Arc::new(WsEndpoint::new(
             self.state.hub.clone(),
+            self.state.plugins.clone(),
             self.state.tickets.clone(),
             allowed_origins(&self.state.config, self.addr.port()),
             http::security_headers(self.state.config.server.behind_tls),
@@ -233,6 +233,7 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
         health::ROUTES,
         metrics::ROUTES,
         openapi::ROUTES,
+        plugins::ROUTES,
         auth::routes::ROUTES,
         directory::routes::ROUTES,
         relay::routes::ROUTES,
@@ -302,6 +303,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi::route())
         .unify()
+        .or(plugins::route(state.plugins.clone()))
+        .unify()
         .or(relay::routes::routes(
             state.tickets.clone(),
             state.auth.clone(),
@@ -315,28 +318,25 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .or(files::routes::routes(
             state.files.clone(),
             state.auth.clone(),
+            state.plugins.clone(),
         ))
         .unify()
         .map(|r: Response| no_store(r))
         .boxed();
     let plugins = state.plugins.clone();
-    let admission = warp::ext::optional::<PeerAddr>()
+    let admission = http::caller()
         .and(warp::path::full())
-        .and_then(move |peer: Option<PeerAddr>, path: warp::path::FullPath| {
+        .and_then(move |caller: http::Caller, path: warp::path::FullPath| {
             let verdict = plugins.admit(&Admission::Request {
-                peer: peer.map(|p| p.0.ip()),
+                client: caller.client(),
                 path: path.as_str(),
             });
             async move {
                 match verdict {
                     Verdict::Allow => Ok(()),
-                    Verdict::Refuse { retry_after_secs } => {
-                        Err(warp::reject::custom(ApiError::new(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "rate_limited",
-                            format!("too many requests; retry in {retry_after_secs} s"),
-                        )))
-                    }
+                    Verdict::Refuse { retry_after_secs } => Err(warp::reject::custom(
+                        ApiError::rate_limited(retry_after_secs),
+                    )),
                 }
             }
         })

@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +18,8 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::http::PeerAddr;
 use crate::relay::upgrade::WsEndpoint;
-
-/// The peer address of a connection, available to filters as a request extension.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// Serves `filter` on `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve(

@@ -1,38 +1,53 @@
 //! The contract between securechat and its compiled-in plugins: the [`Plugin`] trait, the
-//! [`PluginContext`] a plugin is built with, the [`Guard`] asked before work is admitted,
-//! and the [`Event`]s plugins observe.
+//! [`PluginContext`] a plugin is built with, and the [`Guard`] asked before work is admitted.
 //!
 //! Invariant: this is the only crate a plugin imports from securechat, so `server` can
-//! depend on plugins without a cycle. Events carry routing metadata only — never a token,
-//! key, password, ciphertext or file name.
+//! depend on plugins without a cycle. Admissions carry routing metadata only — never a
+//! token, key, password, ciphertext or file name.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-
-use warp::filters::BoxedFilter;
-use warp::reply::Response;
-
-/// Routes a plugin mounts; they are served beside the core's, under the same headers and
-/// error handling.
-pub type Routes = BoxedFilter<(Response,)>;
 
 /// What a plugin gets at start-up.
 #[derive(Debug, Clone)]
 pub struct PluginContext {
     /// The plugin's own table, `[plugins.<name>]` (an empty object when absent).
     pub config: serde_json::Value,
-    /// Path of the SQLite database, for plugins that read it.
-    pub database_path: std::path::PathBuf,
+}
+
+/// Where a request came from: the TCP peer and, verbatim, the proxy headers it sent. Only a
+/// guard that knows which peers are trusted proxies may believe the headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    pub peer: Option<IpAddr>,
+    pub x_forwarded_for: Option<&'a str>,
+    pub forwarded: Option<&'a str>,
+}
+
+/// The steps of signing in and up that are limited per address and per account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthStep {
+    Prelogin,
+    Login,
+    Register,
 }
 
 /// What a guard is asked about.
 #[derive(Debug, Clone)]
 pub enum Admission<'a> {
     /// An HTTP request, before routing.
-    Request { peer: Option<IpAddr>, path: &'a str },
-    /// A WebSocket frame from a signed-in user.
-    Frame { username: &'a str, bytes: usize },
-    /// Upload bytes from a signed-in user.
+    Request { client: Client<'a>, path: &'a str },
+    /// A prelogin, login or registration attempt naming `username`, before it is worked on.
+    Auth {
+        client: Client<'a>,
+        step: AuthStep,
+        username: &'a str,
+    },
+    /// A new WebSocket connection of a signed-in user, before it is registered.
+    Connect { username: &'a str },
+    /// A WebSocket frame on connection `connection` (unique while the server runs).
+    Frame { connection: u64, username: &'a str },
+    /// Upload bytes from a signed-in user, before they are written.
     UploadBytes { username: &'a str, bytes: u64 },
 }
 
@@ -46,29 +61,19 @@ pub enum Verdict {
     },
 }
 
-/// Asked before requests, WebSocket frames and upload bytes are admitted.
+/// Asked before requests, sign-in attempts, WebSocket connections and frames, and upload
+/// bytes are admitted.
 pub trait Guard: Send + Sync {
     fn admit(&self, what: &Admission<'_>) -> Verdict;
 }
 
-/// Things that happened, for plugins to observe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    UserRegistered { username: String },
-    LoginSucceeded { username: String },
-    LoginFailed { username: String },
-}
-
-/// An optional feature compiled into the binary.
+/// An optional feature compiled into the binary, built from its config table.
 pub trait Plugin: Send + Sync + 'static {
     /// The name of the plugin's config table, `[plugins.<name>]`.
     fn name(&self) -> &'static str;
-    fn routes(&self, _cx: &PluginContext) -> Option<Routes> {
-        None
-    }
+    /// False when its table says `enabled = false`: it then guards nothing.
+    fn enabled(&self) -> bool;
     fn guard(&self) -> Option<Arc<dyn Guard>> {
         None
     }
-    fn on_event(&self, _ev: &Event) {}
 }

@@ -16,9 +16,9 @@ use warp::{Filter, Rejection, Reply};
 use super::{Auth, LoginRequest, Principal, RegisterRequest};
 use crate::db::users;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{json_body, optional_json_body, reply};
+use crate::http::{caller, json_body, optional_json_body, reply, Caller};
 use crate::plugins::Plugins;
-use securechat_plugin_api::Event;
+use securechat_plugin_api::{Admission, AuthStep, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,16 +83,20 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
 
     let prelogin = post("prelogin")
         .and(with_auth.clone())
+        .and(with_plugins.clone())
+        .and(caller())
         .and(json_body::<PreloginRequest>(body_limit))
         .and_then(prelogin);
     let register = post("register")
         .and(with_auth.clone())
         .and(with_plugins.clone())
+        .and(caller())
         .and(json_body::<RegisterRequest>(body_limit))
         .and_then(register);
     let login = post("login")
         .and(with_auth.clone())
         .and(with_plugins)
+        .and(caller())
         .and(json_body::<LoginRequest>(body_limit))
         .and_then(login);
     let refresh = post("refresh")
@@ -130,7 +134,27 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
         .boxed()
 }
 
-async fn prelogin(auth: Arc<Auth>, req: PreloginRequest) -> Result<Response, Rejection> {
+/// Asks the guards about a sign-in step before any work (bcrypt, a row) is done.
+fn admit(plugins: &Plugins, caller: &Caller, step: AuthStep, username: &str) -> ApiResult<()> {
+    match plugins.admit(&Admission::Auth {
+        client: caller.client(),
+        step,
+        username,
+    }) {
+        Verdict::Allow => Ok(()),
+        Verdict::Refuse { retry_after_secs } => Err(ApiError::rate_limited(retry_after_secs)),
+    }
+}
+
+async fn prelogin(
+    auth: Arc<Auth>,
+    plugins: Arc<Plugins>,
+    caller: Caller,
+    req: PreloginRequest,
+) -> Result<Response, Rejection> {
+    if let Err(e) = admit(&plugins, &caller, AuthStep::Prelogin, &req.username) {
+        return reply(Err(e));
+    }
     reply(
         auth.prelogin(&req.username)
             .await
@@ -141,12 +165,13 @@ async fn prelogin(auth: Arc<Auth>, req: PreloginRequest) -> Result<Response, Rej
 async fn register(
     auth: Arc<Auth>,
     plugins: Arc<Plugins>,
+    caller: Caller,
     req: RegisterRequest,
 ) -> Result<Response, Rejection> {
+    if let Err(e) = admit(&plugins, &caller, AuthStep::Register, &req.username) {
+        return reply(Err(e));
+    }
     reply(auth.register(req).await.map(|(username, key_version)| {
-        plugins.emit(&Event::UserRegistered {
-            username: username.clone(),
-        });
         with_status(
             json(&json!({ "username": username, "key_version": key_version })),
             StatusCode::CREATED,
@@ -158,15 +183,13 @@ async fn register(
 async fn login(
     auth: Arc<Auth>,
     plugins: Arc<Plugins>,
+    caller: Caller,
     req: LoginRequest,
 ) -> Result<Response, Rejection> {
-    let username = req.username.clone();
-    let result = auth.login(req).await;
-    plugins.emit(&match &result {
-        Ok(_) => Event::LoginSucceeded { username },
-        Err(_) => Event::LoginFailed { username },
-    });
-    reply(result.map(|r| json(&r).into_response()))
+    if let Err(e) = admit(&plugins, &caller, AuthStep::Login, &req.username) {
+        return reply(Err(e));
+    }
+    reply(auth.login(req).await.map(|r| json(&r).into_response()))
 }
 
 async fn refresh(auth: Arc<Auth>, req: RefreshRequest) -> Result<Response, Rejection> {

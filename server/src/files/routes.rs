@@ -5,6 +5,8 @@
 //! Every `/api/uploads` answer but OPTIONS carries `Tus-Resumable: 1.0.0`, errors included
 //! (authentication is checked inside the handlers for that reason).
 
+use crate::plugins::Plugins;
+use securechat_plugin_api::{Admission, Verdict};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -106,8 +108,9 @@ fn offset_content_type(h: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
+pub fn routes(files: Files, auth: Arc<Auth>, plugins: Arc<Plugins>) -> BoxedFilter<(Response,)> {
     let with_files = warp::any().map(move || files.clone());
+    let with_plugins = warp::any().map(move || plugins.clone());
     let with_auth = {
         let auth = auth.clone();
         warp::any().map(move || auth.clone())
@@ -157,9 +160,10 @@ pub fn routes(files: Files, auth: Arc<Auth>) -> BoxedFilter<(Response,)> {
         .and(warp::body::stream())
         .and(with_files.clone())
         .and(with_auth.clone())
+        .and(with_plugins)
         .and_then(
-            |id: String, h: HeaderMap, body, f: Files, auth: Arc<Auth>| async move {
-                tus_reply(patch(&f, &auth, &id, &h, body).await)
+            |id: String, h: HeaderMap, body, f: Files, auth: Arc<Auth>, p: Arc<Plugins>| async move {
+                tus_reply(patch(&f, &auth, &p, &id, &h, body).await)
             },
         );
 
@@ -245,6 +249,7 @@ async fn head(f: &Files, auth: &Auth, id: &str, h: &HeaderMap) -> ApiResult<Resp
 async fn patch<S, B>(
     f: &Files,
     auth: &Auth,
+    plugins: &Plugins,
     id: &str,
     h: &HeaderMap,
     body: S,
@@ -259,6 +264,13 @@ where
         .ok_or_else(|| ApiError::bad_request("invalid_request", "Upload-Offset is required"))?;
     let checksum: Option<Checksum> = tus::parse_checksum(h)?;
     let declared = tus::u64_header(h, "content-length", "invalid_request")?;
+    // Upload bandwidth per account: asked before a byte is read, so a refusal keeps nothing.
+    if let Verdict::Refuse { retry_after_secs } = plugins.admit(&Admission::UploadBytes {
+        username: &who.username,
+        bytes: declared.unwrap_or(0),
+    }) {
+        return Err(ApiError::rate_limited(retry_after_secs));
+    }
     let s = f.patch(&who, id, offset, declared, checksum, body).await?;
     Ok(status_reply(StatusCode::NO_CONTENT, &s))
 }

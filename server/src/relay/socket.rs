@@ -26,6 +26,8 @@ use super::tickets::Holder;
 use super::{Hub, Registration, SESSION_ENDED};
 use crate::db::{now_ms, DbResult};
 use crate::messages::{envelope, MessageState, StoreOutcome, Stored};
+use crate::plugins::Plugins;
+use securechat_plugin_api::{Admission, Verdict};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +65,7 @@ type DoneFuture = Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
 struct Socket<S> {
     ws: WebSocketStream<S>,
     hub: Arc<Hub>,
+    plugins: Arc<Plugins>,
     peer: Holder,
     conn_id: u64,
     pending: FuturesOrdered<DoneFuture>,
@@ -79,7 +82,7 @@ enum End {
 
 /// Runs the connection until the peer leaves, misbehaves, is too slow, its session ends,
 /// or shutdown.
-pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, peer: Holder)
+pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, plugins: Arc<Plugins>, peer: Holder)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -119,6 +122,7 @@ where
     let mut conn = Socket {
         ws,
         hub: hub.clone(),
+        plugins,
         peer,
         conn_id,
         pending: FuturesOrdered::new(),
@@ -240,7 +244,26 @@ where
                 Err(End::Close(CloseCode::Protocol, "protocol error"))
             }
             Some(Err(_)) => Err(End::Gone),
-            Some(Ok(Message::Text(text))) => self.handle_text(&text).await,
+            Some(Ok(Message::Text(text))) => match self.plugins.admit(&Admission::Frame {
+                connection: self.conn_id,
+                username: &self.peer.username,
+            }) {
+                Verdict::Allow => self.handle_text(&text).await,
+                Verdict::Refuse { retry_after_secs } => {
+                    let mut v = json!({
+                        "type": "error",
+                        "code": "rate_limited",
+                        "message": format!("too many frames; retry in {retry_after_secs} s"),
+                        "retry_after_secs": retry_after_secs,
+                    });
+                    if let Ok(f) = serde_json::from_str::<ClientFrame<'_>>(&text) {
+                        if let Some(id) = f.id {
+                            v["id"] = json!(id);
+                        }
+                    }
+                    self.strike(Message::Text(v.to_string().into())).await
+                }
+            },
             Some(Ok(Message::Binary(_))) => {
                 self.bad_frame("invalid_frame", "binary frames are not accepted", None)
                     .await
@@ -256,13 +279,19 @@ where
 
     /// Answers a bad frame with an error frame; too many in a minute closes with 1008.
     async fn bad_frame(&mut self, code: &str, message: &str, id: Option<&str>) -> Result<(), End> {
+        self.strike(error_frame(code, message, id)).await
+    }
+
+    /// Sends `error`, counting it against the connection: more than
+    /// `max_bad_frames_per_minute` bad or refused (rate-limited) frames close it with 1008.
+    async fn strike(&mut self, error: Message) -> Result<(), End> {
         let now = Instant::now();
         self.bad
             .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
         self.bad.push(now);
-        self.send(error_frame(code, message, id)).await?;
+        self.send(error).await?;
         if self.bad.len() > self.hub.relay.max_bad_frames_per_minute as usize {
-            tracing::info!(user = %self.peer.username, "closing a connection that keeps sending bad frames");
+            tracing::info!(user = %self.peer.username, "closing a connection that keeps sending bad or too many frames");
             return Err(End::Close(CloseCode::Policy, "too many bad frames"));
         }
         Ok(())

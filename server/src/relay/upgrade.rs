@@ -23,11 +23,14 @@ use super::socket;
 use super::tickets::{Holder, Tickets};
 use super::Hub;
 use crate::error::ApiError;
+use crate::plugins::Plugins;
+use securechat_plugin_api::{Admission, Verdict};
 
 pub const PATH: &str = "/api/ws";
 
 pub struct WsEndpoint {
     hub: Arc<Hub>,
+    plugins: Arc<Plugins>,
     tickets: Arc<Tickets>,
     allowed_origins: Vec<String>,
     headers: HeaderMap,
@@ -37,6 +40,7 @@ pub struct WsEndpoint {
 impl WsEndpoint {
     pub fn new(
         hub: Arc<Hub>,
+        plugins: Arc<Plugins>,
         tickets: Arc<Tickets>,
         allowed_origins: Vec<String>,
         headers: HeaderMap,
@@ -55,6 +59,7 @@ impl WsEndpoint {
             .max_frame_size(Some(max));
         WsEndpoint {
             hub,
+            plugins,
             tickets,
             allowed_origins,
             headers,
@@ -72,6 +77,7 @@ impl WsEndpoint {
             Ok((key, peer)) => {
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 let hub = self.hub.clone();
+                let plugins = self.plugins.clone();
                 let config = self.config;
                 tokio::spawn(async move {
                     match on_upgrade.await {
@@ -82,7 +88,7 @@ impl WsEndpoint {
                                 Some(config),
                             )
                             .await;
-                            socket::run(ws, hub, peer).await;
+                            socket::run(ws, hub, plugins, peer).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                     }
@@ -161,6 +167,11 @@ impl WsEndpoint {
                 "a valid, unused ticket from POST /api/ws-ticket is required",
             ));
         };
+        if let Verdict::Refuse { retry_after_secs } = self.plugins.admit(&Admission::Connect {
+            username: &holder.username,
+        }) {
+            return Err(ApiError::rate_limited(retry_after_secs));
+        }
         Ok((key, holder))
     }
 }

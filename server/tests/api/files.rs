@@ -1411,3 +1411,39 @@ async fn an_upload_of_several_mib_in_many_patches_hashes_to_blake3_of_its_bytes(
     );
     assert_eq!(r.bytes().await.expect("body").to_vec(), data);
 }
+
+#[cfg(feature = "rate-limit")]
+#[tokio::test]
+async fn a_patch_over_the_upload_rate_gets_429_with_retry_after_and_keeps_nothing() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        let t: toml::Table =
+            toml::from_str("upload_bytes_per_account = { burst = 3000, per_secs = 60 }")
+                .expect("toml");
+        c.plugins.0.insert("rate_limit".into(), t);
+    })
+    .await;
+    let (alice, _) = two_users(&app).await;
+    let tus = Tus { app: &app };
+    let data = body(4 * 1040, 3);
+    let loc = tus.create(&alice, "bob", data.len() as u64).await;
+    let first = &data[..2080];
+    let r = tus
+        .patch(&alice.access_token, &loc, 0, first.to_vec(), None)
+        .await;
+    assert_eq!(r.status(), 204, "within the rate");
+    let r = tus
+        .patch(&alice.access_token, &loc, 2080, data[2080..].to_vec(), None)
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some(), "Retry-After");
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "rate_limited");
+    assert_eq!(tus.offset(&alice.access_token, &loc).await, 2080);
+    assert_eq!(
+        std::fs::metadata(blob_path(&app, &loc))
+            .expect("blob")
+            .len(),
+        2080,
+        "no byte of the refused PATCH kept"
+    );
+}

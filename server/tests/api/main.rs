@@ -7,6 +7,7 @@ mod directory;
 mod edge;
 mod files;
 mod helpers;
+mod rate_limit;
 mod relay;
 mod sessions;
 mod storage;

@@ -557,7 +557,7 @@ async fn an_oversized_frame_closes_the_socket_with_1009() {
     assert_eq!(close_code(&mut a).await, Some(1009));
 }
 
-async fn upgrade_status(app: &TestApp, ticket: &str, origin: Option<&str>) -> u16 {
+pub(crate) async fn upgrade_status(app: &TestApp, ticket: &str, origin: Option<&str>) -> u16 {
     let mut req = app
         .client
         .http()
