@@ -60,10 +60,22 @@ function tokenRefused(response, body) {
   return typeof code !== 'string' || code === 'unauthorized';
 }
 
+/** Seconds from a `Retry-After: <seconds>` header (429, 503), capped at an hour; else 0. */
+function retryAfterSecs(response) {
+  const v = Number.parseInt(response.headers?.get?.('Retry-After') ?? '', 10);
+  return Number.isSafeInteger(v) && v > 0 ? Math.min(v, 3600) : 0;
+}
+
 function errorFrom(response, body) {
   const err = body && typeof body === 'object' ? body.error : undefined;
   if (err && typeof err.code === 'string') {
-    return new ApiError(response.status, err.code, codeText(err.code));
+    const e = new ApiError(response.status, err.code, codeText(err.code));
+    const wait = retryAfterSecs(response);
+    if (wait) {
+      e.retryAfterSecs = wait;
+      if (err.code === 'rate_limited') e.message = `${codeText(err.code)} (about ${wait} s)`;
+    }
+    return e;
   }
   return new ApiError(
     response.status,

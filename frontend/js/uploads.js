@@ -485,7 +485,9 @@ export class Upload extends EventTarget {
   }
 
   backoff(err) {
-    const delay = backoffDelay(this.attempt++, { baseMs: 500, maxMs: 30000, random: this.random });
+    // A server that says when to come back (429 Retry-After) is not asked sooner.
+    const asked = (err?.retryAfterSecs ?? 0) * 1000;
+    const delay = Math.max(backoffDelay(this.attempt++, { baseMs: 500, maxMs: 30000, random: this.random }), asked);
     this.retryAt = this.now() + delay;
     this.error = err;
     this.set('retrying');

@@ -48,8 +48,8 @@ function tusServer({ maxFile = 1 << 30, maxPatch = 1 << 30, maySend = true, fail
       const want = `sha256 ${createHash('sha256').update(body).digest('base64')}`;
       assert.equal(h['upload-checksum'], want);
       if (answers[patchNo]) {
-        const [status, code] = answers[patchNo];
-        return Response.json({ error: { code, message: 'x' } }, { status });
+        const [status, code, headers = {}] = answers[patchNo];
+        return Response.json({ error: { code, message: 'x' } }, { status, headers });
       }
       if (failPatches.has(patchNo)) {
         // the connection drops; a server without a checksum would keep whole records only
@@ -311,6 +311,17 @@ test('a 460 checksum mismatch is sent again after HEAD; a 410 expired upload sto
   assert.match(u2.error.message, /expired/);
   assert.equal(store.map.size, 0);
   assert.equal(server2.calls.filter((c) => c.method === 'PATCH').length, 2);
+});
+
+test('a 429 waits at least the Retry-After the server asked for, then the upload goes on', async () => {
+  const data = randomBytes(12 * RS);
+  const server = tusServer({ answers: { 2: [429, 'rate_limited', { 'Retry-After': '7' }] } });
+  const delays = [];
+  const recording = { setTimeout: (fn, ms) => (delays.push(ms), setTimeout(fn, 0)), clearTimeout: (t) => clearTimeout(t) };
+  const { upload } = newUpload(server, data, { timers: recording });
+  await upload.start();
+  assert.equal(upload.state, 'done', upload.error?.message);
+  assert.ok(delays.some((ms) => ms >= 7000), `waited ${delays}`);
 });
 
 test('the next PATCH is read and sealed while the previous one waits for its answer', async () => {

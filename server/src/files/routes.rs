@@ -139,9 +139,12 @@ pub fn routes(files: Files, auth: Arc<Auth>, plugins: Arc<Plugins>) -> BoxedFilt
         .and(warp::body::stream())
         .and(with_files.clone())
         .and(with_auth.clone())
-        .and_then(|h: HeaderMap, body, f: Files, auth: Arc<Auth>| async move {
-            tus_reply(create(&f, &auth, &h, body).await)
-        });
+        .and(with_plugins.clone())
+        .and_then(
+            |h: HeaderMap, body, f: Files, auth: Arc<Auth>, p: Arc<Plugins>| async move {
+                tus_reply(create(&f, &auth, &p, &h, body).await)
+            },
+        );
 
     let head = warp::path!("api" / "uploads" / String)
         .and(warp::head())
@@ -264,13 +267,7 @@ where
         .ok_or_else(|| ApiError::bad_request("invalid_request", "Upload-Offset is required"))?;
     let checksum: Option<Checksum> = tus::parse_checksum(h)?;
     let declared = tus::u64_header(h, "content-length", "invalid_request")?;
-    // Upload bandwidth per account: asked before a byte is read, so a refusal keeps nothing.
-    if let Verdict::Refuse { retry_after_secs } = plugins.admit(&Admission::UploadBytes {
-        username: &who.username,
-        bytes: declared.unwrap_or(0),
-    }) {
-        return Err(ApiError::rate_limited(retry_after_secs));
-    }
+    admit_upload_bytes(plugins, f, &who, declared)?;
     let s = f.patch(&who, id, offset, declared, checksum, body).await?;
     Ok(status_reply(StatusCode::NO_CONTENT, &s))
 }
@@ -281,7 +278,31 @@ async fn delete(f: &Files, auth: &Auth, id: &str, h: &HeaderMap) -> ApiResult<Re
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn create<S, B>(f: &Files, auth: &Auth, h: &HeaderMap, body: S) -> ApiResult<Response>
+/// Upload bandwidth per account, asked before a byte of a body is read so that a refusal
+/// keeps nothing. A body without `Content-Length` (chunked) is charged as a full PATCH.
+fn admit_upload_bytes(
+    plugins: &Plugins,
+    f: &Files,
+    who: &Principal,
+    declared: Option<u64>,
+) -> ApiResult<()> {
+    let bytes = declared.unwrap_or(f.config().max_patch_bytes);
+    match plugins.admit(&Admission::UploadBytes {
+        username: &who.username,
+        bytes,
+    }) {
+        Verdict::Refuse { retry_after_secs } => Err(ApiError::rate_limited(retry_after_secs)),
+        Verdict::Allow => Ok(()),
+    }
+}
+
+async fn create<S, B>(
+    f: &Files,
+    auth: &Auth,
+    plugins: &Plugins,
+    h: &HeaderMap,
+    body: S,
+) -> ApiResult<Response>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: bytes::Buf + Send + 'static,
@@ -294,6 +315,10 @@ where
     let checksum = tus::parse_checksum(h)?;
     let length = tus::u64_header(h, "upload-length", "invalid_length")?;
     let metadata = tus::parse_metadata(h, f.config().record_size_max);
+    if first.is_some() {
+        let declared = tus::u64_header(h, "content-length", "invalid_request")?;
+        admit_upload_bytes(plugins, f, &who, declared)?;
+    }
     let created = f.create(&who, length, metadata, first).await?;
     let mut r = empty(StatusCode::CREATED);
     set(&mut r, "location", format!("/api/uploads/{}", created.id));

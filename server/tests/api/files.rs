@@ -1447,3 +1447,102 @@ async fn a_patch_over_the_upload_rate_gets_429_with_retry_after_and_keeps_nothin
         "no byte of the refused PATCH kept"
     );
 }
+
+#[cfg(feature = "rate-limit")]
+/// The creation request of `len` first bytes from `from` to `to`.
+async fn create_with_body(
+    tus: &Tus<'_>,
+    from: &Session,
+    to: &str,
+    total: u64,
+    len: usize,
+) -> reqwest::Response {
+    tus.req(Method::POST, "/api/uploads", &from.access_token)
+        .header("Upload-Length", total.to_string())
+        .header(
+            "Upload-Metadata",
+            metadata(to, RS, &manifest(&from.username, to)),
+        )
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(body(len, 9))
+        .send()
+        .await
+        .expect("send")
+}
+
+#[cfg(feature = "rate-limit")]
+/// A PATCH of `bytes` in chunked transfer encoding (no Content-Length); the status code.
+async fn chunked_patch(app: &TestApp, token: &str, loc: &str, offset: u64, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app
+        .client
+        .base_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\n\
+         Content-Type: application/offset+octet-stream\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n",
+        bytes.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(bytes).await.expect("write");
+    s.write_all(b"\r\n0\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line")
+}
+
+#[cfg(feature = "rate-limit")]
+#[tokio::test]
+async fn upload_bytes_are_limited_per_account_in_creation_bodies_and_chunked_patches_too() {
+    let app = spawn_app_with(|c| {
+        let t: toml::Table =
+            toml::from_str("upload_bytes_per_account = { burst = 4096, per_secs = 3600 }")
+                .expect("toml");
+        c.plugins.0.insert("rate_limit".into(), t);
+    })
+    .await;
+    let (alice, bob) = two_users(&app).await;
+    let tus = Tus { app: &app };
+
+    // 3000 bytes in the creation request are charged: 1096 remain for alice.
+    let r = create_with_body(&tus, &alice, "bob", 10_000, 3000).await;
+    assert_eq!(r.status(), 201);
+    let loc = r.headers()["location"].to_str().expect("loc").to_string();
+    let r = tus
+        .patch(&alice.access_token, &loc, 3000, body(2000, 1), None)
+        .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    assert_eq!(
+        tus.offset(&alice.access_token, &loc).await,
+        3000,
+        "a refused PATCH keeps nothing"
+    );
+
+    // A creation body over what is left creates no upload at all.
+    let r = create_with_body(&tus, &alice, "bob", 10_000, 2000).await;
+    assert_eq!(r.status(), 429);
+    let limits = get(&app, "/api/files/limits", &alice.access_token, None).await;
+    let limits: Value = limits.json().await.expect("json");
+    assert_eq!(limits["uploads_in_flight"], 1);
+
+    // Bob's budget is his own; a chunked body, of unknown length, is charged as a full PATCH.
+    let r = create_with_body(&tus, &bob, "alice", 10_000, 100).await;
+    assert_eq!(r.status(), 201);
+    let bob_loc = r.headers()["location"].to_str().expect("loc").to_string();
+    assert_eq!(
+        chunked_patch(&app, &bob.access_token, &bob_loc, 100, &body(100, 2)).await,
+        429
+    );
+    assert_eq!(tus.offset(&bob.access_token, &bob_loc).await, 100);
+}
