@@ -52,6 +52,10 @@ enum Cmd {
         /// /healthz probes per second.
         #[arg(long, default_value_t = 200)]
         probe_rate: u64,
+        /// After a 429, a client waits this many ms before its next attempt (clients that
+        /// heed the server); 0: it tries again at once (a flood).
+        #[arg(long, default_value_t = 0)]
+        backoff_ms: u64,
     },
     /// WebSocket relay throughput, latency and memory vs an echo-relay ceiling, one run.
     Relay(relay::RelayArgs),
@@ -129,17 +133,29 @@ async fn probe(base: String, rate: u64, secs: u64) -> anyhow::Result<Latencies> 
     Ok(summarize(ms, errors))
 }
 
-async fn login_storm(
-    bin: PathBuf,
-    cost: u32,
+/// The shape of a login storm.
+struct Storm {
     concurrency: usize,
     secs: u64,
-    rate: u64,
-) -> anyhow::Result<()> {
+    probe_rate: u64,
+    /// Wait after a 429 (zero: a flood).
+    backoff: Duration,
+}
+
+async fn login_storm(bin: PathBuf, cost: u32, storm: Storm) -> anyhow::Result<()> {
+    let Storm {
+        concurrency,
+        secs,
+        probe_rate: rate,
+        backoff,
+    } = storm;
     let server = procs::start_server(&bin, &[("SECURECHAT_AUTH__BCRYPT_COST", cost.to_string())])?;
     let base = server.addr.clone();
     let client = Client::new(&base)?;
-    println!("server {base}, bcrypt cost {cost}, {concurrency} concurrent logins, {secs}s phases, healthz probe {rate}/s");
+    println!(
+        "server {base}, bcrypt cost {cost}, {concurrency} concurrent logins, {secs}s phases, healthz probe {rate}/s, after a 429 wait {} ms",
+        backoff.as_millis()
+    );
 
     // One identity for all users: the benchmark is about the server's bcrypt, not RSA keygen.
     let identity = Identity::generate()?;
@@ -156,13 +172,27 @@ async fn login_storm(
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for (name, key) in creds {
-        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+        let (client, stop, ok, failed, limited) = (
+            client.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            limited.clone(),
+        );
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match client.login_with_auth_key(&name, &key).await {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    // A rate-limit refusal is the server working as configured: counted apart.
+                    Err(e) if e.is_api(429, "rate_limited") => {
+                        if !backoff.is_zero() {
+                            tokio::time::sleep(backoff).await;
+                        }
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -171,9 +201,11 @@ async fn login_storm(
     // Let the storm reach steady state before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ok_before = ok.load(Ordering::Relaxed);
+    let limited_before = limited.load(Ordering::Relaxed);
     let started = Instant::now();
     let during = probe(base.clone(), rate, secs).await?;
     let logins = ok.load(Ordering::Relaxed) - ok_before;
+    let refused = limited.load(Ordering::Relaxed) - limited_before;
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -181,8 +213,9 @@ async fn login_storm(
     }
     let logins_per_sec = logins as f64 / elapsed;
     println!(
-        "logins/s (cost {cost}): {logins_per_sec:.2}  ({logins} in {elapsed:.1}s, {} failed)",
-        failed.load(Ordering::Relaxed)
+        "logins/s (cost {cost}): {logins_per_sec:.2}  ({logins} in {elapsed:.1}s, {} failed; {refused} refused 429 rate_limited = {:.1}/s)",
+        failed.load(Ordering::Relaxed),
+        refused as f64 / elapsed
     );
     println!(
         "healthz alone:        n={} p50={:.3}ms p99={:.3}ms max={:.3}ms errors={}",
@@ -194,8 +227,10 @@ async fn login_storm(
     );
     println!("p99 ratio (storm/alone): {:.2}", during.p99 / alone.p99);
     println!(
-        "RESULT logins_per_sec={logins_per_sec:.2} healthz_p99_alone_ms={:.3} healthz_p99_storm_ms={:.3}",
-        alone.p99, during.p99
+        "RESULT logins_per_sec={logins_per_sec:.2} rate_limited_per_sec={:.1} healthz_p99_alone_ms={:.3} healthz_p99_storm_ms={:.3}",
+        refused as f64 / elapsed,
+        alone.p99,
+        during.p99
     );
     Ok(())
 }
@@ -209,7 +244,16 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
             probe_rate,
-        } => login_storm(server_bin, bcrypt_cost, concurrency, seconds, probe_rate).await,
+            backoff_ms,
+        } => {
+            let storm = Storm {
+                concurrency,
+                secs: seconds,
+                probe_rate,
+                backoff: Duration::from_millis(backoff_ms),
+            };
+            login_storm(server_bin, bcrypt_cost, storm).await
+        }
         Cmd::Relay(args) => relay::relay(args).await,
         Cmd::EchoRelay { port, read_buffer } => echo_relay::run(port, read_buffer).await,
         Cmd::Upload(args) => upload::upload(args).await,
