@@ -4,6 +4,7 @@
 // presence, and key pinning (sending is blocked while a peer's key changed and the change
 // was not accepted; messages that do not verify against an accepted key are never shown as
 // text; a message without a seq, or an id seen before under another seq, is dropped).
+// A received message that opened can be reported (report(): its K and exact bytes only).
 //
 // The Messenger is an EventTarget. The page renders from `conversations` and `presence` and
 // listens to these CustomEvents (the value in `detail`):
