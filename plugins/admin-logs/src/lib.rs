@@ -9,6 +9,7 @@ pub mod audit;
 pub mod csv;
 pub mod report;
 mod routes;
+mod submit;
 
 use std::sync::Arc;
 
