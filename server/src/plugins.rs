@@ -20,8 +20,27 @@ use warp::reply::Response;
 use crate::config::PluginsConfig;
 use crate::error::ApiError;
 
-/// The routes this module answers.
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/api/features")];
+/// The routes this module answers: `/api/features`, and the admin console's (served by the
+/// admin-logs plugin, or refused here with 404 `feature_not_compiled_in`/`feature_disabled`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/features"),
+    ("GET", "/api/admin/messages"),
+    ("GET", "/api/admin/messages.csv"),
+    ("GET", "/api/admin/files"),
+    ("GET", "/api/admin/files.csv"),
+    ("GET", "/api/admin/users"),
+    ("POST", "/api/admin/users/{name}/disable"),
+    ("POST", "/api/admin/users/{name}/enable"),
+    ("POST", "/api/admin/users/{name}/revoke-sessions"),
+    ("GET", "/api/admin/jobs"),
+    ("POST", "/api/admin/jobs/{id}/retry"),
+    ("POST", "/api/admin/jobs/{id}/cancel"),
+    ("GET", "/api/admin/health"),
+    ("GET", "/api/admin/audit"),
+    ("GET", "/api/admin/audit/verify"),
+    ("GET", "/api/admin/reports"),
+    ("POST", "/api/reports"),
+];
 
 /// `GET /api/features`.
 pub fn route(plugins: Arc<Plugins>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
