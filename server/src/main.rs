@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use securechat::config::Config;
-use securechat::plugins::AuditVerdict;
 use securechat::{db, App};
+use securechat_plugin_api::admin::Verification;
 
 /// mimalloc instead of glibc malloc: the relay allocates and frees small buffers per frame
 /// on every worker thread, where glibc's arenas showed ~10% of the server's CPU in `perf`
@@ -236,11 +236,11 @@ fn audit_verify(config: &Config) -> anyhow::Result<()> {
             "audit verify: the admin-logs feature is not compiled into this build".into(),
         )
         .into()),
-        Some(AuditVerdict::Ok { entries }) => {
+        Some(Verification::Ok { entries }) => {
             println!("audit log ok: {entries} entries");
             Ok(())
         }
-        Some(AuditVerdict::Broken {
+        Some(Verification::Broken {
             entries,
             first_bad_seq,
             reason,

@@ -199,41 +199,16 @@ impl Plugins {
 /// entries, oldest first. `None` when this build has no admin-logs plugin.
 pub fn verify_audit_chain(
     entries: &[securechat_plugin_api::admin::AuditEntry],
-) -> Option<AuditVerdict> {
+) -> Option<securechat_plugin_api::admin::Verification> {
     #[cfg(feature = "admin-logs")]
     {
-        use securechat_plugin_admin_logs::audit::{verify, Verification};
-        Some(match verify(entries) {
-            Verification::Ok { entries } => AuditVerdict::Ok { entries },
-            Verification::Broken {
-                entries,
-                first_bad_seq,
-                reason,
-            } => AuditVerdict::Broken {
-                entries,
-                first_bad_seq,
-                reason,
-            },
-        })
+        Some(securechat_plugin_admin_logs::audit::verify(entries))
     }
     #[cfg(not(feature = "admin-logs"))]
     {
         let _ = entries;
         None
     }
-}
-
-/// What [`verify_audit_chain`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditVerdict {
-    Ok {
-        entries: usize,
-    },
-    Broken {
-        entries: usize,
-        first_bad_seq: i64,
-        reason: &'static str,
-    },
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! the same bytes; the first entry's `prev_hash` is 32 zero bytes.
 
 use securechat_plugin_api::admin::AuditEntry;
+pub use securechat_plugin_api::admin::Verification;
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0u8; 32];
@@ -37,19 +38,6 @@ pub fn entry_hash(entry: &AuditEntry) -> Vec<u8> {
     put_bytes(&mut h, entry.detail.as_bytes());
     put_bytes(&mut h, &entry.prev_hash);
     h.finalize().as_bytes().to_vec()
-}
-
-/// The result of checking a chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verification {
-    Ok {
-        entries: usize,
-    },
-    Broken {
-        entries: usize,
-        first_bad_seq: i64,
-        reason: &'static str,
-    },
 }
 
 /// Walks `entries` (ascending seq, as stored) and names the first entry that breaks the

@@ -205,6 +205,28 @@ fn page<T>(mut rows: Vec<T>, limit: u32, seq: impl Fn(&T) -> String) -> (Vec<T>,
     }
 }
 
+/// A file's fingerprint from its stored BLAKE3: the first 8 bytes, hex.
+fn blob_fingerprint(hash: &[u8]) -> String {
+    hex(&hash[..hash.len().min(8)])
+}
+
+/// A log export: the header (with `time` as the timestamp column) and one line per row.
+fn csv_export(name: &str, time: &str, rows: impl Iterator<Item = [String; 7]>) -> Response {
+    let mut out = csv::line(&[
+        "id",
+        "sender",
+        "recipient",
+        time,
+        "size",
+        "fingerprint",
+        "state",
+    ]);
+    for row in rows {
+        out.push_str(&csv::line(&row));
+    }
+    csv_reply(name, out)
+}
+
 fn csv_reply(name: &str, body: String) -> Response {
     let mut r = Response::new(body.into());
     let h = r.headers_mut();
@@ -345,28 +367,19 @@ impl Console {
     async fn messages_csv(&self, who: &Caller, p: &Params) -> Answer {
         let q = p.log_query(false, self.csv_max_rows)?;
         self.audit(who, "messages.export", None, p.detail()).await?;
-        let rows = self.store.messages(q).await?;
-        let mut out = csv::line(&[
-            "id",
-            "sender",
-            "recipient",
-            "server_ts",
-            "size",
-            "fingerprint",
-            "state",
-        ]);
-        for m in rows {
-            out.push_str(&csv::line(&[
+        let rows = self.store.messages(q).await?.into_iter().map(|m| {
+            let fp = fingerprint(m.envelope.as_bytes());
+            [
                 m.id,
                 m.sender,
                 m.recipient,
                 m.server_ts.to_string(),
                 m.size.to_string(),
-                fingerprint(m.envelope.as_bytes()),
+                fp,
                 m.state.to_owned(),
-            ]));
-        }
-        Ok(csv_reply("messages.csv", out))
+            ]
+        });
+        Ok(csv_export("messages.csv", "server_ts", rows))
     }
 
     async fn files(&self, who: &Caller, p: &Params) -> Answer {
@@ -387,7 +400,7 @@ impl Console {
                 json!({
                     "id": f.id, "sender": f.sender, "recipient": f.recipient,
                     "created_at": f.created_at, "size": f.size,
-                    "fingerprint": f.blake3.as_deref().map(|h| hex(&h[..h.len().min(8)])),
+                    "fingerprint": f.blake3.as_deref().map(blob_fingerprint),
                     "state": f.state,
                 })
             })
@@ -398,23 +411,13 @@ impl Console {
     async fn files_csv(&self, who: &Caller, p: &Params) -> Answer {
         let q = p.log_query(false, self.csv_max_rows)?;
         self.audit(who, "files.export", None, p.detail()).await?;
-        let rows = self.store.files(q).await?;
-        let mut out = csv::line(&[
-            "id",
-            "sender",
-            "recipient",
-            "created_at",
-            "size",
-            "fingerprint",
-            "state",
-        ]);
-        for f in rows {
+        let rows = self.store.files(q).await?.into_iter().map(|f| {
             let fp = f
                 .blake3
                 .as_deref()
-                .map(|h| hex(&h[..h.len().min(8)]))
+                .map(blob_fingerprint)
                 .unwrap_or_default();
-            out.push_str(&csv::line(&[
+            [
                 f.id,
                 f.sender,
                 f.recipient,
@@ -422,9 +425,9 @@ impl Console {
                 f.size.to_string(),
                 fp,
                 f.state,
-            ]));
-        }
-        Ok(csv_reply("files.csv", out))
+            ]
+        });
+        Ok(csv_export("files.csv", "created_at", rows))
     }
 
     async fn users(&self, who: &Caller, p: &Params) -> Answer {

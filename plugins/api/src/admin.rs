@@ -136,6 +136,19 @@ pub struct AuditEntry {
     pub hash: Vec<u8>,
 }
 
+/// The result of checking an audit chain (docs/PROTOCOL.md §12.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Ok {
+        entries: usize,
+    },
+    Broken {
+        entries: usize,
+        first_bad_seq: i64,
+        reason: &'static str,
+    },
+}
+
 /// Computes an entry's own hash from every other field (the plugin's chain rule).
 pub type EntryHasher = fn(&AuditEntry) -> Vec<u8>;
 

@@ -632,6 +632,16 @@ async fn five_audited_reads() -> TestApp {
     app.stop().await
 }
 
+/// Tampers with a stopped server's audit log by `sql`, then expects `securechat audit
+/// verify` to exit 1 naming entry `seq`.
+#[cfg(feature = "admin-logs")]
+fn assert_verify_names(app: &TestApp, sql: &str, seq: i64) {
+    app.sqlite().execute_batch(sql).expect("tamper");
+    let (code, text) = audit_verify(app);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("entry {seq} ")), "{text}");
+}
+
 #[cfg(feature = "admin-logs")]
 #[tokio::test]
 async fn audit_verify_passes_an_untouched_log_and_names_an_edited_row() {
@@ -639,41 +649,32 @@ async fn audit_verify_passes_an_untouched_log_and_names_an_edited_row() {
     let (code, text) = audit_verify(&app);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("audit log ok: 5 entries"), "{text}");
-    app.sqlite()
-        .execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 3", [])
-        .expect("edit");
-    let (code, text) = audit_verify(&app);
-    assert_eq!(code, 1, "{text}");
-    assert!(text.contains("entry 3"), "{text}");
+    assert_verify_names(
+        &app,
+        "UPDATE audit_log SET actor = 'someone' WHERE seq = 3",
+        3,
+    );
 }
 
 #[cfg(feature = "admin-logs")]
 #[tokio::test]
 async fn audit_verify_names_a_deleted_row() {
     let app = five_audited_reads().await;
-    app.sqlite()
-        .execute("DELETE FROM audit_log WHERE seq = 2", [])
-        .expect("delete");
-    let (code, text) = audit_verify(&app);
-    assert_eq!(code, 1, "{text}");
-    assert!(text.contains("entry 2"), "{text}");
+    assert_verify_names(&app, "DELETE FROM audit_log WHERE seq = 2", 2);
 }
 
 #[cfg(feature = "admin-logs")]
 #[tokio::test]
 async fn audit_verify_names_the_first_of_two_reordered_rows() {
     let app = five_audited_reads().await;
-    let c = app.sqlite();
     // Swap rows 2 and 4 whole (every column but the key that orders them).
-    c.execute_batch(
+    assert_verify_names(
+        &app,
         "UPDATE audit_log SET seq = -2 WHERE seq = 2;
          UPDATE audit_log SET seq = 2 WHERE seq = 4;
          UPDATE audit_log SET seq = 4 WHERE seq = -2;",
-    )
-    .expect("swap");
-    let (code, text) = audit_verify(&app);
-    assert_eq!(code, 1, "{text}");
-    assert!(text.contains("entry 2"), "{text}");
+        2,
+    );
 }
 
 #[cfg(feature = "admin-logs")]
@@ -803,4 +804,19 @@ async fn without_the_plugin_the_admin_routes_answer_404_feature_not_compiled_in(
             "{method} {path}"
         );
     }
+}
+
+#[cfg(feature = "admin-logs")]
+#[tokio::test]
+async fn concurrent_admin_requests_append_one_unbroken_chain() {
+    let (app, root, _alice, _bob) = console().await;
+    let calls = (0..20).map(|_| call(&app, "GET", "/api/admin/health", Some(&root.access_token)));
+    for (status, _) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(audit_count(&app), 20);
+    let app = app.stop().await;
+    let (code, text) = audit_verify(&app);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("audit log ok: 20 entries"), "{text}");
 }
