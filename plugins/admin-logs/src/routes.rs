@@ -563,7 +563,7 @@ impl Console {
         let (before, limit) = (p.cursor()?, p.limit()?);
         self.audit(who, "reports.view", None, p.detail()).await?;
         let rows = self.store.reports(before, limit + 1).await?;
-        let (rows, next) = page(rows, limit, |r| r.seq.to_string());
+        let (rows, next) = page(rows, limit, |r| r.id.to_string());
         ok(json!({ "reports": rows, "next_cursor": next }))
     }
 }

@@ -164,8 +164,10 @@ pub struct ReportedMessage {
     pub sender_sign_public_key: String,
 }
 
-#[derive(Debug, Clone)]
+/// A report as kept (and, with its id, as listed to admins).
+#[derive(Debug, Clone, Serialize)]
 pub struct NewReport {
+    #[serde(skip)]
     pub message_seq: i64,
     pub message_id: String,
     pub reporter: String,
@@ -180,21 +182,12 @@ pub struct NewReport {
     pub text: Option<String>,
 }
 
+/// A kept report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportRow {
-    #[serde(skip)]
-    pub seq: i64,
     pub id: i64,
-    pub message_id: String,
-    pub reporter: String,
-    pub sender: String,
-    pub recipient: String,
-    pub server_ts: i64,
-    pub reported_at: i64,
-    pub reason: String,
-    pub verdict: String,
-    pub detail: Option<String>,
-    pub text: Option<String>,
+    #[serde(flatten)]
+    pub report: NewReport,
 }
 
 /// The core's admin services. Lists are newest first (users: ascending by name) and return

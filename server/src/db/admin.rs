@@ -337,23 +337,25 @@ pub fn reports(conn: &Connection, before: Option<i64>, limit: u32) -> DbResult<V
     let rows = conn
         .prepare_cached(
             "SELECT id, message_id, reporter, sender, recipient, server_ts, reported_at, reason, \
-             verdict, detail, text FROM abuse_reports WHERE (?1 IS NULL OR id < ?1) \
+             verdict, detail, text, message_seq FROM abuse_reports WHERE (?1 IS NULL OR id < ?1) \
              ORDER BY id DESC LIMIT +?2",
         )?
         .query_map(params![before, limit], |r| {
             Ok(ReportRow {
-                seq: r.get(0)?,
                 id: r.get(0)?,
-                message_id: r.get(1)?,
-                reporter: r.get(2)?,
-                sender: r.get(3)?,
-                recipient: r.get(4)?,
-                server_ts: r.get(5)?,
-                reported_at: r.get(6)?,
-                reason: r.get(7)?,
-                verdict: r.get(8)?,
-                detail: r.get(9)?,
-                text: r.get(10)?,
+                report: NewReport {
+                    message_seq: r.get(11)?,
+                    message_id: r.get(1)?,
+                    reporter: r.get(2)?,
+                    sender: r.get(3)?,
+                    recipient: r.get(4)?,
+                    server_ts: r.get(5)?,
+                    reported_at: r.get(6)?,
+                    reason: r.get(7)?,
+                    verdict: r.get(8)?,
+                    detail: r.get(9)?,
+                    text: r.get(10)?,
+                },
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

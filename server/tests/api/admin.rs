@@ -64,6 +64,12 @@ async fn call_json(app: &TestApp, method: &str, path: &str, token: Option<&str>)
     )
 }
 
+/// `call_json` with `root`'s token.
+#[cfg(feature = "admin-logs")]
+async fn as_root(app: &TestApp, root: &Session, method: &str, path: &str) -> (u16, Value) {
+    call_json(app, method, path, Some(&root.access_token)).await
+}
+
 #[cfg(feature = "admin-logs")]
 fn make_admin(app: &TestApp, name: &str) {
     let n = app
@@ -191,26 +197,14 @@ async fn an_admin_filters_the_message_log_by_sender_and_sees_only_metadata_and_f
     }
     assert!(!text.contains("\"keys\""));
 
-    let (status, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/messages?sender=mallory",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/messages?sender=mallory").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_request");
     assert!(body["error"]["message"]
         .as_str()
         .expect("msg")
         .contains("sender"));
-    let (status, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/messages?sendr=alice",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/messages?sendr=alice").await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"]
         .as_str()
@@ -274,13 +268,7 @@ async fn paging_the_message_log_stays_stable_while_messages_keep_arriving() {
     unique.dedup();
     assert_eq!(unique.len(), 5);
 
-    let (status, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/messages?cursor=xyz",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/messages?cursor=xyz").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request");
 }
@@ -330,13 +318,7 @@ async fn the_csv_export_is_an_attachment_with_every_cell_quoted() {
 async fn a_disabled_account_cannot_log_in_or_refresh_and_its_socket_closes_until_it_is_enabled() {
     let (app, root, alice, _bob) = console().await;
     let mut ws = connect(&app, &alice).await;
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/users/alice/disable",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/users/alice/disable").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["username"], "alice");
     assert_eq!(body["disabled"], true);
@@ -357,24 +339,12 @@ async fn a_disabled_account_cannot_log_in_or_refresh_and_its_socket_closes_until
         .expect_err("wrong password");
     assert!(e.is_api(401, "invalid_credentials"), "{e}");
 
-    let (status, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/users?query=ali",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/users?query=ali").await;
     assert_eq!(status, 200);
     assert_eq!(body["users"][0]["username"], "alice");
     assert_eq!(body["users"][0]["disabled"], true);
 
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/users/alice/enable",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/users/alice/enable").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["disabled"], false);
     app.client
@@ -387,22 +357,10 @@ async fn a_disabled_account_cannot_log_in_or_refresh_and_its_socket_closes_until
 #[tokio::test]
 async fn an_admin_cannot_disable_themselves_and_an_unknown_user_is_404() {
     let (app, root, _alice, _bob) = console().await;
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/users/root/disable",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/users/root/disable").await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "cannot_disable_self");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/users/nobody/disable",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/users/nobody/disable").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
     app.client
@@ -417,11 +375,11 @@ async fn revoking_a_users_sessions_closes_their_socket_and_kills_their_tokens() 
     let (app, root, alice, _bob) = console().await;
     let second = app.client.login("alice", PASSWORD).await.expect("login");
     let mut ws = connect(&app, &alice).await;
-    let (status, body) = call_json(
+    let (status, body) = as_root(
         &app,
+        &root,
         "POST",
         "/api/admin/users/alice/revoke-sessions",
-        Some(&root.access_token),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -467,57 +425,23 @@ async fn an_admin_sees_a_failed_job_without_its_payload_and_retries_or_cancels_i
     );
     assert!(body["queues"].is_array());
 
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        &format!("/api/admin/jobs/{id}/cancel"),
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) =
+        as_root(&app, &root, "POST", &format!("/api/admin/jobs/{id}/cancel")).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "job_finished");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        &format!("/api/admin/jobs/{id}/retry"),
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", &format!("/api/admin/jobs/{id}/retry")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "available");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        &format!("/api/admin/jobs/{id}/retry"),
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", &format!("/api/admin/jobs/{id}/retry")).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "job_not_failed");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        &format!("/api/admin/jobs/{id}/cancel"),
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) =
+        as_root(&app, &root, "POST", &format!("/api/admin/jobs/{id}/cancel")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "cancelled");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/jobs/999999/retry",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/jobs/999999/retry").await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = call_json(
-        &app,
-        "POST",
-        "/api/admin/jobs/x/retry",
-        Some(&root.access_token),
-    )
-    .await;
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/jobs/x/retry").await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -527,8 +451,7 @@ async fn health_counts_users_messages_and_connections() {
     let (app, root, alice, _bob) = console().await;
     let mut a = connect(&app, &alice).await;
     send(&app, &mut a, &alice, "bob", "x").await;
-    let (status, body) =
-        call_json(&app, "GET", "/api/admin/health", Some(&root.access_token)).await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["users"], 3);
@@ -569,13 +492,7 @@ async fn every_admin_read_appends_a_chained_audit_entry_before_it_is_answered() 
             .expect("entry");
         assert_eq!((actor.as_str(), act.as_str()), ("root", *action));
     }
-    let (_, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/audit?limit=3",
-        Some(&root.access_token),
-    )
-    .await;
+    let (_, body) = as_root(&app, &root, "GET", "/api/admin/audit?limit=3").await;
     let entries = body["entries"].as_array().expect("entries");
     assert_eq!(
         entries[0]["action"], "audit.view",
@@ -583,23 +500,12 @@ async fn every_admin_read_appends_a_chained_audit_entry_before_it_is_answered() 
     );
     assert_eq!(entries[0]["prev_hash"], entries[1]["hash"]);
     assert_eq!(entries[0]["seq"], reads.len() + 1);
-    let first: Value = call_json(
-        &app,
-        "GET",
-        "/api/admin/audit?cursor=2",
-        Some(&root.access_token),
-    )
-    .await
-    .1;
+    let first: Value = as_root(&app, &root, "GET", "/api/admin/audit?cursor=2")
+        .await
+        .1;
     assert_eq!(first["entries"][0]["detail"], "{\"sender\":\"alice\"}");
     assert_eq!(first["entries"][0]["prev_hash"], "0".repeat(64));
-    let (_, body) = call_json(
-        &app,
-        "GET",
-        "/api/admin/audit/verify",
-        Some(&root.access_token),
-    )
-    .await;
+    let (_, body) = as_root(&app, &root, "GET", "/api/admin/audit/verify").await;
     assert_eq!(body["ok"], true, "{body}");
     assert_eq!(body["entries"], reads.len() + 3);
 }
@@ -717,7 +623,7 @@ async fn a_recipients_honest_report_is_verified_and_the_admin_reads_its_text() {
     let (status, again) = report(&app, &bob, &body).await;
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["error"]["code"], "already_reported");
-    let (_, list) = call_json(&app, "GET", "/api/admin/reports", Some(&root.access_token)).await;
+    let (_, list) = as_root(&app, &root, "GET", "/api/admin/reports").await;
     let r = &list["reports"][0];
     assert_eq!(r["message_id"], body.message_id.as_str());
     assert_eq!(r["reporter"], "bob");
@@ -739,7 +645,7 @@ async fn a_report_with_a_changed_plaintext_is_kept_as_not_verifiable() {
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["verdict"], "not_verifiable");
     assert_eq!(answer["detail"], "plaintext_mismatch");
-    let (_, list) = call_json(&app, "GET", "/api/admin/reports", Some(&root.access_token)).await;
+    let (_, list) = as_root(&app, &root, "GET", "/api/admin/reports").await;
     assert_eq!(list["reports"][0]["text"], Value::Null);
 }
 
