@@ -510,7 +510,6 @@ async fn every_admin_read_appends_a_chained_audit_entry_before_it_is_answered() 
     assert_eq!(body["entries"], reads.len() + 3);
 }
 
-#[cfg(feature = "admin-logs")]
 fn audit_verify(app: &TestApp) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_securechat"))
         .args(["audit", "verify"])
@@ -725,4 +724,13 @@ async fn concurrent_admin_requests_append_one_unbroken_chain() {
     let (code, text) = audit_verify(&app);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("audit log ok: 20 entries"), "{text}");
+}
+
+#[cfg(not(feature = "admin-logs"))]
+#[tokio::test]
+async fn without_the_plugin_audit_verify_says_so_and_exits_2() {
+    let app = spawn_app_with(|_| {}).await.stop().await;
+    let (code, text) = audit_verify(&app);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not compiled"), "{text}");
 }
