@@ -43,11 +43,14 @@ async function adminReports(page) {
 
 /** Rewrites the body of the next POST /api/reports the page sends with `edit(body) -> body`. */
 async function alterNextReport(page, edit) {
-  await page.route('**/api/reports', async (route) => {
-    await page.unroute('**/api/reports');
-    const body = JSON.parse(route.request().postData());
-    await route.continue({ postData: JSON.stringify(edit(body)) });
-  });
+  await page.route(
+    '**/api/reports',
+    async (route) => {
+      const body = JSON.parse(route.request().postData());
+      await route.continue({ postData: JSON.stringify(edit(body)) });
+    },
+    { times: 1 },
+  );
 }
 
 function reportButton(page, text) {
