@@ -49,7 +49,7 @@ export class ReportsView {
         { cell: disclosed, className: 'wrap' },
         {
           className: 'row-actions',
-          cell: (r) => actionButton('Disable sender', `Disable ${r.sender}, who sent report ${r.id}`, () => this.disable(r.sender)),
+          cell: (r) => actionButton('Disable sender', `Disable ${r.sender}, the sender of report ${r.id}`, () => this.disable(r.sender)),
         },
       ],
     });
