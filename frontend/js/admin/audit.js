@@ -24,7 +24,7 @@ export class AuditView {
       prefix: 'audit',
       path: '/api/admin/audit',
       key: 'entries',
-      noun: 'entries',
+      noun: ['entry', 'entries'],
       onError,
       columns: [
         { cell: (e) => e.seq },

@@ -8,10 +8,10 @@ import { el } from '../chat/format.js';
 import { $, say, setBusy } from '../ui.js';
 import { Paged, bytes, query, timeCell } from './table.js';
 
-/** The two logs: the list's member in the answer, its time field, and how a row is named. */
+/** The two logs: how a row is named, and its time field. */
 const LOGS = {
-  messages: { noun: 'messages', time: 'server_ts' },
-  files: { noun: 'files', time: 'created_at' },
+  messages: { noun: ['message', 'messages'], time: 'server_ts' },
+  files: { noun: ['file', 'files'], time: 'created_at' },
 };
 
 function columns(time) {

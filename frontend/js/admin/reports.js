@@ -37,7 +37,7 @@ export class ReportsView {
       prefix: 'reports',
       path: '/api/admin/reports',
       key: 'reports',
-      noun: 'reports',
+      noun: ['report', 'reports'],
       onError,
       columns: [
         { cell: verdictBadge },

@@ -78,7 +78,8 @@ export function fillRows(tbody, rows, columns, { append = false } = {}) {
 /**
  * A newest-first list paged with `cursor` (messages, files, users, audit, reports): `load`
  * fetches the first page for a query, `more` the next one. `prefix` names the view's elements
- * (#prefix-table tbody, #prefix-more, #prefix-status); `key` is the list's member in the answer.
+ * (#prefix-table tbody, #prefix-more, #prefix-status); `key` is the list's member in the answer;
+ * `noun` is [singular, plural] of what a row is.
  */
 export class Paged {
   constructor(api, { prefix, path, key, columns, noun, onError }) {
@@ -116,11 +117,12 @@ export class Paged {
       this.count = older ? this.count + rows.length : rows.length;
       this.cursor = typeof answer?.next_cursor === 'string' ? answer.next_cursor : null;
       show(this.more, this.cursor !== null);
-      say(this.status, `${this.count} ${this.noun}${this.cursor ? ', more are older' : ''}.`);
+      const [one, many] = this.noun;
+      say(this.status, `${this.count} ${this.count === 1 ? one : many}${this.cursor ? ', more are older' : ''}.`);
       this.tbody.closest('table').dataset.loaded = 'true';
     } catch (err) {
       say(this.status, '');
-      this.onError(`Could not load the ${this.noun}: ${describeError(err)}`);
+      this.onError(`Could not load the ${this.noun[1]}: ${describeError(err)}`);
     } finally {
       this.more.disabled = false;
     }

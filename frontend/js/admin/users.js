@@ -42,7 +42,7 @@ export class UsersView {
       prefix: 'users',
       path: '/api/admin/users',
       key: 'users',
-      noun: 'users',
+      noun: ['user', 'users'],
       onError,
       columns: [
         { cell: (u) => u.username },
