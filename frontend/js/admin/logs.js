@@ -5,14 +5,41 @@
 import { ApiError } from '../api.js';
 import { describeError } from '../errors.js';
 import { el } from '../chat/format.js';
-import { $, say, setBusy } from '../ui.js';
+import { $, saveBlob, say, setBusy } from '../ui.js';
 import { Paged, bytes, query, timeCell } from './table.js';
 
-/** The two logs: how a row is named, and its time field. */
+/** The two logs: their words, how a row is named, and its time field. */
 const LOGS = {
-  messages: { noun: ['message', 'messages'], time: 'server_ts' },
-  files: { noun: ['file', 'files'], time: 'created_at' },
+  messages: {
+    title: 'Messages log',
+    intro:
+      'Metadata only: the server holds ciphertext, and shows here a fingerprint of it (first 8 bytes of its BLAKE3 hash), never its text.',
+    caption: 'Messages, newest first',
+    noun: ['message', 'messages'],
+    time: 'server_ts',
+  },
+  files: {
+    title: 'Files log',
+    intro: 'Metadata only: a fingerprint of each encrypted blob (none while it is uploading), never a file’s name or content.',
+    caption: 'Files, newest first',
+    noun: ['file', 'files'],
+    time: 'created_at',
+  },
 };
+
+/** Fills the log's section from the page's #log-template: ids "<kind>-<part>", labels tied to them. */
+function build(kind) {
+  const { title, intro, caption } = LOGS[kind];
+  const body = $('log-template').content.cloneNode(true);
+  for (const node of body.querySelectorAll('[data-part]')) node.id = `${kind}-${node.dataset.part}`;
+  for (const label of body.querySelectorAll('label[data-for]')) label.htmlFor = `${kind}-${label.dataset.for}`;
+  const part = (name) => body.querySelector(`[data-part="${name}"]`);
+  part('title').textContent = title;
+  part('intro').textContent = intro;
+  part('caption').textContent = caption;
+  part('wrap').setAttribute('aria-labelledby', `${kind}-title`);
+  $(`view-${kind}`).append(body);
+}
 
 function columns(time) {
   return [
@@ -33,22 +60,10 @@ function msOf(input) {
   return Number.isFinite(ms) ? ms : null;
 }
 
-/** Saves `blob` as `name` through a temporary object URL. */
-function save(blob, name) {
-  const url = URL.createObjectURL(blob);
-  const a = el('a');
-  a.href = url;
-  a.download = name;
-  a.hidden = true;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60000);
-}
-
 export class LogView {
   /** `kind`: 'messages' or 'files'. */
   constructor(api, kind, onError) {
+    build(kind);
     const { noun, time } = LOGS[kind];
     this.api = api;
     this.kind = kind;
@@ -85,7 +100,7 @@ export class LogView {
         headers: { Accept: 'text/csv' },
       });
       if (!response.ok) throw await ApiError.errorOf(response);
-      save(await response.blob(), `securechat-${this.kind}.csv`);
+      saveBlob(await response.blob(), `securechat-${this.kind}.csv`);
       say(this.list.status, `Exported the ${this.kind} log as CSV.`);
     } catch (err) {
       this.onError(`Could not export the ${this.kind} log: ${describeError(err)}`);
