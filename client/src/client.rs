@@ -13,6 +13,7 @@ use crate::api::{
 };
 use crate::bundle::unwrap_bundle;
 use crate::kdf::{derive_keys, MIN_ITERATIONS};
+use crate::report::{ReportBody, ReportReceipt};
 use crate::requests::{KdfParams, RegisterRequest, RotateRequest};
 use crate::{b64, Error, Identity, Result};
 
@@ -408,6 +409,13 @@ impl Client {
         )
         .await?
         .expect_status(204)
+    }
+
+    /// `POST /api/reports` (201): report a received message, disclosing its key and
+    /// plaintext (build the body with [`crate::report::disclose`]).
+    pub async fn report(&self, access_token: &str, body: &ReportBody) -> Result<ReportReceipt> {
+        self.post("/api/reports", Some(access_token), body, 201)
+            .await
     }
 
     /// `GET /api/me`.

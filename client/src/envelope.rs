@@ -493,6 +493,28 @@ pub fn open(
     identity: &Identity,
     sender_sign_spki: &[u8],
 ) -> Result<Opened> {
+    let (mut key, plain) = open_bytes(envelope, me, identity, sender_sign_spki)?;
+    key.fill(0);
+    let plaintext: Value = serde_json::from_slice(&plain)?;
+    match plaintext {
+        Value::Object(plaintext) => Ok(Opened {
+            envelope: envelope.clone(),
+            plaintext,
+        }),
+        _ => Err(Error::Decode(
+            "message plaintext is not a JSON object".into(),
+        )),
+    }
+}
+
+/// [`open`]'s checks up to decryption (PROTOCOL.md §8.6 steps 2–5): `K` and the exact
+/// decrypted bytes, padding included. The caller zeroes `K` when done with it.
+pub(crate) fn open_bytes(
+    envelope: &Envelope,
+    me: &str,
+    identity: &Identity,
+    sender_sign_spki: &[u8],
+) -> Result<([u8; 32], Vec<u8>)> {
     if envelope.to != me && envelope.from != me {
         return Err(Error::Verification(format!(
             "envelope is from {:?} to {:?}, not for {me:?}",
@@ -508,26 +530,19 @@ pub fn open(
     let iv: [u8; IV_LEN] = b64::decode_array(&envelope.iv)?;
     let ct = b64::decode(&envelope.ct)?;
     let aad = envelope.aad();
-    let cipher = Aes256Gcm::new((&key).into());
-    key.fill(0);
-    let plain = cipher
-        .decrypt(
-            &Nonce::from(iv),
-            Payload {
-                msg: &ct,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| Error::Crypto("message does not decrypt".into()))?;
-    let plaintext: Value = serde_json::from_slice(&plain)?;
-    match plaintext {
-        Value::Object(plaintext) => Ok(Opened {
-            envelope: envelope.clone(),
-            plaintext,
-        }),
-        _ => Err(Error::Decode(
-            "message plaintext is not a JSON object".into(),
-        )),
+    let plain = Aes256Gcm::new((&key).into()).decrypt(
+        &Nonce::from(iv),
+        Payload {
+            msg: &ct,
+            aad: &aad,
+        },
+    );
+    match plain {
+        Ok(plain) => Ok((key, plain)),
+        Err(_) => {
+            key.fill(0);
+            Err(Error::Crypto("message does not decrypt".into()))
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! [`requests`] (register / rotate bodies), [`api`] (answers), [`client`] (HTTP),
 //! [`envelope`] (message envelopes: seal, open, replay guard), [`files`] (file records
 //! and manifests), [`uploads`] (tus uploads and verified downloads), [`ws`] (tickets, the
-//! WebSocket and its frames), [`history`] (conversations and message history).
+//! WebSocket and its frames), [`history`] (conversations and message history), [`report`]
+//! (abuse reports: disclosing one message's key and plaintext).
 
 pub mod api;
 pub mod b64;
@@ -22,6 +23,7 @@ pub mod fingerprint;
 pub mod history;
 pub mod identity;
 pub mod kdf;
+pub mod report;
 pub mod requests;
 pub mod sig;
 pub mod uploads;
@@ -41,6 +43,7 @@ pub use identity::{
     parse_enc_spki, parse_sign_spki, rsa_oaep_decrypt, rsa_oaep_encrypt, Identity, PublicKeys,
 };
 pub use kdf::derive_keys;
+pub use report::{disclose, Reason, ReportBody, ReportReceipt};
 pub use requests::{KdfParams, RegisterRequest, RotateRequest};
 pub use reqwest::Method;
 pub use sig::{prev_sig, self_sig, verify_prev_sig, verify_self_sig};

@@ -10,7 +10,7 @@ use securechat_client::{
     unwrap_bundle, verify_prev_sig, verify_self_sig, wrap_bundle_with_iv, Identity, KeyBundle,
     RegisterRequest,
 };
-use securechat_client::{Envelope, Error};
+use securechat_client::{disclose, Envelope, Error, Reason};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -352,4 +352,25 @@ fn message_vectors() {
     assert_eq!(note.keys.len(), 1);
     let sig = securechat_client::sig::sign_raw(&id.sign, &d(&m.note.signed));
     assert_eq!(b64::encode(sig), note.sig);
+}
+
+// API-CONTRACT.md "Report body": what carol discloses when she reports bob's message is
+// exactly the vector's K and plaintext bytes.
+#[test]
+fn reporting_the_vector_message_discloses_its_key_and_exact_plaintext() {
+    let v = load();
+    let id = Identity::from_pkcs8(&d(&v.enc_pkcs8), &d(&v.sign_pkcs8)).unwrap();
+    let env: Envelope = serde_json::from_value(v.message.envelope.clone()).unwrap();
+    let body = disclose(
+        &env,
+        &v.username,
+        &id,
+        &d(&v.peer.sign_spki),
+        Reason::Illegal,
+    )
+    .unwrap();
+    assert_eq!(body.message_id, env.id);
+    assert_eq!(body.key, v.message.key);
+    assert_eq!(d(&body.plaintext), v.message.plaintext.as_bytes());
+    assert_eq!(body.reason, Reason::Illegal);
 }

@@ -3,7 +3,7 @@
 // wires it to the views in chat/: account.js (account bar, own fingerprint, sign-out),
 // conversation-list.js, directory.js (finding people), conversation.js (one conversation,
 // with composer.js, contact.js and attachments.js inside it; files through filebox.js and
-// uploads.js). This file owns only that wiring: which model
+// uploads.js), report.js (reporting a received message, offered when /api/features says so). This file owns only that wiring: which model
 // event re-renders which view, and the page-wide listeners (visibility, online, the live
 // region announcing new messages).
 import { Api, ApiError } from './api.js';
@@ -19,6 +19,7 @@ import { ConversationList } from './chat/conversation-list.js';
 import { Attachments } from './chat/attachments.js';
 import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
+import { ReportDialog, reportsEnabled } from './chat/report.js';
 import { el } from './chat/format.js';
 
 const main = $('main');
@@ -46,6 +47,23 @@ function announce(peer, message) {
   const note = el('p', '', `New message from ${peer}: ${text}`);
   live.append(note);
   while (live.childElementCount > 5) live.firstElementChild.remove();
+}
+
+/** Offers "Report" on received messages once GET /api/features lists admin_logs enabled. */
+async function wireReports(api, messenger, conversation) {
+  let features;
+  try {
+    features = await api.get('/api/features');
+  } catch {
+    return; // without the answer, the action is not offered
+  }
+  if (!reportsEnabled(features)) return;
+  const dialog = new ReportDialog(messenger, (peer, sentence) => {
+    if (peer === conversation.peer) conversation.status(sentence);
+  });
+  dialog.wire();
+  conversation.reports = dialog;
+  conversation.render();
 }
 
 async function start(session) {
@@ -152,6 +170,7 @@ async function start(session) {
   });
   messenger.addEventListener('notice', ({ detail: text }) => conversation.status(text));
   conversation.wire();
+  wireReports(api, messenger, conversation);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
       messenger.markRead();

@@ -254,7 +254,42 @@ export async function verifyEnvelope(envelope, signPublicKey) {
  * wrapped K; decryption; a JSON-object plaintext. Returns { envelope, plaintext, text, signKeyIndex }.
  * Throws EnvelopeError. PROTOCOL.md §8.6.
  */
-export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
+export async function open(envelope, opts) {
+  const { k, body, signKeyIndex } = await openBytes(envelope, opts);
+  k.fill(0);
+  let plaintext;
+  try {
+    plaintext = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch {
+    throw refuse('invalid_plaintext', 'the message is not JSON');
+  } finally {
+    body.fill(0);
+  }
+  if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
+    throw refuse('invalid_plaintext', 'the message is not a JSON object');
+  }
+  return { envelope, plaintext, text: typeof plaintext.text === 'string' ? plaintext.text : null, signKeyIndex };
+}
+
+/**
+ * What reporting a received message discloses (docs/API-CONTRACT.md, "Report body"): the
+ * envelope is opened again with every check of open() (same options), and the answer holds
+ * that one message's key K and its exact decrypted bytes, padding included, both b64 —
+ * nothing else. K exists as raw bytes only while this runs and is zeroed before it returns.
+ * Returns { message_id, key, plaintext }. Throws EnvelopeError.
+ */
+export async function disclose(envelope, opts) {
+  const { k, body } = await openBytes(envelope, opts);
+  try {
+    return { message_id: envelope.id, key: b64encode(k), plaintext: b64encode(body) };
+  } finally {
+    k.fill(0);
+    body.fill(0);
+  }
+}
+
+/** open()'s checks up to decryption: { k, body, signKeyIndex }; the caller zeroes k and body. */
+async function openBytes(envelope, { me, encPrivateKey, senderSignKeys }) {
   checkShape(envelope);
   if (envelope.to !== me && envelope.from !== me) {
     throw refuse('not_for_me', `a message from ${envelope.from} to ${envelope.to} is not for ${me}`);
@@ -280,34 +315,24 @@ export async function open(envelope, { me, encPrivateKey, senderSignKeys }) {
   } catch {
     throw refuse('undecryptable', 'the message key does not decrypt with my key');
   }
-  if (k.length !== KEY_BYTES) throw refuse('undecryptable', 'the message key is not 32 bytes');
-  let body;
+  if (k.length !== KEY_BYTES) {
+    k.fill(0);
+    throw refuse('undecryptable', 'the message key is not 32 bytes');
+  }
   try {
     const aesKey = await subtle.importKey('raw', k, 'AES-GCM', false, ['decrypt']);
-    body = new Uint8Array(
+    const body = new Uint8Array(
       await subtle.decrypt(
         { name: 'AES-GCM', iv: b64decode(envelope.iv), additionalData: messageAad(envelope.id, envelope.from, envelope.to, envelope.sent_at), tagLength: 128 },
         aesKey,
         b64decode(envelope.ct),
       ),
     );
+    return { k, body, signKeyIndex };
   } catch {
-    throw refuse('undecryptable', 'the message does not decrypt');
-  } finally {
     k.fill(0);
+    throw refuse('undecryptable', 'the message does not decrypt');
   }
-  let plaintext;
-  try {
-    plaintext = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
-  } catch {
-    throw refuse('invalid_plaintext', 'the message is not JSON');
-  } finally {
-    body.fill(0);
-  }
-  if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
-    throw refuse('invalid_plaintext', 'the message is not a JSON object');
-  }
-  return { envelope, plaintext, text: typeof plaintext.text === 'string' ? plaintext.text : null, signKeyIndex };
 }
 
 /**

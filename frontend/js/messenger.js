@@ -4,6 +4,7 @@
 // presence, and key pinning (sending is blocked while a peer's key changed and the change
 // was not accepted; messages that do not verify against an accepted key are never shown as
 // text; a message without a seq, or an id seen before under another seq, is dropped).
+// A received message that opened can be reported (report(): its K and exact bytes only).
 //
 // The Messenger is an EventTarget. The page renders from `conversations` and `presence` and
 // listens to these CustomEvents (the value in `detail`):
@@ -14,7 +15,7 @@
 //   'notice' (text)  something the user should know (a dropped replay...).
 
 import { ApiError } from './api.js';
-import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, open, seal } from './envelope.js';
+import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, disclose, open, seal } from './envelope.js';
 import { acceptKeys, acceptedSignKeys, checkPeerKeys, setVerified } from './pins.js';
 import { utf8 } from './crypto.js';
 import { describeError } from './errors.js';
@@ -329,6 +330,7 @@ export class Messenger extends EventTarget {
       // opened here before (an earlier page load): never news, even when pushed live again
       seenBefore: verdict === 'duplicate',
       signKeyVersion: null, // the key version of the sender whose signature verified
+      reported: false, // reported by me (this page load)
       receipted: new Set(),
     };
     await this.openMessage(c, message);
@@ -350,13 +352,7 @@ export class Messenger extends EventTarget {
       message.status = 'invalid';
       return;
     }
-    let accepted;
-    if (env.from === this.me) {
-      accepted = [{ sign_public_key: this.session.signPublicKey, key_version: this.session.key_version, previous: false }];
-    } else {
-      const keys = await this.ensureKeys(env.from);
-      accepted = acceptedSignKeys(keys?.pin, message.seq);
-    }
+    const accepted = await this.acceptedFor(message);
     try {
       const senderSignKeys = accepted.map((k) => k.sign_public_key);
       const opened = await open(env, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys });
@@ -381,6 +377,15 @@ export class Messenger extends EventTarget {
         this.checkKeys(env.from, { force: true }).catch(() => {});
       }
     }
+  }
+
+  /** The signing keys `message` may verify under: mine for my own, else the sender's accepted ones. */
+  async acceptedFor(message) {
+    if (message.envelope.from === this.me) {
+      return [{ sign_public_key: this.session.signPublicKey, key_version: this.session.key_version, previous: false }];
+    }
+    const keys = await this.ensureKeys(message.envelope.from);
+    return acceptedSignKeys(keys?.pin, message.seq);
   }
 
   /** Re-opens the messages of `peer` that did not verify (after a key was accepted). */
@@ -763,6 +768,36 @@ export class Messenger extends EventTarget {
     const m = c?.messages.get(key);
     if (m && m.state === 'failed') {
       c.messages.delete(key);
+      this.#emit('conversation', peer);
+    }
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  /**
+   * Reports a message I received and could read (docs/API-CONTRACT.md, POST /api/reports):
+   * the envelope is opened again under the keys that verified it, and its K and exact
+   * plaintext bytes go to the server with `reason` — nothing else. Returns the answer
+   * { id, verdict, detail } and marks the message `reported`; throws ApiError (404, 409
+   * already_reported, which marks it too), BlockedError('not_reportable') or EnvelopeError.
+   */
+  async report(peer, key, reason) {
+    const message = this.conversations.get(peer)?.messages.get(key);
+    if (!message || message.mine || message.status !== 'ok') {
+      throw new BlockedError('not_reportable', 'Only a message you received and could read can be reported.');
+    }
+    const senderSignKeys = (await this.acceptedFor(message)).map((k) => k.sign_public_key);
+    const body = { ...(await disclose(message.envelope, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys })), reason };
+    try {
+      const answer = await this.api.post('/api/reports', body, { auth: true });
+      message.reported = true;
+      return answer;
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'already_reported') message.reported = true;
+      throw err;
+    } finally {
+      body.key = '';
+      body.plaintext = '';
       this.#emit('conversation', peer);
     }
   }

@@ -5,6 +5,7 @@
 //! Invariants (see ARCHITECTURE.md): no handler ever sees plaintext; `db` never imports
 //! warp; state is passed in (`AppState`), never global.
 
+pub mod admin_host;
 pub mod assets;
 pub mod auth;
 pub mod b64;
@@ -84,7 +85,6 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate()?;
         let config = Arc::new(config);
-        let plugins = Arc::new(Plugins::compiled_in(&config.plugins)?);
         prepare_data_dir(&config.storage.data_dir)?;
         let data_dir_lock = lock_data_dir(&config.storage.data_dir)?;
 
@@ -124,6 +124,15 @@ impl App {
             .await
             .context("cutting unacknowledged upload bytes back")?;
         jobs.start().await.context("starting the job queue")?;
+        let admin = Arc::new(admin_host::AdminHost {
+            db: db.clone(),
+            auth: auth.clone(),
+            hub: hub.clone(),
+            jobs: jobs.clone(),
+            data_dir: config.storage.data_dir.clone(),
+            started: std::time::Instant::now(),
+        });
+        let plugins = Arc::new(Plugins::compiled_in(&config.plugins, Some(admin))?);
         let state = AppState {
             directory: Directory::new(db.clone(), auth.clone(), hub.clone()),
             hub,
@@ -304,6 +313,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .or(openapi::route())
         .unify()
         .or(plugins::route(state.plugins.clone()))
+        .unify()
+        .or(state.plugins.routes())
         .unify()
         .or(relay::routes::routes(
             state.tickets.clone(),

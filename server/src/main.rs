@@ -1,11 +1,12 @@
 //! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`,
-//! `jobs list|retry|cancel`.
+//! `jobs list|retry|cancel`, `audit verify`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use securechat::config::Config;
+use securechat::plugins::AuditVerdict;
 use securechat::{db, App};
 
 /// mimalloc instead of glibc malloc: the relay allocates and frees small buffers per frame
@@ -47,6 +48,17 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Check the admin audit log (needs the admin-logs feature).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Recompute the hash chain: exit 0 if intact, 1 naming the first bad entry.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +115,9 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(&config),
             Command::Admin { action } => admin(config, action).await,
             Command::Jobs { action } => jobs(config, action).await,
+            Command::Audit {
+                action: AuditAction::Verify,
+            } => audit_verify(&config),
             Command::Config => {
                 print!("{}", config.redacted_toml());
                 Ok(())
@@ -113,7 +128,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("securechat: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<Exit>() {
+                Some(Exit(code, _)) => ExitCode::from(*code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -203,3 +221,41 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `securechat audit verify`: reads the audit log straight from the database file (the
+/// server may be stopped) and checks its chain with the admin-logs plugin's rule.
+fn audit_verify(config: &Config) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open_with_flags(
+        config.database_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let entries = securechat::admin_host::audit_entries(&conn)?;
+    match securechat::plugins::verify_audit_chain(&entries) {
+        None => Err(Exit(2, "audit verify: the admin-logs feature is not compiled into this build".into()).into()),
+        Some(AuditVerdict::Ok { entries }) => {
+            println!("audit log ok: {entries} entries");
+            Ok(())
+        }
+        Some(AuditVerdict::Broken {
+            entries,
+            first_bad_seq,
+            reason,
+        }) => Err(Exit(
+            1,
+            format!("audit log broken at entry {first_bad_seq} ({reason}); {entries} entries"),
+        )
+        .into()),
+    }
+}
+
+/// An error that ends the process with this exit code.
+#[derive(Debug)]
+struct Exit(u8, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}

@@ -1,6 +1,8 @@
 //! Owns the set of compiled-in plugins: which exist (the ONLY file with plugin
 //! `#[cfg(feature)]` lines), building each from its `[plugins.<name>]` table, their guards,
-//! and what `GET /api/features` reports.
+//! their routes (and the core's 404 for the admin console's paths when the plugin is absent
+//! or disabled), the audit chain check behind `securechat audit verify`, and what
+//! `GET /api/features` reports.
 //!
 //! Invariant: the core talks to plugins only through `securechat-plugin-api`. A plugin that
 //! is not compiled in is simply absent: `/api/features` does not list it and nothing of it
@@ -8,10 +10,15 @@
 
 use std::sync::Arc;
 
+use securechat_plugin_api::admin::AdminStore;
 use securechat_plugin_api::{Admission, Guard, Plugin, PluginContext, Verdict};
 use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
 
 use crate::config::PluginsConfig;
+use crate::error::ApiError;
 
 /// The routes this module answers.
 pub const ROUTES: &[(&str, &str)] = &[("GET", "/api/features")];
@@ -26,7 +33,15 @@ pub fn route(plugins: Arc<Plugins>) -> warp::filters::BoxedFilter<(warp::reply::
 }
 
 /// Names of every plugin that exists, compiled in or not.
-pub const KNOWN: &[&str] = &["rate_limit"];
+pub const KNOWN: &[&str] = &["rate_limit", ADMIN_LOGS];
+
+/// The admin console's plugin; the core answers its paths itself when it is absent or off.
+const ADMIN_LOGS: &str = "admin_logs";
+
+/// Paths that belong to the admin-logs plugin.
+fn is_admin_console_path(path: &str) -> bool {
+    path == "/api/admin" || path.starts_with("/api/admin/") || path == "/api/reports"
+}
 
 /// The plugins of this build.
 pub struct Plugins {
@@ -45,7 +60,11 @@ impl Plugins {
 
     /// Builds the plugins compiled into this binary, in a fixed order, from their tables.
     /// An unknown plugin table, or an unknown key in one, is an error naming it.
-    pub fn compiled_in(config: &PluginsConfig) -> anyhow::Result<Plugins> {
+    /// `admin` is the core's side of the admin console (absent for tools).
+    pub fn compiled_in(
+        config: &PluginsConfig,
+        admin: Option<Arc<dyn AdminStore>>,
+    ) -> anyhow::Result<Plugins> {
         for name in config.0.keys() {
             if !KNOWN.contains(&name.as_str()) {
                 anyhow::bail!(
@@ -59,6 +78,7 @@ impl Plugins {
                     Some(table) => serde_json::to_value(table)?,
                     None => json!({}),
                 },
+                admin: admin.clone(),
             })
         };
         let _ = &cx;
@@ -67,6 +87,11 @@ impl Plugins {
         #[cfg(feature = "rate-limit")]
         plugins.push(Box::new(
             securechat_plugin_rate_limit::RateLimit::new(&cx(securechat_plugin_rate_limit::NAME)?)
+                .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
+        ));
+        #[cfg(feature = "admin-logs")]
+        plugins.push(Box::new(
+            securechat_plugin_admin_logs::AdminLogs::new(&cx(securechat_plugin_admin_logs::NAME)?)
                 .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
         ));
         for name in config.0.keys() {
@@ -102,6 +127,44 @@ impl Plugins {
         json!({ "plugins": list })
     }
 
+    /// The routes of every enabled plugin, then the core's answer for the admin console's
+    /// paths when that plugin is not compiled in (404 `feature_not_compiled_in`) or is
+    /// disabled (404 `feature_disabled`).
+    pub fn routes(&self) -> BoxedFilter<(Response,)> {
+        use warp::Filter;
+        let refusal = match self.plugins.iter().find(|p| p.name() == ADMIN_LOGS) {
+            None => Some(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "feature_not_compiled_in",
+                "this build has no admin console (feature admin-logs)",
+            )),
+            Some(p) if !p.enabled() => Some(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "feature_disabled",
+                "the admin console is disabled ([plugins.admin_logs] enabled = false)",
+            )),
+            Some(_) => None,
+        };
+        let gate = warp::path::full()
+            .and_then(move |path: warp::path::FullPath| {
+                let refusal = refusal
+                    .clone()
+                    .filter(|_| is_admin_console_path(path.as_str()));
+                async move {
+                    Err::<Response, _>(match refusal {
+                        Some(e) => warp::reject::custom(e),
+                        None => warp::reject::not_found(),
+                    })
+                }
+            })
+            .boxed();
+        self.plugins
+            .iter()
+            .filter(|p| p.enabled())
+            .filter_map(|p| p.routes())
+            .fold(gate, |rest, r| r.or(rest).unify().boxed())
+    }
+
     /// Asks every guard; the first refusal wins.
     pub fn admit(&self, what: &Admission<'_>) -> Verdict {
         for g in &self.guards {
@@ -113,6 +176,47 @@ impl Plugins {
     }
 }
 
+/// `securechat audit verify`: checks the audit chain (docs/PROTOCOL.md §12) of the
+/// entries, oldest first. `None` when this build has no admin-logs plugin.
+pub fn verify_audit_chain(
+    entries: &[securechat_plugin_api::admin::AuditEntry],
+) -> Option<AuditVerdict> {
+    #[cfg(feature = "admin-logs")]
+    {
+        use securechat_plugin_admin_logs::audit::{verify, Verification};
+        Some(match verify(entries) {
+            Verification::Ok { entries } => AuditVerdict::Ok { entries },
+            Verification::Broken {
+                entries,
+                first_bad_seq,
+                reason,
+            } => AuditVerdict::Broken {
+                entries,
+                first_bad_seq,
+                reason,
+            },
+        })
+    }
+    #[cfg(not(feature = "admin-logs"))]
+    {
+        let _ = entries;
+        None
+    }
+}
+
+/// What [`verify_audit_chain`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerdict {
+    Ok {
+        entries: usize,
+    },
+    Broken {
+        entries: usize,
+        first_bad_seq: i64,
+        reason: &'static str,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +225,7 @@ mod tests {
     fn an_unknown_plugin_table_is_refused_by_name() {
         let mut c = PluginsConfig::default();
         c.0.insert("rate_limti".into(), toml::Table::new());
-        let err = Plugins::compiled_in(&c)
+        let err = Plugins::compiled_in(&c, None)
             .err()
             .expect("must fail")
             .to_string();

@@ -126,6 +126,29 @@ test('vectors: wrong addressee, wrong signing key and a tampered field are refus
   assert.equal(await e.verifyEnvelope({ ...m.envelope, to: 'carl' }, bobSign), false);
 });
 
+// API-CONTRACT.md "Report body"
+test('reporting the vector message discloses exactly its K and plaintext bytes, after the same checks as open', async () => {
+  const body = await e.disclose(m.envelope, { me: 'carol', encPrivateKey: carol.encPrivateKey, senderSignKeys: bobSign });
+  assert.deepEqual(Object.keys(body).sort(), ['key', 'message_id', 'plaintext']);
+  assert.equal(body.message_id, m.envelope.id);
+  assert.equal(body.key, m.key);
+  assert.equal(text(bytes(body.plaintext)), m.plaintext);
+  await assert.rejects(e.disclose(m.envelope, { me: 'carol', encPrivateKey: carol.encPrivateKey, senderSignKeys: carolSign }), { code: 'bad_signature' });
+  await assert.rejects(e.disclose(m.envelope, { me: 'dave', encPrivateKey: carol.encPrivateKey, senderSignKeys: bobSign }), { code: 'not_for_me' });
+});
+
+test('a report discloses the padded plaintext as decrypted, and its key opens the ciphertext', async () => {
+  const env = await sealText(alice, bob, 'buy now');
+  const body = await e.disclose(env, { me: 'bob', encPrivateKey: bob.encPrivateKey, senderSignKeys: alice.signSpki });
+  const plain = bytes(body.plaintext);
+  assert.equal(plain.length, 256);
+  assert.equal(text(plain).trimEnd(), '{"text":"buy now"}');
+  const aes = await crypto.subtle.importKey('raw', bytes(body.key), 'AES-GCM', false, ['decrypt']);
+  const aad = e.messageAad(env.id, env.from, env.to, env.sent_at);
+  const opened = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: bytes(env.iv), additionalData: aad }, aes, bytes(env.ct)));
+  assert.deepEqual(opened, plain);
+});
+
 // PROTOCOL.md §1.6
 test('a high-S signature (the other valid s) verifies too', async () => {
   const n = BigInt('0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551');

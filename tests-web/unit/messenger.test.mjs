@@ -497,3 +497,43 @@ test('the page listens with addEventListener: CustomEvents with the value in det
   assert.equal(heard.length, 3, 'nothing after the abort');
   assert.deepEqual(m.presence.get('bob'), { online: false, last_seen: 5, inferred: false }, 'the model still updated');
 });
+
+// API-CONTRACT.md "Report body"
+test('reporting a received message posts only its id, K, exact plaintext bytes and the reason', async () => {
+  const { m, relay, server } = await setup();
+  const posted = [];
+  let answer = { id: 1, verdict: 'verified', detail: null };
+  server.post = async (path, body, options) => {
+    posted.push({ path, body: structuredClone(body), options });
+    if (answer instanceof Error) throw answer;
+    return answer;
+  };
+  const env = await fromBob('buy now');
+  await relay.emit('message', { type: 'message', seq: 4, server_ts: 10, envelope: env });
+  await relay.emit('message', { type: 'message', seq: 5, server_ts: 11, envelope: await fromBob('another one') });
+  const msg = [...m.conversations.get('bob').messages.values()].find((x) => x.id === env.id);
+  assert.equal(await m.report('bob', msg.key, 'spam'), answer);
+  assert.equal(posted.length, 1);
+  const { path, body, options } = posted[0];
+  assert.equal(path, '/api/reports');
+  assert.deepEqual(options, { auth: true });
+  assert.deepEqual(Object.keys(body).sort(), ['key', 'message_id', 'plaintext', 'reason']);
+  assert.equal(body.message_id, env.id);
+  assert.equal(body.reason, 'spam');
+  const plain = b64.decode(body.plaintext);
+  assert.equal(new TextDecoder().decode(plain).trimEnd(), '{"text":"buy now"}');
+  assert.equal(plain.length, 256, 'the padding is part of what was decrypted');
+  const aes = await crypto.subtle.importKey('raw', b64.decode(body.key), 'AES-GCM', false, ['decrypt']);
+  const aad = e.messageAad(env.id, env.from, env.to, env.sent_at);
+  const opened = new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv: b64.decode(env.iv), additionalData: aad }, aes, b64.decode(env.ct)));
+  assert.deepEqual(opened, plain);
+  assert.equal(msg.reported, true);
+
+  // 409 already_reported marks it too; my own messages cannot be reported
+  answer = new ApiError(409, 'already_reported', 'reported before');
+  await assert.rejects(m.report('bob', msg.key, 'abuse'), { code: 'already_reported' });
+  await m.sendText('bob', 'mine');
+  const mine = [...m.conversations.get('bob').messages.values()].find((x) => x.mine);
+  await assert.rejects(m.report('bob', mine.key, 'spam'), BlockedError);
+  assert.equal(posted.length, 2);
+});

@@ -4,9 +4,10 @@
 // the pinned ones, the published key log, "Accept the new keys"), the messages (paging back,
 // states of your own messages, the signed send time with a mark when the server's time differs
 // much, a label on messages signed by a previous key, messages that did not verify shown as
-// such) and the typing line. The composer and the contact card
+// such, and on a received message that opened, a "Report" action when reports are enabled)
+// and the typing line. The composer and the contact card
 // inside the panel are their own modules, and so are the files (attachments.js, set by chat.js);
-// this one opens, closes and re-renders them.
+// this one opens, closes and re-renders them; the report dialog is chat/report.js.
 // Message text is only ever written with textContent.
 import { authErrorMessage } from '../auth.js';
 import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
@@ -40,6 +41,8 @@ export class ConversationView {
     this.composer = new Composer(messenger, () => this.peer);
     /** the files of the conversation (chat/attachments.js), or null */
     this.attachments = null;
+    /** the report dialog (chat/report.js), set by chat.js only when reports are enabled */
+    this.reports = null;
   }
 
   wire() {
@@ -181,7 +184,8 @@ export class ConversationView {
 
   fillMessage(li, m) {
     const previousKey = this.m.previousKeyOf(m);
-    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}`;
+    const reportable = Boolean(this.reports) && !m.mine && m.status === 'ok';
+    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}`;
     if (li.dataset.render === signature) return;
     li.dataset.render = signature;
     li.dataset.state = m.mine ? m.state : '';
@@ -225,7 +229,24 @@ export class ConversationView {
       meta.append(' · ', state);
       if (m.state === 'failed' && m.error) meta.append(el('span', 'msg-error', ` — ${m.error}`));
     }
+    if (reportable) meta.append(' · ', this.reportAction(m));
     li.replaceChildren(who, body, meta);
+  }
+
+  /** "Report" on a received message (opens the confirm dialog), or "Reported" once it was. */
+  reportAction(m) {
+    if (m.reported) {
+      const done = el('span', 'msg-reported', 'Reported');
+      done.dataset.role = 'reported';
+      return done;
+    }
+    const button = el('button', 'msg-report', 'Report');
+    button.type = 'button';
+    button.dataset.role = 'report';
+    button.setAttribute('aria-haspopup', 'dialog');
+    button.setAttribute('aria-label', `Report this message from ${m.from}`);
+    button.addEventListener('click', () => this.reports?.open(this.peer, m, button));
+    return button;
   }
 
   renderKeys(c) {

@@ -1,18 +1,37 @@
 //! The contract between securechat and its compiled-in plugins: the [`Plugin`] trait, the
-//! [`PluginContext`] a plugin is built with, and the [`Guard`] asked before work is admitted.
+//! [`PluginContext`] a plugin is built with, the [`Guard`] asked before work is admitted,
+//! the [`Routes`] a plugin may answer, and the narrow [`admin::AdminStore`] through which
+//! the admin console reads and steers the core.
 //!
 //! Invariant: this is the only crate a plugin imports from securechat, so `server` can
 //! depend on plugins without a cycle. Admissions carry routing metadata only — never a
 //! token, key, password, ciphertext or file name.
 
+pub mod admin;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// HTTP routes a plugin answers: a boxed warp filter producing a whole response (errors
+/// included). A request it does not match falls through to the core's own routes.
+pub type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
 /// What a plugin gets at start-up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginContext {
     /// The plugin's own table, `[plugins.<name>]` (an empty object when absent).
     pub config: serde_json::Value,
+    /// The core's admin services, for plugins that serve the admin console.
+    pub admin: Option<Arc<dyn admin::AdminStore>>,
+}
+
+impl std::fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginContext")
+            .field("config", &self.config)
+            .field("admin", &self.admin.is_some())
+            .finish()
+    }
 }
 
 /// Where a request came from: the TCP peer and, verbatim, the proxy headers it sent. Only a
@@ -74,6 +93,10 @@ pub trait Plugin: Send + Sync + 'static {
     /// False when its table says `enabled = false`: it then guards nothing.
     fn enabled(&self) -> bool;
     fn guard(&self) -> Option<Arc<dyn Guard>> {
+        None
+    }
+    /// HTTP routes the plugin answers while enabled.
+    fn routes(&self) -> Option<Routes> {
         None
     }
 }

@@ -23,7 +23,7 @@ use warp::http::StatusCode;
 
 use crate::b64;
 use crate::config::AuthConfig;
-use crate::db::{now_ms, sessions, users, Db};
+use crate::db::{admin, now_ms, sessions, users, Db, DbError};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{self, KeyBundle};
 use crate::live::{Ended, LiveSessions};
@@ -308,6 +308,15 @@ impl Auth {
         let name = req.username.clone();
         let user = self.db.read(move |c| users::by_name(c, &name)).await?;
         let user = self.check_auth_key(user, req.auth_key).await?;
+        // Only after the key checked out, so a guesser learns nothing from it.
+        let uid = user.id;
+        if self.db.read(move |c| admin::is_disabled(c, uid)).await? {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "this account has been disabled by an admin",
+            ));
+        }
         let pair = self.open_session(user.id, &user.username).await?;
         Ok(LoginResponse {
             username: user.username,
@@ -408,6 +417,10 @@ impl Auth {
             .write(move |c| {
                 let r = sessions::refresh(c, &presented, &next_hash, now)?;
                 let user = match &r {
+                    sessions::Refresh::Rotated(s) if admin::is_disabled(c, s.user_id)? => {
+                        // Rolls the rotation back: a disabled account gets no new token.
+                        return Err(DbError::Aborted("account disabled".into()));
+                    }
                     sessions::Refresh::Rotated(s) => {
                         users::touch_last_seen(c, s.user_id, now)?;
                         users::by_id(c, s.user_id)?
@@ -416,7 +429,11 @@ impl Auth {
                 };
                 Ok((r, user))
             })
-            .await?;
+            .await;
+        let outcome = match outcome {
+            Err(DbError::Aborted(_)) => return Err(ApiError::unauthorized()),
+            other => other?,
+        };
         match outcome {
             (sessions::Refresh::Rotated(session), Some(user)) => {
                 let access = self

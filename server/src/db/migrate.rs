@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "files",
         include_str!("../../../migrations/0007_files.sql"),
     ),
+    (
+        8,
+        "admin",
+        include_str!("../../../migrations/0008_admin.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

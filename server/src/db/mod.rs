@@ -10,6 +10,7 @@
 //! cost 38 µs instead of 10 µs; the unary `+` keeps the value out of the planner's sight
 //! and the plan is the same. `store::tests` checks that the claim is not recompiled.
 
+pub mod admin;
 mod checkpoint;
 pub mod files;
 mod message_ids;
