@@ -10,11 +10,20 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { assertClean, loginViaUi, newPage, openFromDirectory, send, startServerAndBrowser, waitForChat, waitState } from './helpers.mjs';
-import { runClient, serverCommand } from './server.mjs';
+import {
+  assertClean,
+  bubble,
+  loginViaUi,
+  newPage,
+  openFromDirectory,
+  registerViaUi,
+  send,
+  startServerAndBrowser,
+  waitForChat,
+} from './helpers.mjs';
+import { serverCommand } from './server.mjs';
 
 const PASSWORD = 'admin console password 1';
-const USERS = ['alice', 'bob', 'carol', 'dave'];
 const TEXTS = {
   bobToCarol1: 'bob to carol: the first secret',
   bobToCarol2: 'bob to carol: the second secret',
@@ -78,6 +87,11 @@ async function fetchInPage(page, requests, { auth = true } = {}) {
   );
 }
 
+/** Waits until the server has stored `text` sent from `page` (its bubble is sent, delivered or read). */
+async function stored(page, text) {
+  await bubble(page, text, 'mine').and(page.locator('[data-state="sent"], [data-state="delivered"], [data-state="read"]')).waitFor();
+}
+
 /** The cells' text of every row of a table body. */
 function rowsOf(page, tableId) {
   return page.$$eval(`#${tableId} tbody tr`, (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
@@ -90,16 +104,12 @@ async function envelopes(page, peer) {
   return answer.body.messages.map((m) => (typeof m.envelope === 'string' ? JSON.parse(m.envelope) : m.envelope));
 }
 
-async function signIn(browser, server, user) {
+/** A new browser context with `user` registered there (and so signed in, on chat.html). */
+async function register(browser, server, user) {
   const session = await newPage(browser);
-  await loginViaUi(session.page, server.url, user, PASSWORD);
+  await registerViaUi(session.page, server.url, user, PASSWORD);
   await waitForChat(session.page);
   return session;
-}
-
-async function openAdmin(page, server, hash = '') {
-  await page.goto(`${server.url}/admin.html${hash}`);
-  await page.locator('#console').waitFor({ state: 'visible' });
 }
 
 describe('the admin console', () => {
@@ -112,23 +122,21 @@ describe('the admin console', () => {
 
   before(async () => {
     ({ server, browser } = await startServerAndBrowser());
-    for (const user of USERS) {
-      await runClient(['register', '--server', server.url, '--username', user, '--password', PASSWORD, '--iterations', '1000']);
-    }
+    [admin, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((user) => register(browser, server, user)));
+    await (await register(browser, server, 'dave')).context.close();
     await serverCommand(server, ['admin', 'grant', 'alice']);
-    [bob, carol] = await Promise.all([signIn(browser, server, 'bob'), signIn(browser, server, 'carol')]);
 
     await openFromDirectory(bob.page, 'carol');
     for (const text of [TEXTS.bobToCarol1, TEXTS.bobToCarol2]) {
       await send(bob.page, text);
-      await waitState(bob.page, text, 'delivered');
+      await stored(bob.page, text);
     }
     await openFromDirectory(carol.page, 'bob');
     await send(carol.page, TEXTS.carolToBob);
-    await waitState(carol.page, TEXTS.carolToBob, 'delivered');
+    await stored(carol.page, TEXTS.carolToBob);
     await openFromDirectory(bob.page, 'alice');
     await send(bob.page, TEXTS.bobToAlice);
-    await waitState(bob.page, TEXTS.bobToAlice, 'sent');
+    await stored(bob.page, TEXTS.bobToAlice);
 
     const all = [...(await envelopes(bob.page, 'carol')), ...(await envelopes(bob.page, 'alice'))];
     for (const envelope of all) (sent[envelope.from] ??= []).push(envelope);
@@ -142,8 +150,9 @@ describe('the admin console', () => {
   });
 
   test('an admin opens the console from the chat and filters the message log by sender: only that sender’s rows, as metadata and fingerprints', async () => {
-    admin = await signIn(browser, server, 'alice');
     const { page, problems } = admin;
+    await page.reload(); // alice was made an admin after her page loaded
+    await waitForChat(page);
     await page.locator('#admin-link').click();
     await page.waitForURL(/\/admin\.html$/);
     await page.locator('#console').waitFor({ state: 'visible' });
@@ -230,6 +239,7 @@ describe('the admin console', () => {
     await page.locator('#view-users').waitFor({ state: 'visible' });
     await page.fill('#users-query', 'dave');
     await page.press('#users-query', 'Enter');
+    await page.locator('#users-status', { hasText: /^1 user\.$/ }).waitFor();
     const row = page.locator('#users-table tbody tr').filter({ has: page.locator('th', { hasText: /^dave$/ }) });
     await row.locator('td.account-state', { hasText: 'Active' }).waitFor();
     assert.equal(await page.locator('#users-table tbody tr').count(), 1);

@@ -95,6 +95,7 @@ export class Paged {
     this.params = {};
     this.cursor = null;
     this.count = 0;
+    this.asked = 0;
     this.more.addEventListener('click', () => this.page(true));
   }
 
@@ -108,10 +109,12 @@ export class Paged {
   async page(older) {
     say(this.status, 'Loading…');
     this.more.disabled = true;
+    const asked = ++this.asked; // an answer to an older question (other filters) is dropped
     try {
       const answer = await this.api.get(`${this.path}${query({ ...this.params, cursor: older ? this.cursor : null })}`, {
         auth: true,
       });
+      if (asked !== this.asked) return;
       const rows = Array.isArray(answer?.[this.key]) ? answer[this.key] : [];
       fillRows(this.tbody, rows, this.columns, { append: older });
       this.count = older ? this.count + rows.length : rows.length;
@@ -121,6 +124,7 @@ export class Paged {
       say(this.status, `${this.count} ${this.count === 1 ? one : many}${this.cursor ? ', more are older' : ''}.`);
       this.tbody.closest('table').dataset.loaded = 'true';
     } catch (err) {
+      if (asked !== this.asked) return;
       say(this.status, '');
       this.onError(`Could not load the ${this.noun[1]}: ${describeError(err)}`);
     } finally {
