@@ -283,7 +283,7 @@ describe('the admin console', () => {
     assertClean(problems);
   });
 
-  test('the health and jobs views show the server’s figures', async () => {
+  test('the health, jobs and files views show the server’s figures', async () => {
     const { page, problems } = admin;
     await page.locator('.admin-nav a[data-view="health"]').click();
     const figure = (label) => page.locator('#health-list dt', { hasText: new RegExp(`^${label}$`) }).locator('xpath=following-sibling::dd[1]');
@@ -293,6 +293,10 @@ describe('the admin console', () => {
     assert.equal(await figure('Status').innerText(), 'ok');
     await page.locator('.admin-nav a[data-view="jobs"]').click();
     await page.locator('#jobs-status', { hasText: /failed jobs/i }).waitFor();
+    // no file was sent: the files log answers, empty
+    await page.locator('.admin-nav a[data-view="files"]').click();
+    await page.locator('#files-status', { hasText: /^0 files\.$/ }).waitFor();
+    assert.equal(await page.locator('#files-table tbody tr').count(), 0);
     assertClean(problems);
   });
 
