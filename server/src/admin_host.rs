@@ -11,8 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use securechat_plugin_api::admin::{
     AdminStore, AuditEntry, Caller, EntryHasher, FailedJob, FileRow, Health, JobChange, LogQuery,
-    MessageRow, NewReport, QueueRow, ReportRow, ReportedMessage, StoreError, StoreResult,
-    UserRow,
+    MessageRow, NewReport, QueueRow, ReportRow, ReportedMessage, StoreError, StoreResult, UserRow,
 };
 
 use crate::auth::Auth;
@@ -74,7 +73,11 @@ impl AdminHost {
 
     /// Revokes every session of `username` (disabling it first if asked), then closes
     /// their sockets. `None`: no such user.
-    async fn end_sessions(&self, username: String, disable: Option<bool>) -> StoreResult<Option<u64>> {
+    async fn end_sessions(
+        &self,
+        username: String,
+        disable: Option<bool>,
+    ) -> StoreResult<Option<u64>> {
         let now = now_ms();
         let done = self
             .db

@@ -231,7 +231,11 @@ fn audit_verify(config: &Config) -> anyhow::Result<()> {
     )?;
     let entries = securechat::admin_host::audit_entries(&conn)?;
     match securechat::plugins::verify_audit_chain(&entries) {
-        None => Err(Exit(2, "audit verify: the admin-logs feature is not compiled into this build".into()).into()),
+        None => Err(Exit(
+            2,
+            "audit verify: the admin-logs feature is not compiled into this build".into(),
+        )
+        .into()),
         Some(AuditVerdict::Ok { entries }) => {
             println!("audit log ok: {entries} entries");
             Ok(())

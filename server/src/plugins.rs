@@ -20,8 +20,27 @@ use warp::reply::Response;
 use crate::config::PluginsConfig;
 use crate::error::ApiError;
 
-/// The routes this module answers.
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/api/features")];
+/// The routes this module answers: `/api/features`, and the admin console's (served by the
+/// admin-logs plugin, or refused here with 404 `feature_not_compiled_in`/`feature_disabled`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/features"),
+    ("GET", "/api/admin/messages"),
+    ("GET", "/api/admin/messages.csv"),
+    ("GET", "/api/admin/files"),
+    ("GET", "/api/admin/files.csv"),
+    ("GET", "/api/admin/users"),
+    ("POST", "/api/admin/users/{name}/disable"),
+    ("POST", "/api/admin/users/{name}/enable"),
+    ("POST", "/api/admin/users/{name}/revoke-sessions"),
+    ("GET", "/api/admin/jobs"),
+    ("POST", "/api/admin/jobs/{id}/retry"),
+    ("POST", "/api/admin/jobs/{id}/cancel"),
+    ("GET", "/api/admin/health"),
+    ("GET", "/api/admin/audit"),
+    ("GET", "/api/admin/audit/verify"),
+    ("GET", "/api/admin/reports"),
+    ("POST", "/api/reports"),
+];
 
 /// `GET /api/features`.
 pub fn route(plugins: Arc<Plugins>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
@@ -232,25 +251,67 @@ mod tests {
         assert!(err.contains("rate_limti"), "{err}");
     }
 
+    /// The `[plugins.<name>]` table of the shipped config.toml, as JSON.
+    #[cfg(any(feature = "rate-limit", feature = "admin-logs"))]
+    fn shipped_table(name: &str) -> serde_json::Value {
+        let text = include_str!("../../config.toml");
+        let table: toml::Table = toml::from_str(text).expect("valid toml");
+        serde_json::to_value(&table["plugins"][name]).expect("json")
+    }
+
+    /// Asserts that the shipped table parses to the defaults and spells out every key.
+    #[cfg(any(feature = "rate-limit", feature = "admin-logs"))]
+    fn assert_shipped_is_defaults<S>(
+        name: &str,
+        parse: impl Fn(&serde_json::Value) -> S,
+        defaults: S,
+    ) where
+        S: serde::Serialize + PartialEq + std::fmt::Debug,
+    {
+        let value = shipped_table(name);
+        assert_eq!(parse(&value), defaults);
+        let defaults = serde_json::to_value(defaults).expect("json");
+        for key in defaults.as_object().expect("object").keys() {
+            assert!(
+                value.get(key).is_some(),
+                "config.toml lacks plugins.{name}.{key}"
+            );
+        }
+    }
+
     /// config.toml spells out every key of every plugin table with its default.
     #[cfg(feature = "rate-limit")]
     #[test]
     fn the_shipped_rate_limit_table_is_exactly_the_defaults() {
         use securechat_plugin_rate_limit::Settings;
-        let text = include_str!("../../config.toml");
-        let table: toml::Table = toml::from_str(text).expect("valid toml");
-        let rl = table["plugins"]["rate_limit"].clone();
-        let value = serde_json::to_value(&rl).expect("json");
-        assert_eq!(
-            Settings::from_value(&value).expect("parses"),
-            Settings::default()
+        assert_shipped_is_defaults(
+            "rate_limit",
+            |v| Settings::from_value(v).expect("parses"),
+            Settings::default(),
         );
-        let defaults = serde_json::to_value(Settings::default()).expect("json");
-        for key in defaults.as_object().expect("object").keys() {
-            assert!(
-                value.get(key).is_some(),
-                "config.toml lacks plugins.rate_limit.{key}"
-            );
-        }
+    }
+
+    #[cfg(feature = "admin-logs")]
+    #[test]
+    fn the_shipped_admin_logs_table_is_exactly_the_defaults() {
+        use securechat_plugin_admin_logs::Settings;
+        assert_shipped_is_defaults(
+            "admin_logs",
+            |v| Settings::from_value(v).expect("parses"),
+            Settings::default(),
+        );
+    }
+
+    #[cfg(feature = "admin-logs")]
+    #[test]
+    fn an_unknown_key_in_the_admin_logs_table_is_refused_by_name() {
+        let mut c = PluginsConfig::default();
+        let t: toml::Table = toml::from_str("csv_max_rowz = 5").expect("toml");
+        c.0.insert("admin_logs".into(), t);
+        let err = Plugins::compiled_in(&c, None)
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("csv_max_rowz"), "{err}");
     }
 }

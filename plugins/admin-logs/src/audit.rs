@@ -58,8 +58,7 @@ pub enum Verification {
 /// entry's own fields (an edited row).
 pub fn verify(entries: &[AuditEntry]) -> Verification {
     let mut prev_hash: &[u8] = &GENESIS;
-    let mut expected_seq = 1i64;
-    for e in entries {
+    for (expected_seq, e) in (1i64..).zip(entries) {
         let broken = |reason| Verification::Broken {
             entries: entries.len(),
             first_bad_seq: e.seq,
@@ -79,7 +78,6 @@ pub fn verify(entries: &[AuditEntry]) -> Verification {
             return broken("hash_mismatch");
         }
         prev_hash = &e.hash;
-        expected_seq += 1;
     }
     Verification::Ok {
         entries: entries.len(),

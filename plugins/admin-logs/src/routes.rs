@@ -56,7 +56,11 @@ impl Fail {
     }
 
     pub(crate) fn not_found(what: &str) -> Fail {
-        Fail::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Fail::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub(crate) fn unauthorized() -> Fail {
@@ -219,8 +223,8 @@ fn ok(body: Value) -> Answer {
 }
 
 /// `Authorization` header, if any.
-pub(crate) fn authorization() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone
-{
+pub(crate) fn authorization(
+) -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
 }
 
@@ -232,7 +236,10 @@ pub fn routes(console: Arc<Console>) -> Routes {
         .and(warp::query::<Vec<(String, String)>>())
         .and(authorization())
         .then(
-            move |tail: Tail, method: Method, query: Vec<(String, String)>, auth: Option<String>| {
+            move |tail: Tail,
+                  method: Method,
+                  query: Vec<(String, String)>,
+                  auth: Option<String>| {
                 let c = c.clone();
                 async move { reply(c.admin(tail.as_str(), &method, Params(query), auth).await) }
             },
@@ -443,7 +450,11 @@ impl Console {
                 "an admin cannot disable their own account",
             ));
         }
-        let action = if disable { "user.disable" } else { "user.enable" };
+        let action = if disable {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
         self.audit(who, action, Some(name), json!({})).await?;
         let n = self
             .store

@@ -73,6 +73,15 @@ impl TestApp {
         start(self.dir, config).await
     }
 
+    /// Stops the server; the data dir stays (for tools run against it).
+    pub async fn stop(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.handle).await;
+        self
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.config.database_path()
     }

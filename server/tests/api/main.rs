@@ -1,6 +1,7 @@
 //! Black-box tests of securechat: the real server on 127.0.0.1:0, a real SQLite file in a
 //! temp dir, and the Rust client doing what the browser does.
 
+mod admin;
 mod auth;
 mod binary;
 mod directory;

@@ -30,7 +30,7 @@ async fn closed_within_a_second(ws: &mut WsClient) -> (Option<u16>, String) {
     }
 }
 
-async fn assert_session_ended(ws: &mut WsClient) {
+pub(crate) async fn assert_session_ended(ws: &mut WsClient) {
     let (code, reason) = closed_within_a_second(ws).await;
     assert_eq!(code, Some(SESSION_ENDED));
     assert_eq!(reason, "session ended");
