@@ -6,7 +6,8 @@
 // every admin route answers their token 403 (401 without one); an admin disables a user from
 // the Users view and that user's sign-in is refused; the audit view shows the entries of
 // what the admin just did and that the chain checks out; health shows the server's counts;
-// a report's disclosed text is shown as text, never as markup.
+// a report's disclosed text is shown as text, never as markup (a rewritten answer, and a real
+// report made from the chat), and "Disable sender" disables the sender.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -334,5 +335,41 @@ describe('the admin console', () => {
     assert.equal(await page.getByRole('button', { name: /^Disable bob/ }).count(), 2);
     await page.unroute(/\/api\/admin\/reports/);
     assertClean(problems);
+  });
+  test('a report made from the chat shows in the Reports view as verified, with its text as text, and "Disable sender" disables the sender', async () => {
+    const markup = '<b>bold</b> <img src=x id=injected2> report me';
+    await openFromDirectory(bob.page, 'carol');
+    await send(bob.page, markup);
+    await stored(bob.page, markup);
+    const c = carol.page; // on admin.html since the refusal test
+    await c.goto(`${server.url}/chat.html`);
+    await waitForChat(c);
+    await openFromDirectory(c, 'bob');
+    const report = bubble(c, markup, 'theirs').locator('button[data-role="report"]');
+    await report.waitFor();
+    await report.click();
+    await c.locator('#report-dialog').waitFor({ state: 'visible' });
+    await c.locator('#report-form input[value="abuse"]').check();
+    await c.locator('#report-submit').click();
+    await c.locator('#report-dialog').waitFor({ state: 'hidden' });
+    await bubble(c, markup, 'theirs').locator('[data-role="reported"]').waitFor();
+
+    const { page, problems } = admin;
+    await page.locator('.admin-nav a[data-view="health"]').click(); // away and back: the view reloads
+    await page.locator('.admin-nav a[data-view="reports"]').click();
+    await page.locator('#reports-status', { hasText: /^1 report\.$/ }).waitFor();
+    const [row] = await rowsOf(page, 'reports-table');
+    assert.deepEqual(row.slice(0, 4), ['Verified', 'abuse', 'carol', 'bob']);
+    assert.equal(row[6], markup);
+    assert.equal(await page.locator('#injected2').count(), 0);
+    assert.equal(await page.locator('#reports-table b').count(), 0);
+
+    await page.getByRole('button', { name: /^Disable bob, the sender of report/ }).click();
+    await page.locator('#confirm-yes').click();
+    await page.locator('#reports-status', { hasText: 'bob is disabled' }).waitFor();
+    const [users] = await fetchInPage(page, [['GET', '/api/admin/users?query=bob']]);
+    assert.equal(users.body.users.find((u) => u.username === 'bob')?.disabled, true);
+    assertClean(problems);
+    assertClean(carol.problems, { allowStatuses: [401, 403] });
   });
 });
