@@ -16,6 +16,8 @@ use serde_json::Value;
 use crate::helpers::{spawn_app, PASSWORD};
 use crate::helpers::{spawn_app_with, TestApp};
 #[cfg(feature = "admin-logs")]
+use crate::rate_limit::{features, lists};
+#[cfg(feature = "admin-logs")]
 use crate::relay::{ack, connect, seal};
 #[cfg(feature = "admin-logs")]
 use crate::sessions::assert_session_ended;
@@ -774,11 +776,19 @@ async fn with_the_plugin_disabled_the_admin_routes_answer_404_feature_disabled()
         c.plugins.0.insert("admin_logs".into(), t);
     })
     .await;
-    for path in ["/api/admin/messages", "/api/reports", "/api/admin/health"] {
-        let (status, body) = call_json(&app, "GET", path, None).await;
-        assert_eq!(status, 404, "{path}");
-        assert_eq!(body["error"]["code"], "feature_disabled", "{path}");
+    for (method, path) in ADMIN_ROUTES.iter().chain(&[("POST", "/api/reports")]) {
+        let (status, body) = call_json(&app, method, path, None).await;
+        assert_eq!(status, 404, "{method} {path}");
+        assert_eq!(body["error"]["code"], "feature_disabled", "{method} {path}");
     }
+    assert!(lists(&features(&app).await, "admin_logs", false));
+}
+
+#[cfg(feature = "admin-logs")]
+#[tokio::test]
+async fn features_lists_the_admin_console_as_enabled_by_default() {
+    let app = spawn_app().await;
+    assert!(lists(&features(&app).await, "admin_logs", true));
 }
 
 #[cfg(not(feature = "admin-logs"))]

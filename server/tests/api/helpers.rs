@@ -63,14 +63,11 @@ async fn start(dir: tempfile::TempDir, config: Config) -> TestApp {
 
 impl TestApp {
     /// Stops the server and starts a new one on the same data dir.
-    pub async fn restart(mut self) -> TestApp {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.handle).await;
-        let mut config = self.config.clone();
+    pub async fn restart(self) -> TestApp {
+        let stopped = self.stop().await;
+        let mut config = stopped.config.clone();
         config.server.port = 0;
-        start(self.dir, config).await
+        start(stopped.dir, config).await
     }
 
     /// Stops the server; the data dir stays (for tools run against it).
