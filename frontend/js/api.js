@@ -269,3 +269,10 @@ export class Api {
     }
   }
 }
+
+/** Whether GET /api/features lists the plugin `name` (e.g. 'admin_logs') as compiled in and enabled. */
+export async function featureEnabled(api, name) {
+  const answer = await api.get('/api/features');
+  const plugins = Array.isArray(answer?.plugins) ? answer.plugins : [];
+  return plugins.some((p) => p?.name === name && p.enabled === true);
+}

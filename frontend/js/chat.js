@@ -89,6 +89,7 @@ async function start(session) {
       await account.leave('expired');
       return;
     }
+    if (info.is_admin === true) account.offerAdminConsole(api);
     if (Number.isSafeInteger(info.key_version) && info.key_version !== session.key_version) {
       say(appError, 'Your keys were changed on another device. Sign out and sign in again to use the new keys.');
     }

@@ -38,6 +38,15 @@ const TEXTS = {
   unsupported_tus_version: 'The server speaks another version of the upload protocol.',
   range_not_satisfiable: 'The server could not send that part of the file.',
   file_damaged: 'The server found this file damaged; it cannot be downloaded.',
+  // admin console and accounts (issue #15)
+  account_disabled: 'This account has been disabled by an administrator.',
+  admin_required: 'Only administrators may do this.',
+  cannot_disable_self: 'You cannot disable your own account.',
+  job_not_failed: 'Only a failed job can be retried.',
+  job_finished: 'That job has already finished.',
+  feature_disabled: 'This feature is turned off on this server.',
+  feature_not_compiled_in: 'This server was built without this feature.',
+  invalid_request: 'The server refused the request as malformed.',
 };
 
 const CODE_RE = /^[a-z0-9_]{1,40}$/;

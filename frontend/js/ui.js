@@ -80,3 +80,16 @@ export function noteExistingSession(session) {
     show($('signed-in-note'));
   }
 }
+
+/** Saves `blob` as a download named `name`, through a temporary object URL and link. */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.hidden = true;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

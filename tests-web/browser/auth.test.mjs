@@ -323,13 +323,13 @@ describe('accounts in the browser', () => {
 
   test('every page is served with the CSP and loads with no console errors and no CSP violations', async () => {
     const { context, page, problems } = await newPage(browser);
-    for (const path of ['/', '/index.html', '/register.html', '/login.html', '/chat.html', '/styles.css', '/js/crypto.js']) {
+    for (const path of ['/', '/index.html', '/register.html', '/login.html', '/chat.html', '/admin.html', '/styles.css', '/js/crypto.js', '/js/admin.js']) {
       const res = await page.request.get(`${server.url}${path}`);
       assert.equal(res.status(), 200, path);
       assert.deepEqual(directives(res.headers()['content-security-policy']), CSP, path);
       assert.equal(res.headers()['x-content-type-options'], 'nosniff', path);
     }
-    for (const path of ['/', '/register.html', '/login.html']) {
+    for (const path of ['/', '/register.html', '/login.html', '/admin.html']) {
       await page.goto(`${server.url}${path}`);
       await page.waitForLoadState('networkidle');
     }

@@ -115,3 +115,26 @@ export function runClient(args, { timeoutMs = 60000 } = {}) {
     });
   });
 }
+
+/**
+ * Runs another command of the server binary (`admin grant USER`, `audit verify`) against a
+ * running test server's data dir, with the same test settings; resolves to its stdout.
+ */
+export function serverCommand(server, args, { timeoutMs = 30000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const env = {
+      ...process.env,
+      SECURECHAT_STORAGE__DATA_DIR: server.dataDir,
+      SECURECHAT_AUTH__BCRYPT_COST: '4',
+      SECURECHAT_AUTH__MIN_KDF_ITERATIONS: '1000',
+    };
+    execFile(SERVER_BIN, args, { env, timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err) {
+        err.message += `\n--- stdout ---\n${stdout}\n--- stderr ---\n${stderr}`;
+        reject(err);
+        return;
+      }
+      resolve(stdout);
+    });
+  });
+}

@@ -1,9 +1,10 @@
-// Owns who is signed in: the account bar (#account: name, "Sign out", "Sign out everywhere"),
+// Owns who is signed in: the account bar (#account: name, the admin console link for admins,
+// "Sign out", "Sign out everywhere"),
 // the card with your own fingerprint and the account actions under it ("Replace my keys",
 // "Forget this device"), the ends of a session the relay reports (close code 4401, a
 // `keys_changed` frame from another session), and leaving the page (the local session
 // forgotten, the messenger stopped, off to the login page, which says why).
-import { ApiError } from '../api.js';
+import { ApiError, featureEnabled } from '../api.js';
 import { authErrorMessage, isOwnRotation, replaceKeys } from '../auth.js';
 import { clearSession, forgetAccount, kdfMemory, loadSession, saveSession } from '../store.js';
 import { $, markInvalid, renderDigits, say, setBusy, show } from '../ui.js';
@@ -24,6 +25,15 @@ export class Account {
     $('me-key-version').textContent = String(session.key_version);
     renderDigits($('own-fingerprint'), session.fingerprint);
     show($('account'));
+  }
+
+  /** Shows the link to admin.html (for an admin) when GET /api/features lists admin_logs enabled. */
+  async offerAdminConsole(api) {
+    try {
+      show($('admin-link'), await featureEnabled(api, 'admin_logs'));
+    } catch {
+      // no link: the console itself would say why
+    }
   }
 
   /**

@@ -8,7 +8,7 @@
 // Every text is written with textContent; nothing is built from HTML strings.
 import { authErrorMessage } from '../auth.js';
 import { formatBytes } from '../uploads.js';
-import { $, say, show } from '../ui.js';
+import { $, saveBlob, say, show } from '../ui.js';
 import { dropMissing, el, placeAfter, when } from './format.js';
 
 function duration(seconds) {
@@ -340,14 +340,6 @@ export class Attachments {
         // no picker after all (permissions, an old browser): the link below
       }
     }
-    const url = URL.createObjectURL(blob);
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = name;
-    a.hidden = true;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    saveBlob(blob, name);
   }
 }

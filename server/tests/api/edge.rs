@@ -105,6 +105,8 @@ async fn the_frontend_is_served_from_the_binary_with_content_types() {
         ("/", "text/html"),
         ("/register.html", "text/html"),
         ("/login.html", "text/html"),
+        ("/admin.html", "text/html"),
+        ("/js/admin.js", "javascript"),
         ("/styles.css", "text/css"),
         ("/js/crypto.js", "javascript"),
     ] {
