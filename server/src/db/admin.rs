@@ -104,7 +104,10 @@ pub fn files(conn: &Connection, f: &LogFilter) -> DbResult<Vec<FileRow>> {
     Ok(rows)
 }
 
-/// Users whose name starts with `prefix`, after `after`, ascending, with their totals.
+/// Users whose name starts with `prefix`, after `after`, ascending, with their totals. A
+/// user's message counts walk only their own conversations (`conversations` and the
+/// messages' conversation index), never the whole table: there is no per-sender index to
+/// keep the relay's inserts cheap.
 pub fn users(
     conn: &Connection,
     prefix: &str,
@@ -113,8 +116,12 @@ pub fn users(
 ) -> DbResult<Vec<UserRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT u.username, u.is_admin, u.disabled_at IS NOT NULL, u.created_at, u.last_seen_at, \
-           (SELECT count(*) FROM messages WHERE sender_id = u.id), \
-           (SELECT count(*) FROM messages WHERE recipient_id = u.id), \
+           (SELECT count(*) FROM conversations c JOIN messages m \
+              ON m.conv_lo = c.lo AND m.conv_hi = c.hi AND m.sender_id = u.id \
+              WHERE c.lo = u.id OR c.hi = u.id), \
+           (SELECT count(*) FROM conversations c JOIN messages m \
+              ON m.conv_lo = c.lo AND m.conv_hi = c.hi AND m.recipient_id = u.id \
+              WHERE c.lo = u.id OR c.hi = u.id), \
            (SELECT count(*) FROM files WHERE uploader_id = u.id), \
            (SELECT coalesce(sum(upload_offset), 0) FROM files WHERE uploader_id = u.id) \
          FROM users u \
@@ -267,13 +274,16 @@ pub fn reported_message(
     let Some(id) = uuid::Uuid::try_parse(msg_id).ok() else {
         return Ok(None);
     };
+    let Some(seq) = super::messages::seq_of_id(conn, id.as_bytes())? else {
+        return Ok(None);
+    };
     let found = conn
         .prepare_cached(
             "SELECT m.seq, s.username, r.username, m.server_ts, m.envelope, m.sender_id \
              FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
-             WHERE m.msg_id = ?1 AND m.recipient_id = ?2",
+             WHERE m.seq = ?1 AND m.recipient_id = ?2",
         )?
-        .query_row(params![&id.as_bytes()[..], recipient_id], |r| {
+        .query_row(params![seq, recipient_id], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,

@@ -20,7 +20,8 @@
 //! is added before its transaction commits, and one whose transaction rolls back stays in
 //! it as a harmless false positive.
 //!
-//! Invariant: only `db::messages` calls into this module, and only on the write connection.
+//! Invariant: only `db::messages` calls into this module, and only on the write connection,
+//! except [`find_seq_from_any_connection`], which reads no buffer.
 
 use std::sync::Mutex;
 
@@ -219,6 +220,29 @@ pub(super) fn find(
                 recipient_id: r.get(3)?,
             })
         })
+        .optional()?)
+}
+
+/// The seq of the message stored under `msg_id`, from any connection (the id buffer is the
+/// write connection's, so a reader cannot probe it): `message_ids` first, then only the
+/// messages stored since the id's key range was last flushed (at most about
+/// `ID_RANGES * FLUSH_EVERY` rows, a rowid range scan). A deleted message is not found.
+pub(super) fn find_seq_from_any_connection(
+    conn: &Connection,
+    msg_id: &[u8; 16],
+) -> DbResult<Option<i64>> {
+    let range = i64::from(msg_id[0]) * ID_RANGES / 256;
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.seq FROM main.message_ids i JOIN messages m ON m.seq = i.seq \
+             WHERE i.msg_id = ?1 AND m.msg_id = ?1 \
+             UNION ALL \
+             SELECT seq FROM messages \
+             WHERE seq > (SELECT through_seq FROM message_id_ranges WHERE key_range = ?2) \
+               AND msg_id = ?1 \
+             LIMIT 1",
+        )?
+        .query_row(params![&msg_id[..], range], |r| r.get(0))
         .optional()?)
 }
 

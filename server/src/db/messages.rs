@@ -191,6 +191,12 @@ pub struct HistoryRow {
     pub envelope: String,
 }
 
+/// The seq of the stored message whose envelope id is `msg_id` (16 bytes), from any
+/// connection; an index probe plus a bounded scan of the not yet indexed tail.
+pub fn seq_of_id(conn: &Connection, msg_id: &[u8; 16]) -> DbResult<Option<i64>> {
+    message_ids::find_seq_from_any_connection(conn, msg_id)
+}
+
 /// Messages between `a` and `b`, ascending by seq. With `after`, the first `limit` after
 /// it; otherwise the last `limit` before `before` (or the newest).
 pub fn history(
@@ -553,6 +559,33 @@ mod tests {
                 StoreOutcome::Stored(Stored { new: false, seq, .. }) if seq == i as i64
             ));
         }
+    }
+
+    #[test]
+    fn a_reader_finds_a_message_by_id_whether_or_not_its_range_was_flushed_and_not_once_deleted() {
+        let c = db();
+        let bytes = |id: &str| id_bytes(id).expect("id");
+        let StoreOutcome::Stored(a) = send(&c, 1, 2, A) else {
+            panic!("not stored")
+        };
+        for r in 0..ID_RANGES {
+            flush_id_range(&c, r, a.seq).expect("flush");
+        }
+        let StoreOutcome::Stored(b) = send(&c, 1, 2, B) else {
+            panic!("not stored")
+        };
+        // A through message_ids, B (still only in the writer's buffer) through the tail scan.
+        assert_eq!(seq_of_id(&c, &bytes(A)).expect("find"), Some(a.seq));
+        assert_eq!(seq_of_id(&c, &bytes(B)).expect("find"), Some(b.seq));
+        let never = bytes("9f1e2d3c-4b5a-4968-8776-655443322110");
+        assert_eq!(seq_of_id(&c, &never).expect("find"), None);
+        c.execute("DELETE FROM messages WHERE seq = ?1", [a.seq])
+            .expect("delete");
+        assert_eq!(
+            seq_of_id(&c, &bytes(A)).expect("find"),
+            None,
+            "message_ids may outlive the row"
+        );
     }
 
     #[test]

@@ -734,3 +734,35 @@ async fn without_the_plugin_audit_verify_says_so_and_exits_2() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("not compiled"), "{text}");
 }
+
+#[cfg(feature = "admin-logs")]
+#[tokio::test]
+async fn the_users_view_counts_what_each_user_sent_and_received_across_their_conversations() {
+    let (app, root, alice, bob) = console().await;
+    let carol = app.register_and_login("carol").await;
+    let mut a = connect(&app, &alice).await;
+    let mut c = connect(&app, &carol).await;
+    for text in ["one", "two", "three"] {
+        send(&app, &mut a, &alice, "bob", text).await;
+    }
+    send(&app, &mut a, &alice, "carol", "hi carol").await;
+    send(&app, &mut c, &carol, "alice", "hi alice").await;
+    send(&app, &mut a, &alice, "alice", "a note to self").await;
+    let _ = bob;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/users").await;
+    assert_eq!(status, 200, "{body}");
+    let counts = |name: &str| {
+        let u = body["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))
+            .clone();
+        (u["messages_sent"].as_i64(), u["messages_received"].as_i64())
+    };
+    assert_eq!(counts("alice"), (Some(5), Some(2)), "the note to self counts both ways");
+    assert_eq!(counts("bob"), (Some(0), Some(3)));
+    assert_eq!(counts("carol"), (Some(1), Some(1)));
+    assert_eq!(counts("root"), (Some(0), Some(0)));
+}
