@@ -30,6 +30,10 @@ use crate::plugins::Plugins;
 use securechat_plugin_api::{Admission, Verdict};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After its close frame the server reads on, dropping what arrives, until the client's
+/// close frame or this long: a socket shut with unread bytes is reset, and a reset can
+/// reach the client before our close frame does.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// A client frame, parsed flat so the envelope can stay raw (byte for byte).
 #[derive(Deserialize)]
@@ -174,7 +178,10 @@ where
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = in_time(conn.ws.close(Some(frame))).await;
+        if in_time(conn.ws.close(Some(frame))).await.is_ok() {
+            let drain = async { while let Some(Ok(_)) = conn.ws.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+        }
     }
     let Socket { peer, .. } = conn;
     // A kicked connection was already unregistered; either way, offline is announced when

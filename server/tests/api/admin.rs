@@ -761,7 +761,11 @@ async fn the_users_view_counts_what_each_user_sent_and_received_across_their_con
             .clone();
         (u["messages_sent"].as_i64(), u["messages_received"].as_i64())
     };
-    assert_eq!(counts("alice"), (Some(5), Some(2)), "the note to self counts both ways");
+    assert_eq!(
+        counts("alice"),
+        (Some(5), Some(2)),
+        "the note to self counts both ways"
+    );
     assert_eq!(counts("bob"), (Some(0), Some(3)));
     assert_eq!(counts("carol"), (Some(1), Some(1)));
     assert_eq!(counts("root"), (Some(0), Some(0)));
