@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (seconds), for `rate_limited`.
     pub retry_after_secs: Option<u64>,
+    /// Sent as `Content-Range: bytes */N`, for `range_not_satisfiable` (RFC 9110 §15.5.17).
+    pub range_total: Option<u64>,
 }
 
 impl Reject for ApiError {}
@@ -55,6 +57,19 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            range_total: None,
+        }
+    }
+
+    /// 416 `range_not_satisfiable` for a resource of `total` bytes, with its Content-Range.
+    pub fn range_not_satisfiable(total: u64) -> Self {
+        Self {
+            range_total: Some(total),
+            ..Self::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {total} bytes"),
+            )
         }
     }
 
@@ -123,6 +138,11 @@ impl ApiError {
         if let Some(secs) = self.retry_after_secs {
             r.headers_mut()
                 .insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
+        if let Some(total) = self.range_total {
+            if let Ok(v) = warp::http::HeaderValue::from_str(&format!("bytes */{total}")) {
+                r.headers_mut().insert(warp::http::header::CONTENT_RANGE, v);
+            }
         }
         r
     }

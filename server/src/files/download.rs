@@ -12,7 +12,6 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
-use warp::http::StatusCode;
 
 use super::Files;
 use crate::auth::Principal;
@@ -102,13 +101,7 @@ impl Files {
         let (start, end, verify) = match ask {
             RangeAsk::Whole => (0, total, true),
             RangeAsk::Part(a, b) => (a, b + 1, false),
-            RangeAsk::Unsatisfiable => {
-                return Err(ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    format!("the file has {total} bytes"),
-                ))
-            }
+            RangeAsk::Unsatisfiable => return Err(ApiError::range_not_satisfiable(total)),
         };
         let mut file = self
             .blobs()

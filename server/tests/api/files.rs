@@ -327,6 +327,11 @@ async fn an_upload_in_checksummed_patches_finalizes_and_both_parties_get_file_re
     assert_eq!(r.bytes().await.expect("body").to_vec(), data[1000..2100]);
     let r = get(&app, &path, &bob.access_token, Some("bytes=999999-")).await;
     assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{}", data.len()),
+        "a 416 names the length"
+    );
 
     // The list shows it to both, newest first; the blob holds exactly the ciphertext.
     let r = get(
