@@ -54,6 +54,9 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 export SECURECHAT_BIN="$target_dir/debug/securechat"
 export SECURECHAT_CLIENT_BIN="$target_dir/debug/securechat-client"
 
+echo "==> the docker compose stack: images, podman-compose, HTTPS and WSS through Caddy"
+bash scripts/test-docker.sh
+
 echo "==> JavaScript unit tests and browser tests"
 cd tests-web
 npm ci --no-audit --no-fund --loglevel=error

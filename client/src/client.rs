@@ -1,9 +1,10 @@
-//! The async HTTP client of the REST contract (reqwest, plain HTTP): typed calls that
-//! check the promised status codes, the logged-in [`Session`], key rotation, and a raw
-//! [`Client::request`] for negative tests.
+//! The async HTTP client of the REST contract (reqwest; `http://`, or `https://` with the
+//! [`Trust`] it was made with): typed calls that check the promised status codes, the
+//! logged-in [`Session`], key rotation, and a raw [`Client::request`] for negative tests.
 
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -15,12 +16,15 @@ use crate::bundle::unwrap_bundle;
 use crate::kdf::{derive_keys, MIN_ITERATIONS};
 use crate::report::{ReportBody, ReportReceipt};
 use crate::requests::{KdfParams, RegisterRequest, RotateRequest};
+use crate::tls::Trust;
 use crate::{b64, Error, Identity, Result};
 
 /// A securechat server at a base URL such as `http://127.0.0.1:8080`.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// Server certificates accepted over `https://` and `wss://`.
+    trust: Trust,
     base: String,
     /// The fewest KDF iterations a prelogin answer may ask for (see [`KdfParams::check`]).
     min_kdf_iterations: u32,
@@ -168,13 +172,22 @@ impl Session {
 }
 
 impl Client {
-    /// A client for the server at `base_url` (`http://host:port`, optional trailing `/`).
+    /// A client for the server at `base_url` (`http://host:port` or `https://name`,
+    /// optional trailing `/`), trusting the public web PKI over TLS.
     pub fn new(base_url: &str) -> Result<Client> {
+        Self::with_trust(base_url, Trust::public_roots()?)
+    }
+
+    /// A client for the server at `base_url` accepting the server certificates `trust`
+    /// accepts, over HTTPS and over the WebSocket alike.
+    pub fn with_trust(base_url: &str, trust: Trust) -> Result<Client> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(ClientConfig::clone(&trust.config()))
             .build()?;
         Ok(Client {
             http,
+            trust,
             base: base_url.trim_end_matches('/').to_owned(),
             min_kdf_iterations: MIN_ITERATIONS,
         })
@@ -186,6 +199,11 @@ impl Client {
     pub fn with_min_kdf_iterations(mut self, n: u32) -> Client {
         self.min_kdf_iterations = n;
         self
+    }
+
+    /// The server certificates this client accepts.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The base URL, without a trailing `/`.

@@ -38,6 +38,9 @@ pub enum Error {
     /// A signature, key or fingerprint that does not verify.
     #[error("verification failed: {0}")]
     Verification(String),
+    /// A CA certificate that cannot be read or used (see [`crate::tls::Trust`]).
+    #[error("tls: {0}")]
+    Tls(String),
     /// A WebSocket protocol or transport failure.
     #[error("websocket: {0}")]
     WebSocket(String),

@@ -10,7 +10,8 @@
 //! [`envelope`] (message envelopes: seal, open, replay guard), [`files`] (file records
 //! and manifests), [`uploads`] (tus uploads and verified downloads), [`ws`] (tickets, the
 //! WebSocket and its frames), [`history`] (conversations and message history), [`report`]
-//! (abuse reports: disclosing one message's key and plaintext).
+//! (abuse reports: disclosing one message's key and plaintext), [`tls`] (which server
+//! certificates `https://` and `wss://` accept).
 
 pub mod api;
 pub mod b64;
@@ -26,6 +27,7 @@ pub mod kdf;
 pub mod report;
 pub mod requests;
 pub mod sig;
+pub mod tls;
 pub mod uploads;
 pub mod ws;
 
@@ -47,6 +49,7 @@ pub use report::{disclose, Reason, ReportBody, ReportReceipt};
 pub use requests::{KdfParams, RegisterRequest, RotateRequest};
 pub use reqwest::Method;
 pub use sig::{prev_sig, self_sig, verify_prev_sig, verify_self_sig};
+pub use tls::Trust;
 pub use ws::{ClientFrame, RawEnvelope, ServerFrame, Ticket, WsClient, WsEvent, WsOptions};
 
 #[cfg(test)]

@@ -16,12 +16,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::client::{path_segment, RawResponse};
 use crate::envelope::Envelope;
+use crate::tls::Trust;
 use crate::{Client, Error, Method, Result};
 
 /// How long [`WsClient::recv`] waits by default.
@@ -406,9 +407,28 @@ pub async fn connect(base_url: &str, ticket: &str, origin: Option<&str>) -> Resu
     connect_with(&ws_url(base_url, ticket)?, &WsOptions::new(Some(origin))).await
 }
 
-/// Open a full `ws://` URL with the given options. An HTTP answer instead of the upgrade
-/// becomes [`Error::Api`] (contract error body) or [`Error::UnexpectedStatus`].
+/// Open a full `ws://` or `wss://` URL with the given options (over TLS: the public web
+/// PKI). An HTTP answer instead of the upgrade becomes [`Error::Api`] (contract error
+/// body) or [`Error::UnexpectedStatus`].
 pub async fn connect_with(url: &str, options: &WsOptions) -> Result<WsClient> {
+    connect_trusting(url, options, None).await
+}
+
+/// [`connect_with`], accepting over `wss://` the server certificates `trust` accepts.
+pub async fn connect_trusting(
+    url: &str,
+    options: &WsOptions,
+    trust: Option<&Trust>,
+) -> Result<WsClient> {
+    let connector = if url.starts_with("wss://") {
+        let trust = match trust {
+            Some(t) => t.clone(),
+            None => Trust::public_roots()?,
+        };
+        Some(Connector::Rustls(trust.config()))
+    } else {
+        None
+    };
     let mut request = url
         .into_client_request()
         .map_err(|e| Error::WebSocket(format!("bad URL: {e}")))?;
@@ -417,7 +437,14 @@ pub async fn connect_with(url: &str, options: &WsOptions) -> Result<WsClient> {
             .map_err(|_| Error::Decode(format!("bad Origin {origin:?}")))?;
         request.headers_mut().insert("origin", value);
     }
-    match tokio_tungstenite::connect_async_with_config(request, Some(options.config), true).await {
+    match tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(options.config),
+        true,
+        connector,
+    )
+    .await
+    {
         Ok((stream, _)) => Ok(WsClient { stream }),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let raw = RawResponse {
@@ -613,8 +640,8 @@ impl Client {
 
     /// Fetch a ticket and connect with the server's own origin.
     pub async fn connect_ws(&self, access_token: &str) -> Result<WsClient> {
-        let ticket = self.ws_ticket(access_token).await?;
-        connect(self.base_url(), &ticket.ticket, None).await
+        self.connect_ws_with(access_token, &WsOptions::new(Some(self.origin())))
+            .await
     }
 
     /// Fetch a ticket and connect with the given options.
@@ -624,7 +651,12 @@ impl Client {
         options: &WsOptions,
     ) -> Result<WsClient> {
         let ticket = self.ws_ticket(access_token).await?;
-        connect_with(&ws_url(self.base_url(), &ticket.ticket)?, options).await
+        connect_trusting(
+            &ws_url(self.base_url(), &ticket.ticket)?,
+            options,
+            Some(self.trust()),
+        )
+        .await
     }
 }
 

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod jobs;
 pub mod keys;

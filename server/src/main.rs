@@ -1,5 +1,5 @@
 //! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`,
-//! `jobs list|retry|cancel`, `audit verify`.
+//! `jobs list|retry|cancel`, `audit verify`, `healthcheck`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,9 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// GET /readyz of the configured server: exit 0 if it answers 200 (the container's
+    /// HEALTHCHECK).
+    Healthcheck,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
                 print!("{}", config.redacted_toml());
                 Ok(())
             }
+            Command::Healthcheck => securechat::healthcheck::run(&config.server).await,
         }
     });
     match result {

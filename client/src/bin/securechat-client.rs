@@ -3,12 +3,16 @@
 //! fingerprint computed locally from the keys held (generated, or unwrapped at login);
 //! `file-seal` / `file-open` (file records with given key, nonce, file_id and record size,
 //! stdin/stdout or paths; a refusal exits 1 with its code, e.g. `record_auth`, on stderr);
-//! `send-file` / `fetch-file` (a tus upload with resume, a verified download).
+//! `send-file` / `fetch-file` (a tus upload with resume, a verified download); `send` (a
+//! text message over the WebSocket, printed once acknowledged) and `history` (a
+//! conversation, each message opened and verified). `--ca-cert PATH` (or
+//! SECURECHAT_CA_CERT) trusts that CA instead of the public roots over https:// and wss://.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -17,11 +21,19 @@ use securechat_client::files::{
 };
 use securechat_client::kdf::{DEFAULT_ITERATIONS, MIN_ITERATIONS};
 use securechat_client::uploads::{download, FileInfo, SendTo, UploadOptions, Uploader};
-use securechat_client::{parse_enc_spki, Client, Session};
+use securechat_client::ws::ServerFrame;
+use securechat_client::{open, parse_enc_spki, seal_text, Client, Envelope, Session, Trust};
+
+/// How long `send` waits for the server's ack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Parser)]
 #[command(name = "securechat-client", version, about)]
 struct Cli {
+    /// Trust only the CA certificate(s) in this PEM file over https:// and wss:// (e.g.
+    /// Caddy's internal root); default: the public web PKI.
+    #[arg(long, global = true, env = "SECURECHAT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -93,6 +105,29 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         records_in_create: u64,
     },
+    /// Sign in, seal TEXT for --to and send it over the WebSocket; prints its id and seq
+    /// once the server has acknowledged (stored) it.
+    Send {
+        #[command(flatten)]
+        login: LoginArgs,
+        /// The recipient.
+        #[arg(long)]
+        to: String,
+        /// The message text.
+        text: String,
+    },
+    /// Sign in and print the conversation with --peer, each message opened and its
+    /// signature verified.
+    History {
+        #[command(flatten)]
+        login: LoginArgs,
+        /// The other party.
+        #[arg(long)]
+        peer: String,
+        /// At most this many messages (1-200).
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
     /// Sign in, download file ID (the server's id), verify it and write it to --out.
     FetchFile {
         #[command(flatten)]
@@ -142,8 +177,9 @@ struct LoginArgs {
 }
 
 impl LoginArgs {
-    async fn login(&self) -> anyhow::Result<(Client, Session)> {
-        let client = Client::new(&self.server)?.with_min_kdf_iterations(self.min_iterations);
+    async fn login(&self, trust: &Trust) -> anyhow::Result<(Client, Session)> {
+        let client = Client::with_trust(&self.server, trust.clone())?
+            .with_min_kdf_iterations(self.min_iterations);
         let session = client
             .login(&self.username, &self.password)
             .await
@@ -207,8 +243,102 @@ fn file_key(args: &RecordArgs) -> anyhow::Result<FileKey> {
     FileKey::from_b64(&args.key, &args.nonce).context("--key / --nonce")
 }
 
+/// Seal `text` for `to`, send it on a fresh WebSocket and wait for its ack.
+async fn send_text(
+    client: &Client,
+    session: &Session,
+    to: &str,
+    text: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let token = &session.access_token;
+    let keys = client
+        .keys(token, to)
+        .await
+        .with_context(|| format!("keys of {to}"))?;
+    let verified = keys.verify().with_context(|| format!("keys of {to}"))?;
+    let to_enc = parse_enc_spki(&verified.enc_spki)?;
+    let envelope = seal_text(&session.username, &session.identity, to, &to_enc, text)?;
+    let mut ws = client
+        .connect_ws(token)
+        .await
+        .context("opening the WebSocket")?;
+    ws.send_envelope(&envelope).await?;
+    let answer = ws
+        .recv_until(ACK_TIMEOUT, |f| match f {
+            ServerFrame::Ack { id, .. } => *id == envelope.id,
+            ServerFrame::Error { .. } => true,
+            _ => false,
+        })
+        .await
+        .context("waiting for the ack")?;
+    ws.close().await?;
+    match answer {
+        ServerFrame::Ack { id, seq, server_ts } => {
+            Ok(serde_json::json!({"id": id, "seq": seq, "server_ts": server_ts}))
+        }
+        ServerFrame::Error { code, message, .. } => {
+            anyhow::bail!("the server refused the message: {code}: {message}")
+        }
+        other => anyhow::bail!("unexpected frame {}", other.kind()),
+    }
+}
+
+/// The conversation with `peer`, oldest first, each message opened and verified with
+/// its sender's current signing key.
+async fn read_history(
+    client: &Client,
+    session: &Session,
+    peer: &str,
+    limit: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let token = &session.access_token;
+    let history = client
+        .history(token, peer, None, None, Some(limit))
+        .await
+        .with_context(|| format!("history with {peer}"))?;
+    let mine = session.identity.sign_spki()?;
+    let theirs = client
+        .keys(token, peer)
+        .await
+        .with_context(|| format!("keys of {peer}"))?
+        .verify()
+        .with_context(|| format!("keys of {peer}"))?
+        .sign_spki;
+    let mut messages = Vec::with_capacity(history.messages.len());
+    for item in history.messages {
+        let envelope = Envelope::from_json(item.envelope.get())?;
+        let spki = if envelope.from == session.username {
+            &mine
+        } else {
+            &theirs
+        };
+        let opened = open(&envelope, &session.username, &session.identity, spki)
+            .with_context(|| format!("message {}", item.seq))?;
+        messages.push(serde_json::json!({
+            "seq": item.seq,
+            "id": envelope.id,
+            "from": envelope.from,
+            "to": envelope.to,
+            "text": opened.text(),
+        }));
+    }
+    Ok(serde_json::json!({ "messages": messages }))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
+    let trust = match &cli.ca_cert {
+        Some(path) => Trust::from_pem_file(path).context("--ca-cert")?,
+        None => Trust::public_roots()?,
+    };
     match cli.command {
+        Command::Send { login, to, text } => {
+            let (client, session) = login.login(&trust).await?;
+            Ok(Some(send_text(&client, &session, &to, &text).await?))
+        }
+        Command::History { login, peer, limit } => {
+            let (client, session) = login.login(&trust).await?;
+            Ok(Some(read_history(&client, &session, &peer, limit).await?))
+        }
         Command::FileSeal { record, size } => {
             let key = file_key(&record)?;
             let plain = read_input(record.input.as_deref())?;
@@ -245,7 +375,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             records_per_patch,
             records_in_create,
         } => {
-            let (client, session) = login.login().await?;
+            let (client, session) = login.login(&trust).await?;
             let keys = client
                 .keys(&session.access_token, &to)
                 .await
@@ -294,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             out,
             peer,
         } => {
-            let (client, session) = login.login().await?;
+            let (client, session) = login.login(&trust).await?;
             let token = session.access_token.clone();
             let peers = match peer {
                 Some(p) => vec![p],
@@ -361,7 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             password,
             iterations,
         } => {
-            let client = Client::new(&server)?;
+            let client = Client::with_trust(&server, trust)?;
             let reg = client
                 .register(&username, &password, iterations)
                 .await
@@ -379,7 +509,8 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             password,
             min_iterations,
         } => {
-            let client = Client::new(&server)?.with_min_kdf_iterations(min_iterations);
+            let client =
+                Client::with_trust(&server, trust)?.with_min_kdf_iterations(min_iterations);
             let session = client.login(&username, &password).await.context("login")?;
             let fingerprint = session.fingerprint()?;
             Ok(Some(serde_json::json!({

@@ -7,6 +7,7 @@ mod binary;
 mod directory;
 mod edge;
 mod files;
+mod healthcheck;
 mod helpers;
 mod rate_limit;
 mod relay;
