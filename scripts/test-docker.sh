@@ -62,7 +62,7 @@ cleanup() {
     echo "==> FAILED ($status); the containers' last log lines:" >&2
     for c in "$server_ctr" "$caddy_ctr"; do
       echo "--- $c" >&2
-      podman logs --tail 40 "$c" >&2 2>/dev/null
+      podman logs --tail 40 "$c" 2>&1 | cat >&2
     done
   fi
   if [ -f "$env_file" ]; then
@@ -83,7 +83,12 @@ trap cleanup EXIT
 podman_base_image "$work"
 echo "==> building $image from $bin"
 mkdir -p "$work/ctx"
-cp "$bin" "$work/ctx/securechat"
+# Without its debug info the debug binary is ~30 MB instead of ~230: faster to layer.
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-debug -o "$work/ctx/securechat" "$bin"
+else
+  cp "$bin" "$work/ctx/securechat"
+fi
 podman_build --target runtime-prebuilt --build-arg BINARY=securechat -t "$image" "$work/ctx"
 echo "==> building $caddy_image (Debian's caddy; layer cache kept)"
 mkdir -p "$work/empty"
@@ -197,21 +202,26 @@ sc send --server "$base_url" --username bob --to alice "still here" >/dev/null
 sc history --server "$base_url" --username alice --peer bob | grep -q '"text":"still here"' \
   || { echo "no reply after the restart" >&2; exit 1; }
 
-echo "==> the server logs JSON lines"
-podman logs "$server_ctr" 2>&1 | grep '^{' | head -n 20 | python3 -c '
+echo "==> the server logs JSON lines (and the start-up line scripts read)"
+podman logs "$server_ctr" 2>&1 | python3 -c '
 import json, sys
-lines = sys.stdin.read().splitlines()
-assert lines, "no JSON log line"
-for line in lines:
+objects = 0
+for line in sys.stdin.read().splitlines():
+    if line.startswith("securechat listening on "):
+        continue
     json.loads(line)
+    objects += 1
+assert objects > 0, "no JSON log line"
 '
 
 echo "==> down -v"
 compose down -v >/dev/null 2>&1
+# podman-compose 1.0.6 leaves the project's network behind.
+podman network rm -f "${project}_default" >/dev/null
 left=$(podman ps -aq --filter "label=io.podman.compose.project=$project")
 [ -z "$left" ] || { echo "containers left after down -v: $left" >&2; exit 1; }
-if podman volume exists "${project}_data"; then
-  echo "the data volume survived down -v" >&2
+if [ -n "$(podman volume ls -q --filter "label=io.podman.compose.project=$project")" ]; then
+  echo "volumes survived down -v" >&2
   exit 1
 fi
 echo "test-docker: 1 passed, 0 failed ($(( $(date +%s) - started )) s)"
