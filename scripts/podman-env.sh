@@ -9,6 +9,9 @@
 #                           format so that HEALTHCHECK is kept)
 # Expects $repo (the repository root) and $target_dir.
 
+# shellcheck source=scripts/install-missing.sh
+source "$repo/scripts/install-missing.sh"
+
 base_image=docker.io/library/debian:bookworm-slim
 
 podman_install_missing() {
@@ -18,15 +21,7 @@ podman_install_missing() {
   command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "missing ${missing[*]}: install them (as root: apt-get install -y ${missing[*]})" >&2
-    return 1
-  fi
+  install_missing "${missing[@]}"
 }
 
 # podman-compose comes from PyPI: Debian bookworm's 1.0.3 drops the network's ipam subnet,
