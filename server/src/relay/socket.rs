@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::tickets::Holder;
-use super::{Hub, Registration, SESSION_ENDED};
+use super::{Hub, Introduction, Registration, SESSION_ENDED};
 use crate::db::{now_ms, DbResult};
 use crate::messages::{envelope, MessageState, StoreOutcome, Stored};
 use crate::plugins::Plugins;
@@ -52,6 +52,9 @@ enum Done {
     Stored {
         id: String,
         recipient_id: i64,
+        /// The recipient's name, kept only while this connection has not yet introduced
+        /// the two (see `Hub::introduce`).
+        new_partner: Option<String>,
         envelope: Arc<str>,
         result: DbResult<StoreOutcome>,
     },
@@ -359,6 +362,9 @@ where
             }
         };
         let id = env.id.into_owned();
+        let new_partner = (recipient_id != self.peer.user_id
+            && !self.partners.contains(&recipient_id))
+        .then(|| env.to.into_owned());
         // One copy of the envelope, shared by the write and the fan-out.
         let envelope: Arc<str> = Arc::from(raw);
         let pending = self
@@ -377,6 +383,7 @@ where
                     Done::Stored {
                         id,
                         recipient_id,
+                        new_partner,
                         envelope,
                         result: p.await,
                     }
@@ -470,6 +477,22 @@ where
         in_time(self.ws.flush()).await
     }
 
+    /// A first message to `partner` on this connection (possibly a new conversation): both
+    /// sides learn the other's presence. The ack queued before this leaves first.
+    async fn introduce(&mut self, partner: i64, name: &str) -> Result<(), End> {
+        match self.hub.introduce(&self.peer.username, partner, name) {
+            Introduction::Now(frame) => self.feed(Message::Text(frame)).await,
+            Introduction::Offline => {
+                // The ack leaves now, not after the lookup.
+                in_time(self.ws.flush()).await?;
+                match self.hub.offline_presence(partner, name).await {
+                    Some(frame) => self.send(Message::Text(frame)).await,
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// A pipelined write committed (or failed): answer and fan out. The ack is queued, not
     /// flushed; anything else sent here flushes it along.
     async fn finish(&mut self, done: Done) -> Result<(), End> {
@@ -477,6 +500,7 @@ where
             Done::Stored {
                 id,
                 recipient_id,
+                new_partner,
                 envelope,
                 result,
             } => match result {
@@ -505,14 +529,9 @@ where
                         }
                         // The sender's other tabs and devices see what it sent.
                         self.hub.push(self.peer.user_id, &frame, Some(self.conn_id));
-                        if recipient_id != self.peer.user_id && self.partners.insert(recipient_id) {
-                            // The ack leaves now, not after the presence lookup below.
-                            in_time(self.ws.flush()).await?;
-                            // Possibly a new conversation: both sides learn the other's presence.
-                            if let Some(p) =
-                                self.hub.introduce(&self.peer.username, recipient_id).await
-                            {
-                                self.send(Message::Text(p)).await?;
+                        if let Some(name) = new_partner {
+                            if self.partners.insert(recipient_id) {
+                                self.introduce(recipient_id, &name).await?;
                             }
                         }
                     }
