@@ -236,13 +236,7 @@ async fn admin_grant_and_revoke_change_the_flag_of_a_registered_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start(&data, &[]);
-    let client = Client::new(&server.base)
-        .expect("client")
-        .with_min_kdf_iterations(ITERATIONS);
-    client
-        .register("root_user", PASSWORD, ITERATIONS)
-        .await
-        .expect("register");
+    let client = client_with_account(&server, "root_user").await;
     let out = securechat(&data)
         .args(["admin", "grant", "root_user"])
         .output()
@@ -488,31 +482,25 @@ async fn the_connection_limit_warning_is_logged_once_however_many_connections_ar
 /// SIGTERM tells every WebSocket 1001 (going away) before the process ends.
 #[tokio::test]
 async fn sigterm_tells_every_websocket_1001_before_the_process_ends() {
-    use securechat_client::ws::WsEvent;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start(&data, &[]);
-    let client = Client::new(&server.base)
-        .expect("client")
-        .with_min_kdf_iterations(ITERATIONS);
-    client
-        .register("leaver", PASSWORD, ITERATIONS)
-        .await
-        .expect("register");
+    let client = client_with_account(&server, "leaver").await;
     let s = client.login("leaver", PASSWORD).await.expect("login");
     let mut ws = client.connect_ws(&s.access_token).await.expect("ws");
     let (status, _) = sigterm_and_wait(server);
     assert!(status.success());
-    let mut code = None;
-    for _ in 0..100 {
-        match ws.recv_event(Duration::from_secs(5)).await {
-            Ok(WsEvent::Close { code: c, .. }) => {
-                code = c;
-                break;
-            }
-            Ok(WsEvent::Ended) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    assert_eq!(code, Some(1001));
+    assert_eq!(crate::relay::close_code(&mut ws).await, Some(1001));
+}
+
+/// A client of `server` on which `name` has registered (password [`PASSWORD`]).
+async fn client_with_account(server: &Running, name: &str) -> Client {
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
+    client
+        .register(name, PASSWORD, ITERATIONS)
+        .await
+        .expect("register");
+    client
 }
