@@ -69,6 +69,8 @@ pub struct AppState {
     pub jobs: jobs::Queue,
     /// Encrypted file sharing: tus uploads, downloads, the files jobs.
     pub files: Files,
+    /// The open HTTP connections (`server.max_connections`) and the edge's counters.
+    pub connections: Arc<serve::connections::Connections>,
 }
 
 /// A built server: bound to its port, database open and migrated, not yet serving.
@@ -143,6 +145,9 @@ impl App {
             plugins,
             jobs,
             files,
+            connections: Arc::new(serve::connections::Connections::new(
+                config.server.max_connections,
+            )),
             config: config.clone(),
             db,
             auth,
@@ -175,7 +180,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let timeouts = serve::Timeouts::from_config(&self.state.config.server);
         let filter = routes(&self.state);
         let ws = Arc::new(WsEndpoint::new(
             self.state.hub.clone(),
@@ -185,9 +190,18 @@ impl App {
             http::security_headers(self.state.config.server.behind_tls),
         ));
         tracing::info!(addr = %self.addr, plugins = ?self.state.plugins.names(), "serving");
-        serve::serve(self.listener, filter, ws, shutdown, grace).await;
-        // Upgraded sockets are not HTTP connections: tell them to close (1001).
-        self.state.hub.close_all();
+        serve::serve(
+            self.listener,
+            filter,
+            ws,
+            self.state.connections.clone(),
+            timeouts,
+            shutdown,
+        )
+        .await;
+        // Upgraded sockets are not HTTP connections: tell them to close (1001), and give
+        // them the grace period to say so before the process may end.
+        self.state.hub.close_all_and_wait(timeouts.grace).await;
         // Jobs drain after the HTTP server has stopped, so no request enqueues meanwhile.
         let jobs_grace = Duration::from_secs(self.state.config.jobs.shutdown_grace_secs);
         self.state.jobs.shutdown(jobs_grace).await;
@@ -369,7 +383,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
             r.headers_mut().extend(headers.clone());
             r
         })
-        .with(http::request_log())
+        .with(http::request_log(http::RouteTemplates::new(&route_table())))
         .map(Reply::into_response)
         .boxed()
 }

@@ -16,6 +16,7 @@ pub mod upgrade;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
@@ -315,6 +316,20 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
+    /// Asks every connection to close (1001) and waits, at most `within`, until they have:
+    /// a process that ends right after shutdown would otherwise cut sockets before their
+    /// close frame is written. Every socket holds a receiver of the shutdown signal from
+    /// its upgrade to its end (`shutdown_signal`), so their count is the sockets alive,
+    /// registered or not yet.
+    pub async fn close_all_and_wait(&self, within: Duration) {
+        self.close_all();
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shutdown.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The shutdown signal, for one socket to hold from its upgrade to its end.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -89,8 +90,13 @@ enum End {
 
 /// Runs the connection until the peer leaves, misbehaves, is too slow, its session ends,
 /// or shutdown.
-pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, plugins: Arc<Plugins>, peer: Holder)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    plugins: Arc<Plugins>,
+    peer: Holder,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (
@@ -125,7 +131,6 @@ where
             Vec::new()
         }
     };
-    let mut shutdown = hub.shutdown_signal();
     let mut conn = Socket {
         ws,
         hub: hub.clone(),
@@ -149,7 +154,7 @@ where
     let end = loop {
         let step = tokio::select! {
             biased;
-            _ = shutdown.changed() => Err(End::Close(CloseCode::Away, "server shutting down")),
+            () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => Err(End::Close(CloseCode::Away, "server shutting down")),
             () = ended.notified() => Err(End::Close(CloseCode::from(SESSION_ENDED), "session ended")),
             () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
             Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish_ready(done).await,

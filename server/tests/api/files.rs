@@ -65,14 +65,14 @@ fn metadata(recipient: &str, record_size: u64, manifest: &str) -> String {
 }
 
 /// Ciphertext-like bytes of `len`.
-fn body(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn body(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[1] ^ seed)
         .collect()
 }
 
-struct Tus<'a> {
-    app: &'a TestApp,
+pub(crate) struct Tus<'a> {
+    pub(crate) app: &'a TestApp,
 }
 
 impl Tus<'_> {
@@ -99,7 +99,7 @@ impl Tus<'_> {
     }
 
     /// Creates an upload from `from` to `to`; returns its Location.
-    async fn create(&self, from: &Session, to: &str, length: u64) -> String {
+    pub(crate) async fn create(&self, from: &Session, to: &str, length: u64) -> String {
         let r = self
             .create_raw(
                 &from.access_token,
@@ -141,7 +141,7 @@ impl Tus<'_> {
             .expect("send")
     }
 
-    async fn offset(&self, token: &str, loc: &str) -> u64 {
+    pub(crate) async fn offset(&self, token: &str, loc: &str) -> u64 {
         let r = self.head(token, loc).await;
         assert_eq!(r.status(), 200);
         r.headers()["upload-offset"]
@@ -180,7 +180,7 @@ fn blob_files(app: &TestApp) -> Vec<PathBuf> {
     out
 }
 
-async fn two_users(app: &TestApp) -> (Session, Session) {
+pub(crate) async fn two_users(app: &TestApp) -> (Session, Session) {
     (
         app.register_and_login("alice").await,
         app.register_and_login("bob").await,

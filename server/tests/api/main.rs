@@ -6,6 +6,7 @@ mod auth;
 mod binary;
 mod directory;
 mod edge;
+mod edge_limits;
 mod files;
 mod helpers;
 mod rate_limit;

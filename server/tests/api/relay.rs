@@ -81,7 +81,7 @@ pub(crate) async fn none_of(
 
 /// Reads past whatever is still queued to the close frame; its code (None if the stream
 /// just ended).
-async fn close_code(ws: &mut WsClient) -> Option<u16> {
+pub(crate) async fn close_code(ws: &mut WsClient) -> Option<u16> {
     for _ in 0..100 {
         match ws.recv_event(WAIT).await {
             Ok(WsEvent::Close { code, .. }) => return code,
