@@ -9,6 +9,7 @@ pub mod admin_host;
 pub mod assets;
 pub mod auth;
 pub mod b64;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod directory;
@@ -277,7 +278,7 @@ pub fn allowed_origins(config: &Config, port: u16) -> Vec<String> {
 }
 
 /// Creates the data dir if needed and makes it private (0700).
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     #[cfg(unix)]
@@ -292,9 +293,11 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// Locks `<data dir>/securechat.lock` for this server, or fails if another server holds
 /// it. One server per data dir is what the single writer, the job queue (which requeues
 /// every `running` job at start-up as an orphan) and the writer's message-id buffer assume;
-/// the lock is released when the process ends, however it ends. The `admin`, `jobs` and
-/// `migrate` commands do not take it: they may run beside a server.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// the lock is released when the process ends, however it ends. The `admin`, `jobs`,
+/// `migrate` and `backup` commands do not take it: they may run beside a server.
+/// `restore` takes it, so that it never replaces files under a running server and no
+/// server starts while it does.
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("securechat.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -304,15 +307,17 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another securechat server is already using the data dir {}",
-            dir.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirInUse(dir.to_owned()).into()),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }
+
+/// Another process (a server, or a restore) holds the data dir's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another securechat server is already using the data dir {}", .0.display())]
+pub struct DataDirInUse(pub std::path::PathBuf);
 
 /// The whole HTTP surface: API, plugin routes, assets; one error shape; headers on all.
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {

@@ -11,7 +11,7 @@ use crate::helpers::{ITERATIONS, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_securechat");
 
-fn securechat(data: &std::path::Path) -> Command {
+pub(crate) fn securechat(data: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -27,7 +27,7 @@ fn securechat(data: &std::path::Path) -> Command {
 }
 
 /// Asserts the command exited 0, showing its stderr otherwise.
-fn succeeded(out: &std::process::Output) {
+pub(crate) fn succeeded(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
@@ -194,7 +194,7 @@ pub(crate) fn start(data: &std::path::Path, extra: &[(&str, &str)]) -> Running {
     Running { child, base }
 }
 
-fn sigterm_and_wait(mut r: Running) -> (std::process::ExitStatus, String) {
+pub(crate) fn sigterm_and_wait(mut r: Running) -> (std::process::ExitStatus, String) {
     let status = Command::new("kill")
         .args(["-TERM", &r.child.id().to_string()])
         .status()

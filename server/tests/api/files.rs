@@ -116,7 +116,7 @@ impl Tus<'_> {
         loc
     }
 
-    async fn patch(
+    pub(crate) async fn patch(
         &self,
         token: &str,
         loc: &str,
@@ -152,7 +152,7 @@ impl Tus<'_> {
     }
 }
 
-fn sha256_header(bytes: &[u8]) -> String {
+pub(crate) fn sha256_header(bytes: &[u8]) -> String {
     format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(bytes)))
 }
 
@@ -187,7 +187,12 @@ pub(crate) async fn two_users(app: &TestApp) -> (Session, Session) {
     )
 }
 
-async fn get(app: &TestApp, path: &str, token: &str, range: Option<&str>) -> reqwest::Response {
+pub(crate) async fn get(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    range: Option<&str>,
+) -> reqwest::Response {
     let mut r = app
         .client
         .http()
@@ -200,7 +205,7 @@ async fn get(app: &TestApp, path: &str, token: &str, range: Option<&str>) -> req
 }
 
 /// Waits until the upload at `loc` is a file in state `state`.
-async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
+pub(crate) async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
     let id = loc.rsplit('/').next().expect("id").to_string();
     for _ in 0..200 {
         let s: Option<String> = app
@@ -215,7 +220,7 @@ async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
     panic!("upload {id} never became {state}");
 }
 
-fn file_id_of(loc: &str) -> String {
+pub(crate) fn file_id_of(loc: &str) -> String {
     loc.rsplit('/').next().expect("id").to_string()
 }
 
