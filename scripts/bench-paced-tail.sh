@@ -4,8 +4,9 @@
 # Runs RUNS (default 10) consecutive paced runs of
 #   securechat-loadgen relay --users 1000 --mode paced --rate 10000 --seconds 10 --targets server
 # with --synchronous normal, then RUNS with --synchronous full, and prints one table per
-# mode (run, delivery p50 / p99 / max, and the fsync probe's p50 / p99 / max measured in
-# the same run) and how many runs met the targets:
+# mode (run, delivery p50 / p99 / max, the fsync probe's p50 / p99 / max, and the
+# scheduling probe's p99 / max / longest stall and the hypervisor's steal time, all measured
+# in the same run) and how many runs met the targets:
 #   normal: p99 <= 5 ms and max <= 50 ms      full: p99 <= 15 ms
 # Builds nothing: expects target/release/securechat and target/release/securechat-loadgen
 # (cargo build --release -p securechat -p securechat-loadgen). Run from the workspace root,
@@ -70,13 +71,17 @@ for mode in $MODES; do
     f50=$(value server_fsync_p50_ms "$line")
     f99=$(value server_fsync_p99_ms "$line")
     fmax=$(value server_fsync_max_ms "$line")
+    s99=$(value server_sched_p99_ms "$line")
+    smax=$(value server_sched_max_ms "$line")
+    sstall=$(value server_sched_stall_ms "$line")
+    steal=$(value server_steal_pct "$line")
     ok=no
     if [[ $errors == 0 ]] && meets "$mode" "$p99" "$max"; then
       ok=yes
       met[$mode]=$((met[$mode] + 1))
     fi
-    row=$(printf '%4s %9s %9s %9s %7s   %9s %9s %9s   %s' \
-      "$run" "$p50" "$p99" "$max" "$errors" "$f50" "$f99" "$fmax" "$ok")
+    row=$(printf '%4s %9s %9s %9s %7s   %9s %9s %9s   %9s %9s %9s %7s   %s' \
+      "$run" "$p50" "$p99" "$max" "$errors" "$f50" "$f99" "$fmax" "$s99" "$smax" "$sstall" "$steal" "$ok")
     echo "$(date -u +%H:%M:%S) $mode $row"
     table[$mode]+="$row"$'\n'
   done
@@ -89,8 +94,8 @@ for mode in $MODES; do
     *) target="?" ;;
   esac
   echo
-  echo "synchronous = $mode (delivery latency, ms; fsync = 4 KiB pwrite + fdatasync in the data dir, same run)"
-  printf '%4s %9s %9s %9s %7s   %9s %9s %9s   %s\n' run p50 p99 max errors "fsync p50" "fsync p99" "fsync max" target
+  echo "synchronous = $mode (delivery latency, ms; fsync = 4 KiB pwrite + fdatasync in the data dir; sched = a real-time 1 kHz thread's wake-up lateness and its longest stall, steal = hypervisor steal % of CPU time; all in the same run)"
+  printf '%4s %9s %9s %9s %7s   %9s %9s %9s   %9s %9s %9s %7s   %s\n' run p50 p99 max errors "fsync p50" "fsync p99" "fsync max" "sched p99" "sched max" "stall" "steal%" target
   printf '%s' "${table[$mode]}"
   echo "runs meeting the target ($target, no errors): ${met[$mode]} of $RUNS"
 done

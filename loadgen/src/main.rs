@@ -17,6 +17,7 @@ mod fsync_probe;
 mod plain_upload;
 mod procs;
 mod relay;
+mod sched_probe;
 mod upload;
 
 use std::path::PathBuf;
@@ -79,6 +80,10 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// The scheduling probe's child (started by `relay`, not by hand): samples wake-up
+    /// lateness at 1 kHz until stdin closes, then prints it.
+    #[command(hide = true)]
+    SchedProbe,
 }
 
 #[derive(Debug)]
@@ -258,5 +263,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::EchoRelay { port, read_buffer } => echo_relay::run(port, read_buffer).await,
         Cmd::Upload(args) => upload::upload(args).await,
         Cmd::PlainUploadServer { port, dir } => plain_upload::run(port, &dir).await,
+        Cmd::SchedProbe => sched_probe::run_child(),
     }
 }

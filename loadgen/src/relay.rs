@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::fsync_probe::FsyncProbe;
 use crate::procs::{self, Proc};
+use crate::sched_probe::{SchedProbe, SchedResult};
 
 /// Client-side read buffer per socket, so that thousands of sockets fit in the loadgen.
 const CLIENT_READ_BUFFER: usize = 4 * 1024;
@@ -118,6 +119,11 @@ pub struct RelayArgs {
     /// fsync floor in the same run. Default: 50 in paced mode, 0 (off) in saturate mode.
     #[arg(long)]
     pub fsync_probe_hz: Option<u32>,
+    /// While the load runs, measure the machine's scheduling floor (a 1 kHz real-time
+    /// sampling thread's wake-up lateness and the hypervisor's steal time). Default: on in
+    /// paced mode.
+    #[arg(long)]
+    pub sched_probe: Option<bool>,
 }
 
 impl RelayArgs {
@@ -127,6 +133,10 @@ impl RelayArgs {
             Mode::Paced => 50,
             Mode::Saturate => 0,
         })
+    }
+
+    fn sched_probe(&self) -> bool {
+        self.sched_probe.unwrap_or(matches!(self.mode, Mode::Paced))
     }
 }
 
@@ -241,13 +251,19 @@ struct Pending {
 struct Shared {
     pending: Vec<Mutex<HashMap<u128, Pending>>>,
     phase: AtomicU8,
+    /// When the load started (warm-up included): the origin of the latency timeline.
+    started: Instant,
 }
+
+/// The latency timeline's bucket: messages are grouped by when they were sent.
+const TIMELINE_BUCKET: Duration = Duration::from_millis(250);
 
 impl Shared {
     fn new() -> Shared {
         Shared {
             pending: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             phase: AtomicU8::new(WARMUP),
+            started: Instant::now(),
         }
     }
 
@@ -292,6 +308,9 @@ struct ReaderStats {
     delivered: u64,
     delivered_window: u64,
     delivery_us: Vec<u32>,
+    /// Worst delivery latency (µs) of the messages sent in each TIMELINE_BUCKET since the
+    /// load started, warm-up included.
+    timeline_us: Vec<u32>,
     ack_us: Vec<u32>,
     acks: u64,
     error_frames: HashMap<String, u64>,
@@ -445,9 +464,17 @@ async fn reader(
                 match shard.get_mut(&key) {
                     Some(p) if !p.delivered => {
                         p.delivered = true;
+                        let latency = micros(now - p.sent);
                         if p.in_window {
-                            stats.delivery_us.push(micros(now - p.sent));
+                            stats.delivery_us.push(latency);
                         }
+                        let bucket = (p.sent.saturating_duration_since(shared.started).as_millis()
+                            / TIMELINE_BUCKET.as_millis())
+                            as usize;
+                        if stats.timeline_us.len() <= bucket {
+                            stats.timeline_us.resize(bucket + 1, 0);
+                        }
+                        stats.timeline_us[bucket] = stats.timeline_us[bucket].max(latency);
                         if p.acked {
                             shard.remove(&key);
                         }
@@ -535,6 +562,8 @@ pub struct LoadResult {
     pub delivery: Summary,
     pub ack: Summary,
     pub lag: Summary,
+    /// Worst delivery latency (ms) per TIMELINE_BUCKET of send time, warm-up included.
+    pub timeline_ms: Vec<f64>,
     pub error_frames: HashMap<String, u64>,
     pub disconnects: u64,
     pub send_failures: u64,
@@ -631,6 +660,12 @@ async fn run_load(
             result.delivered_window += s.delivered_window;
             delivery.extend(s.delivery_us);
             ack.extend(s.ack_us);
+            if result.timeline_ms.len() < s.timeline_us.len() {
+                result.timeline_ms.resize(s.timeline_us.len(), 0.0);
+            }
+            for (worst, us) in result.timeline_ms.iter_mut().zip(&s.timeline_us) {
+                *worst = worst.max(f64::from(*us) / 1000.0);
+            }
             for (code, n) in s.error_frames {
                 *result.error_frames.entry(code).or_default() += n;
             }
@@ -800,6 +835,8 @@ pub struct TargetResult {
     pub load: LoadResult,
     /// The fsync probe's latencies while the load ran (server only, if on).
     pub fsync: Option<Summary>,
+    /// The scheduling probe's findings while the load ran (if on).
+    pub sched: Option<SchedResult>,
 }
 
 async fn run_target(
@@ -888,7 +925,13 @@ async fn run_target(
         (Some(dir), hz) if hz > 0 => Some(FsyncProbe::start(dir, hz)?),
         _ => None,
     };
+    let sched = if args.sched_probe() {
+        Some(SchedProbe::start()?)
+    } else {
+        None
+    };
     let load = run_load(conns, templates, args).await;
+    let sched = sched.map(SchedProbe::finish).transpose()?;
     let fsync = probe.map(FsyncProbe::finish).transpose()?;
     let rss_after_load_kb = proc_.rss_kb().unwrap_or(0);
     drop(proc_);
@@ -900,6 +943,7 @@ async fn run_target(
         rss_after_load_kb,
         load,
         fsync,
+        sched,
     })
 }
 
@@ -924,6 +968,14 @@ fn print_target(r: &TargetResult) {
             l.lag.p50, l.lag.p99, l.lag.max
         );
     }
+    if !l.timeline_ms.is_empty() {
+        let worst: Vec<String> = l.timeline_ms.iter().map(|ms| format!("{ms:.0}")).collect();
+        println!(
+            "[{n}] worst delivery latency (ms) of the messages sent in each {} ms since the load started (warm-up first): {}",
+            TIMELINE_BUCKET.as_millis(),
+            worst.join(" ")
+        );
+    }
     let mut codes: Vec<_> = l.error_frames.iter().collect();
     codes.sort();
     println!(
@@ -938,6 +990,13 @@ fn print_target(r: &TargetResult) {
         println!(
             "[{n}] disk fsync floor (4 KiB pwrite + fdatasync in the data dir, during the load): n={} p50={:.3}ms p99={:.3}ms max={:.3}ms",
             f.n, f.p50, f.p99, f.max
+        );
+    }
+    if let Some(s) = &r.sched {
+        println!(
+            "[{n}] machine scheduling floor ({} 1 kHz thread's wake-up lateness, during the load): n={} p50={:.3}ms p99={:.3}ms max={:.3}ms longest stall={:.1}ms; hypervisor steal {:.2}% of CPU time",
+            if s.realtime { "a real-time (chrt -f 50)" } else { "a normal-priority" },
+            s.late.n, s.late.p50, s.late.p99, s.late.max, s.longest_stall_ms, s.steal_pct
         );
     }
 }
@@ -1062,6 +1121,16 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
                 fmt_f(f.p50),
                 fmt_f(f.p99),
                 fmt_f(f.max)
+            );
+        }
+        if let Some(sc) = &r.sched {
+            let _ = write!(
+                line,
+                " {n}_sched_p99_ms={} {n}_sched_max_ms={} {n}_sched_stall_ms={} {n}_steal_pct={}",
+                fmt_f(sc.late.p99),
+                fmt_f(sc.late.max),
+                fmt_f(sc.longest_stall_ms),
+                fmt_f(sc.steal_pct)
             );
         }
         if let Some(idle) = r.idle {

@@ -31,6 +31,16 @@ pub fn routes() -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Whether `path` (as requested, with its leading `/`) names an embedded file; `/` is the
+/// index page.
+pub fn is_embedded(path: &str) -> bool {
+    match path.strip_prefix('/') {
+        Some("") => true,
+        Some(name) => Frontend::get(name).is_some(),
+        None => false,
+    }
+}
+
 fn serve(path: &str) -> Response {
     let path = if path.is_empty() { "index.html" } else { path };
     match Frontend::get(path) {

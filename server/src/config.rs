@@ -43,6 +43,20 @@ pub struct ServerConfig {
     pub max_json_body_bytes: u64,
     /// Seconds that in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a complete request head, counted from the moment the
+    /// connection was accepted or its previous response ended (hyper's header-read timer);
+    /// a slow or stalled head (slowloris) is closed then.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit with no request in flight and no byte of a new one
+    /// received before it is closed; at most `header_read_timeout_secs`.
+    pub keepalive_idle_secs: u64,
+    /// Seconds a request body may take to arrive in full (408 `request_timeout` after). An
+    /// upload body (tus PATCH, or POST with creation-with-upload) may take as long as it
+    /// needs but is cut if no byte of it arrives for this long.
+    pub request_timeout_secs: u64,
+    /// HTTP connections open at once (upgraded WebSockets do not count). At the limit a
+    /// new connection closes the oldest one that has no request in flight, or is refused.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +69,10 @@ impl Default for ServerConfig {
             behind_tls: false,
             max_json_body_bytes: 64 * 1024,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            keepalive_idle_secs: 5,
+            request_timeout_secs: 30,
+            max_connections: 4096,
         }
     }
 }
@@ -522,6 +540,24 @@ impl Config {
         if self.server.max_json_body_bytes < 1024 {
             return fail("server.max_json_body_bytes", "must be at least 1024");
         }
+        if !(1..=3600).contains(&self.server.header_read_timeout_secs) {
+            return fail(
+                "server.header_read_timeout_secs",
+                "must be between 1 and 3600",
+            );
+        }
+        if !(1..=self.server.header_read_timeout_secs).contains(&self.server.keepalive_idle_secs) {
+            return fail(
+                "server.keepalive_idle_secs",
+                "must be between 1 and server.header_read_timeout_secs (whose timer also runs while a connection waits for its next request)",
+            );
+        }
+        if !(1..=3600).contains(&self.server.request_timeout_secs) {
+            return fail("server.request_timeout_secs", "must be between 1 and 3600");
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return fail("server.max_connections", "must be between 1 and 1000000");
+        }
         for (key, origin) in std::iter::once(("server.public_origin", &self.server.public_origin))
             .chain(
                 self.server
@@ -647,6 +683,20 @@ mod tests {
             .expect_err("must fail");
         assert!(
             err.to_string().contains("storage.checkpoint_delay_ms"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml_str("[server]\nkeepalive_idle_secs = 11\n").expect_err("must fail");
+        assert!(
+            err.to_string().contains("server.keepalive_idle_secs"),
+            "{err}"
+        );
+        let err = Config::from_toml_str("[server]\nmax_connections = 0\n").expect_err("must fail");
+        assert!(err.to_string().contains("server.max_connections"), "{err}");
+        let err =
+            Config::from_toml_str("[server]\nrequest_timeout_secs = 0\n").expect_err("must fail");
+        assert!(
+            err.to_string().contains("server.request_timeout_secs"),
             "{err}"
         );
         let err =

@@ -5,8 +5,9 @@
 //! `auth::routes::authenticated`.)
 //!
 //! Invariants: every response — API, asset or error — carries the security headers; the
-//! request log line has method, path (never the query string), status and duration, and
-//! nothing else from the request.
+//! request log line has method, route template (`/api/users/{name}/keys`, never the
+//! concrete path, which may name a user, a file or a peer; never the query string), status
+//! and duration, and nothing else from the request.
 
 use serde::de::DeserializeOwned;
 use warp::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -57,11 +58,16 @@ where
     }
     let mut stream = std::pin::pin!(stream);
     let mut body = bytes::BytesMut::new();
-    while let Some(mut chunk) = stream.try_next().await.map_err(|_| {
-        warp::reject::custom(ApiError::bad_request(
-            "invalid_request",
-            "the request body could not be read",
-        ))
+    while let Some(mut chunk) = stream.try_next().await.map_err(|e| {
+        warp::reject::custom(if crate::serve::bodies::is_timeout(&e) {
+            ApiError::new(
+                warp::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+        } else {
+            ApiError::bad_request("invalid_request", "the request body could not be read")
+        })
     })? {
         if body.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(too_large());
@@ -143,13 +149,61 @@ pub fn security_headers(behind_tls: bool) -> HeaderMap {
     h
 }
 
-/// The request log: method, path without query, status, milliseconds.
-pub fn request_log() -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Copy> {
-    warp::log::custom(|info| {
+/// The route templates of the server (`/api/users/{name}/keys`), to name a request in the
+/// log without the names and ids in its path.
+#[derive(Clone)]
+pub struct RouteTemplates(std::sync::Arc<Vec<&'static str>>);
+
+/// What the log says for a path that is neither a route nor an embedded asset.
+pub const UNROUTED: &str = "(unrouted)";
+
+impl RouteTemplates {
+    /// From `(method, template)` pairs; templates with more fixed segments are tried first,
+    /// so `/api/files/limits` wins over `/api/files/{id}`.
+    pub fn new(table: &[(&'static str, &'static str)]) -> RouteTemplates {
+        let mut templates: Vec<&'static str> = table.iter().map(|(_, t)| *t).collect();
+        templates.sort_unstable();
+        templates.dedup();
+        let fixed = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
+        templates.sort_by_key(|t| std::cmp::Reverse(fixed(t)));
+        RouteTemplates(std::sync::Arc::new(templates))
+    }
+
+    /// The template `path` matches; else the path itself if it is an embedded asset (a
+    /// fixed file name of the build); else [`UNROUTED`].
+    pub fn name<'a>(&self, path: &'a str) -> &'a str {
+        let matches = |template: &str| {
+            let mut t = template.split('/');
+            let mut p = path.split('/');
+            loop {
+                match (t.next(), p.next()) {
+                    (None, None) => return true,
+                    (Some(ts), Some(ps)) if ts.starts_with('{') && !ps.is_empty() => {}
+                    (Some(ts), Some(ps)) if ts == ps => {}
+                    _ => return false,
+                }
+            }
+        };
+        if let Some(template) = self.0.iter().copied().find(|t| matches(t)) {
+            return template;
+        }
+        if crate::assets::is_embedded(path) {
+            path
+        } else {
+            UNROUTED
+        }
+    }
+}
+
+/// The request log: method, route template, status, milliseconds.
+pub fn request_log(
+    templates: RouteTemplates,
+) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone + Send> {
+    warp::log::custom(move |info| {
         tracing::info!(
             target: "securechat::request",
             method = %info.method(),
-            path = %info.path(),
+            route = templates.name(info.path()),
             status = info.status().as_u16(),
             ms = info.elapsed().as_secs_f64() * 1000.0,
             "request"
@@ -192,4 +246,38 @@ pub fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
                 forwarded: fwd,
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RouteTemplates, UNROUTED};
+
+    #[test]
+    fn a_path_is_logged_as_its_route_template_or_a_placeholder() {
+        let t = RouteTemplates::new(&crate::route_table());
+        for (path, logged) in [
+            ("/api/users/alice/keys", "/api/users/{name}/keys"),
+            ("/api/users", "/api/users"),
+            ("/api/files/limits", "/api/files/limits"),
+            ("/api/files/0b7d3a4e", "/api/files/{id}"),
+            (
+                "/api/conversations/bob/files",
+                "/api/conversations/{peer}/files",
+            ),
+            (
+                "/api/admin/users/carol/disable",
+                "/api/admin/users/{name}/disable",
+            ),
+            ("/api/admin/messages.csv", "/api/admin/messages.csv"),
+            ("/healthz", "/healthz"),
+            ("/", "/"),
+            ("/js/crypto.js", "/js/crypto.js"),
+            ("/alice", UNROUTED),
+            ("/api/users/alice/keys/more", UNROUTED),
+            ("/api/users//keys", UNROUTED),
+            ("/js/alice.js", UNROUTED),
+        ] {
+            assert_eq!(t.name(path), logged, "{path}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod admin_host;
 pub mod assets;
 pub mod auth;
 pub mod b64;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod directory;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub jobs: jobs::Queue,
     /// Encrypted file sharing: tus uploads, downloads, the files jobs.
     pub files: Files,
+    /// The open HTTP connections (`server.max_connections`) and the edge's counters.
+    pub connections: Arc<serve::connections::Connections>,
 }
 
 /// A built server: bound to its port, database open and migrated, not yet serving.
@@ -144,6 +147,9 @@ impl App {
             plugins,
             jobs,
             files,
+            connections: Arc::new(serve::connections::Connections::new(
+                config.server.max_connections,
+            )),
             config: config.clone(),
             db,
             auth,
@@ -176,7 +182,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let timeouts = serve::Timeouts::from_config(&self.state.config.server);
         let filter = routes(&self.state);
         let ws = Arc::new(WsEndpoint::new(
             self.state.hub.clone(),
@@ -186,9 +192,18 @@ impl App {
             http::security_headers(self.state.config.server.behind_tls),
         ));
         tracing::info!(addr = %self.addr, plugins = ?self.state.plugins.names(), "serving");
-        serve::serve(self.listener, filter, ws, shutdown, grace).await;
-        // Upgraded sockets are not HTTP connections: tell them to close (1001).
-        self.state.hub.close_all();
+        serve::serve(
+            self.listener,
+            filter,
+            ws,
+            self.state.connections.clone(),
+            timeouts,
+            shutdown,
+        )
+        .await;
+        // Upgraded sockets are not HTTP connections: tell them to close (1001), and give
+        // them the grace period to say so before the process may end.
+        self.state.hub.close_all_and_wait(timeouts.grace).await;
         // Jobs drain after the HTTP server has stopped, so no request enqueues meanwhile.
         let jobs_grace = Duration::from_secs(self.state.config.jobs.shutdown_grace_secs);
         self.state.jobs.shutdown(jobs_grace).await;
@@ -264,7 +279,7 @@ pub fn allowed_origins(config: &Config, port: u16) -> Vec<String> {
 }
 
 /// Creates the data dir if needed and makes it private (0700).
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     #[cfg(unix)]
@@ -279,9 +294,11 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// Locks `<data dir>/securechat.lock` for this server, or fails if another server holds
 /// it. One server per data dir is what the single writer, the job queue (which requeues
 /// every `running` job at start-up as an orphan) and the writer's message-id buffer assume;
-/// the lock is released when the process ends, however it ends. The `admin`, `jobs` and
-/// `migrate` commands do not take it: they may run beside a server.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// the lock is released when the process ends, however it ends. The `admin`, `jobs`,
+/// `migrate` and `backup` commands do not take it: they may run beside a server.
+/// `restore` takes it, so that it never replaces files under a running server and no
+/// server starts while it does.
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("securechat.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -291,15 +308,17 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another securechat server is already using the data dir {}",
-            dir.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirInUse(dir.to_owned()).into()),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }
+
+/// Another process (a server, or a restore) holds the data dir's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another securechat server is already using the data dir {}", .0.display())]
+pub struct DataDirInUse(pub std::path::PathBuf);
 
 /// The whole HTTP surface: API, plugin routes, assets; one error shape; headers on all.
 pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
@@ -370,7 +389,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
             r.headers_mut().extend(headers.clone());
             r
         })
-        .with(http::request_log())
+        .with(http::request_log(http::RouteTemplates::new(&route_table())))
         .map(Reply::into_response)
         .boxed()
 }

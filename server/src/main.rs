@@ -1,5 +1,6 @@
 //! The `securechat` binary: `serve` (default), `migrate`, `admin grant|revoke USER`, `config`,
-//! `jobs list|retry|cancel`, `audit verify`, `healthcheck`.
+//! `jobs list|retry|cancel`, `audit verify`, `backup PATH`, `restore PATH [--force]`,
+//! `healthcheck`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,17 @@ enum Command {
     /// GET /readyz of the configured server: exit 0 if it answers 200 (the container's
     /// HEALTHCHECK).
     Healthcheck,
+    /// Copy the database and file blobs into the new directory PATH (works while the
+    /// server runs). Exit 5 if PATH exists and is not empty.
+    Backup { path: PathBuf },
+    /// Check the backup in PATH and put it in place in the data dir (the server must be
+    /// stopped). Exit 3: bad backup, 4: a server runs, 5: a database exists (see --force).
+    Restore {
+        path: PathBuf,
+        /// Restore over an existing database, moving it (and its blobs) aside.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,12 +138,17 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Healthcheck => securechat::healthcheck::run(&config.server).await,
+            Command::Backup { path } => backup(&config, &path),
+            Command::Restore { path, force } => restore(&config, &path, force),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("securechat: {e:#}");
+            if let Some(refusal) = e.downcast_ref::<securechat::backup::Refusal>() {
+                return ExitCode::from(refusal.exit_code());
+            }
             match e.downcast_ref::<Exit>() {
                 Some(Exit(code, _)) => ExitCode::from(*code),
                 None => ExitCode::FAILURE,
@@ -254,6 +271,43 @@ fn audit_verify(config: &Config) -> anyhow::Result<()> {
         )
         .into()),
     }
+}
+
+/// `securechat backup PATH`: see `securechat::backup`.
+fn backup(config: &Config, path: &std::path::Path) -> anyhow::Result<()> {
+    let m = securechat::backup::backup(config, path)?;
+    let bytes: u64 = m.blobs.iter().map(|b| b.bytes).sum();
+    println!(
+        "backup written to {}: schema version {}, {} users, {} messages, {} files, {} uploads \
+         in progress ({} blobs, {bytes} bytes); no secrets included",
+        path.display(),
+        m.schema_version,
+        m.counts.users,
+        m.counts.messages,
+        m.counts.files,
+        m.counts.uploads,
+        m.blobs.len(),
+    );
+    Ok(())
+}
+
+/// `securechat restore PATH [--force]`: see `securechat::backup`.
+fn restore(config: &Config, path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let r = securechat::backup::restore(config, path, force)?;
+    let m = &r.manifest;
+    println!(
+        "restored the backup of {} into {}: schema version {}, {} users, {} messages, {} files",
+        m.created_at,
+        config.storage.data_dir.display(),
+        m.schema_version,
+        m.counts.users,
+        m.counts.messages,
+        m.counts.files,
+    );
+    if let Some(aside) = r.moved_aside {
+        println!("the previous database was moved to {}", aside.display());
+    }
+    Ok(())
 }
 
 /// An error that ends the process with this exit code.

@@ -1,5 +1,5 @@
 //! Owns `GET /metrics`: the server's metrics (writer transactions and operations, open
-//! WebSockets) and the job queue's (`jobs::metrics`), gathered into one `prometheus-client`
+//! WebSockets, the HTTP edge's connections and timeouts) and the job queue's (`jobs::metrics`), gathered into one `prometheus-client`
 //! registry per scrape and encoded in the OpenMetrics text format, which Prometheus reads.
 //!
 //! HELP texts carry no final period: the encoder adds one.
@@ -51,6 +51,32 @@ pub async fn render(state: &AppState) -> String {
         "websocket_connections",
         "Open WebSocket connections",
         ConstGauge::<i64>::new(i64::try_from(state.hub.connection_count()).unwrap_or(i64::MAX)),
+    );
+    let edge = state.connections.counters();
+    registry.register(
+        "http_connections",
+        "Open HTTP connections (upgraded WebSockets not counted; server.max_connections bounds them)",
+        ConstGauge::<i64>::new(i64::try_from(state.connections.open_count()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "http_connections_evicted",
+        "Idle HTTP connections closed to make room for a new one at server.max_connections",
+        ConstCounter::new(edge.evicted.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "http_connections_refused",
+        "New HTTP connections closed at once at server.max_connections, every open one being busy",
+        ConstCounter::new(edge.refused.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "http_connections_idle_closed",
+        "HTTP connections closed after server.keepalive_idle_secs without a request",
+        ConstCounter::new(edge.idle_closed.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "http_request_body_timeouts",
+        "Request bodies cut by server.request_timeout_secs (stalled, or an upload that stopped moving)",
+        ConstCounter::new(edge.body_timeouts.load(Ordering::Relaxed)),
     );
     let files = state.files.counters();
     registry.register(

@@ -11,6 +11,7 @@
 //! and the plan is the same. `store::tests` checks that the claim is not recompiled.
 
 pub mod admin;
+pub mod backup;
 mod checkpoint;
 pub mod files;
 mod message_ids;

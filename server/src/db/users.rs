@@ -141,6 +141,14 @@ pub fn by_name(conn: &Connection, username: &str) -> DbResult<Option<User>> {
         .optional()?)
 }
 
+/// The id of `username`, without reading the rest of the row.
+pub fn id_by_name(conn: &Connection, username: &str) -> DbResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM users WHERE username = ?1")?
+        .query_row([username], |r| r.get(0))
+        .optional()?)
+}
+
 pub fn by_id(conn: &Connection, id: i64) -> DbResult<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(conn
@@ -238,6 +246,25 @@ pub fn set_admin(conn: &Connection, username: &str, admin: bool) -> DbResult<boo
         "UPDATE users SET is_admin = ?2 WHERE username = ?1",
         params![username, admin],
     )? == 1)
+}
+
+/// `user_id`'s name and when they were last seen: what a presence frame needs, without the
+/// key bundle the full row carries.
+pub fn presence_of(conn: &Connection, user_id: i64) -> DbResult<Option<(String, Option<i64>)>> {
+    Ok(conn
+        .prepare_cached("SELECT username, last_seen_at FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// When `user_id` was last seen online (None if never, or no such user). Presence needs
+/// only this column, not the whole row with its key bundle.
+pub fn last_seen(conn: &Connection, user_id: i64) -> DbResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT last_seen_at FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten())
 }
 
 pub fn touch_last_seen(conn: &Connection, user_id: i64, at: i64) -> DbResult<()> {

@@ -22,6 +22,11 @@ impl Blobs {
         }
     }
 
+    /// Blobs laid out under `root` itself (a restore's staging directory).
+    pub fn at(root: PathBuf) -> Blobs {
+        Blobs { root }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -35,6 +35,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/conversations/{peer}/files"),
 ];
 
+/// Whether a request carries upload data (`PATCH /api/uploads/{id}`, or `POST /api/uploads`
+/// with creation-with-upload): such a body may take as long as it keeps moving (the edge's
+/// `server.request_timeout_secs` bounds its pauses, not its length).
+pub fn streams_upload_body(method: &warp::http::Method, path: &str) -> bool {
+    use warp::http::Method;
+    (method == Method::PATCH && path.starts_with("/api/uploads/"))
+        || (method == Method::POST && path == "/api/uploads")
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {

@@ -16,6 +16,7 @@ pub mod upgrade;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
@@ -185,11 +186,7 @@ impl Hub {
             return Ok(Some(*id));
         }
         let name = username.to_owned();
-        let found = self
-            .db
-            .read(move |c| users::by_name(c, &name))
-            .await?
-            .map(|u| u.id);
+        let found = self.db.read(move |c| users::id_by_name(c, &name)).await?;
         if let Some(id) = found {
             self.ids
                 .write()
@@ -213,8 +210,8 @@ impl Hub {
             .read(move |c| {
                 let mut out = Vec::new();
                 for id in messages::partners(c, user_id)? {
-                    if let Some(u) = users::by_id(c, id)? {
-                        out.push((id, u.username, u.last_seen_at));
+                    if let Some((name, last_seen)) = users::presence_of(c, id)? {
+                        out.push((id, name, last_seen));
                     }
                 }
                 Ok(out)
@@ -237,23 +234,21 @@ impl Hub {
     }
 
     /// A conversation just started (or this connection just learned of it): both sides
-    /// learn the other's presence.
-    pub(crate) async fn introduce(&self, a_name: &str, b: i64) -> Option<Utf8Bytes> {
-        let b_user = self
-            .db
-            .read(move |c| users::by_id(c, b))
-            .await
-            .ok()
-            .flatten()?;
-        let b_online = self.is_online(b);
-        if b_online {
+    /// learn the other's presence. Returns the frame for `a`'s connection at once when `b`
+    /// is online (no database read: a burst of new conversations costs no queries);
+    /// otherwise `b`'s last-seen time is read first.
+    pub(crate) fn introduce(&self, a_name: &str, b: i64, b_name: &str) -> Introduction {
+        if self.is_online(b) {
             self.push(b, &presence_frame(a_name, true, None), None);
+            return Introduction::Now(presence_frame(b_name, true, None));
         }
-        Some(presence_frame(
-            &b_user.username,
-            b_online,
-            if b_online { None } else { b_user.last_seen_at },
-        ))
+        Introduction::Offline
+    }
+
+    /// The presence frame of an offline user `b`, with when they were last seen.
+    pub(crate) async fn offline_presence(&self, b: i64, b_name: &str) -> Option<Utf8Bytes> {
+        let last_seen = self.db.read(move |c| users::last_seen(c, b)).await.ok()?;
+        Some(presence_frame(b_name, false, last_seen))
     }
 
     /// Records last-seen and tells online partners that `user_id` went offline.
@@ -282,8 +277,8 @@ impl Hub {
             .read(move |c| {
                 let mut out = Vec::with_capacity(online.len());
                 for id in online {
-                    if let Some(u) = users::by_id(c, id)? {
-                        out.push((id, u.username));
+                    if let Some((name, _)) = users::presence_of(c, id)? {
+                        out.push((id, name));
                     }
                 }
                 Ok(out)
@@ -321,6 +316,20 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
+    /// Asks every connection to close (1001) and waits, at most `within`, until they have:
+    /// a process that ends right after shutdown would otherwise cut sockets before their
+    /// close frame is written. Every socket holds a receiver of the shutdown signal from
+    /// its upgrade to its end (`shutdown_signal`), so their count is the sockets alive,
+    /// registered or not yet.
+    pub async fn close_all_and_wait(&self, within: Duration) {
+        self.close_all();
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shutdown.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The shutdown signal, for one socket to hold from its upgrade to its end.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -337,6 +346,14 @@ impl LiveSessions for Hub {
         );
         self.push(user_id, &frame, None);
     }
+}
+
+/// What [`Hub::introduce`] found.
+pub(crate) enum Introduction {
+    /// The partner is online: this presence frame goes to the introducing connection.
+    Now(Utf8Bytes),
+    /// The partner is offline: ask [`Hub::offline_presence`] for its last-seen time.
+    Offline,
 }
 
 pub fn presence_frame(user: &str, online: bool, last_seen: Option<i64>) -> Utf8Bytes {

@@ -17,13 +17,14 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::tickets::Holder;
-use super::{Hub, Registration, SESSION_ENDED};
+use super::{Hub, Introduction, Registration, SESSION_ENDED};
 use crate::db::{now_ms, DbResult};
 use crate::messages::{envelope, MessageState, StoreOutcome, Stored};
 use crate::plugins::Plugins;
@@ -52,6 +53,9 @@ enum Done {
     Stored {
         id: String,
         recipient_id: i64,
+        /// The recipient's name, kept only while this connection has not yet introduced
+        /// the two (see `Hub::introduce`).
+        new_partner: Option<String>,
         envelope: Arc<str>,
         result: DbResult<StoreOutcome>,
     },
@@ -86,8 +90,13 @@ enum End {
 
 /// Runs the connection until the peer leaves, misbehaves, is too slow, its session ends,
 /// or shutdown.
-pub async fn run<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, plugins: Arc<Plugins>, peer: Holder)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    plugins: Arc<Plugins>,
+    peer: Holder,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (
@@ -122,7 +131,6 @@ where
             Vec::new()
         }
     };
-    let mut shutdown = hub.shutdown_signal();
     let mut conn = Socket {
         ws,
         hub: hub.clone(),
@@ -146,7 +154,7 @@ where
     let end = loop {
         let step = tokio::select! {
             biased;
-            _ = shutdown.changed() => Err(End::Close(CloseCode::Away, "server shutting down")),
+            () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => Err(End::Close(CloseCode::Away, "server shutting down")),
             () = ended.notified() => Err(End::Close(CloseCode::from(SESSION_ENDED), "session ended")),
             () = kick.notified() => Err(End::Close(CloseCode::Again, "too slow; reconnect and catch up from history")),
             Some(done) = conn.pending.next(), if !conn.pending.is_empty() => conn.finish_ready(done).await,
@@ -359,6 +367,9 @@ where
             }
         };
         let id = env.id.into_owned();
+        let new_partner = (recipient_id != self.peer.user_id
+            && !self.partners.contains(&recipient_id))
+        .then(|| env.to.into_owned());
         // One copy of the envelope, shared by the write and the fan-out.
         let envelope: Arc<str> = Arc::from(raw);
         let pending = self
@@ -377,6 +388,7 @@ where
                     Done::Stored {
                         id,
                         recipient_id,
+                        new_partner,
                         envelope,
                         result: p.await,
                     }
@@ -470,6 +482,22 @@ where
         in_time(self.ws.flush()).await
     }
 
+    /// A first message to `partner` on this connection (possibly a new conversation): both
+    /// sides learn the other's presence. The ack queued before this leaves first.
+    async fn introduce(&mut self, partner: i64, name: &str) -> Result<(), End> {
+        match self.hub.introduce(&self.peer.username, partner, name) {
+            Introduction::Now(frame) => self.feed(Message::Text(frame)).await,
+            Introduction::Offline => {
+                // The ack leaves now, not after the lookup.
+                in_time(self.ws.flush()).await?;
+                match self.hub.offline_presence(partner, name).await {
+                    Some(frame) => self.send(Message::Text(frame)).await,
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// A pipelined write committed (or failed): answer and fan out. The ack is queued, not
     /// flushed; anything else sent here flushes it along.
     async fn finish(&mut self, done: Done) -> Result<(), End> {
@@ -477,6 +505,7 @@ where
             Done::Stored {
                 id,
                 recipient_id,
+                new_partner,
                 envelope,
                 result,
             } => match result {
@@ -505,14 +534,9 @@ where
                         }
                         // The sender's other tabs and devices see what it sent.
                         self.hub.push(self.peer.user_id, &frame, Some(self.conn_id));
-                        if recipient_id != self.peer.user_id && self.partners.insert(recipient_id) {
-                            // The ack leaves now, not after the presence lookup below.
-                            in_time(self.ws.flush()).await?;
-                            // Possibly a new conversation: both sides learn the other's presence.
-                            if let Some(p) =
-                                self.hub.introduce(&self.peer.username, recipient_id).await
-                            {
-                                self.send(Message::Text(p)).await?;
+                        if let Some(name) = new_partner {
+                            if self.partners.insert(recipient_id) {
+                                self.introduce(recipient_id, &name).await?;
                             }
                         }
                     }

@@ -76,6 +76,9 @@ impl WsEndpoint {
         let (status, response) = match self.check(&req) {
             Ok((key, peer)) => {
                 let on_upgrade = hyper::upgrade::on(&mut req);
+                // Subscribed before the 101: the hub counts this socket from here on, so a
+                // shutdown waits for it even if it has not started running yet.
+                let shutdown = self.hub.shutdown_signal();
                 let hub = self.hub.clone();
                 let plugins = self.plugins.clone();
                 let config = self.config;
@@ -88,7 +91,7 @@ impl WsEndpoint {
                                 Some(config),
                             )
                             .await;
-                            socket::run(ws, hub, plugins, peer).await;
+                            socket::run(ws, hub, plugins, peer, shutdown).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                     }
@@ -108,7 +111,7 @@ impl WsEndpoint {
         tracing::info!(
             target: "securechat::request",
             method = "GET",
-            path = PATH,
+            route = PATH,
             status = status.as_u16(),
             "request"
         );

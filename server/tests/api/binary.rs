@@ -11,7 +11,7 @@ use crate::helpers::{ITERATIONS, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_securechat");
 
-fn securechat(data: &std::path::Path) -> Command {
+pub(crate) fn securechat(data: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -27,7 +27,7 @@ fn securechat(data: &std::path::Path) -> Command {
 }
 
 /// Asserts the command exited 0, showing its stderr otherwise.
-fn succeeded(out: &std::process::Output) {
+pub(crate) fn succeeded(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
@@ -194,7 +194,7 @@ pub(crate) fn start(data: &std::path::Path, extra: &[(&str, &str)]) -> Running {
     Running { child, base }
 }
 
-fn sigterm_and_wait(mut r: Running) -> (std::process::ExitStatus, String) {
+pub(crate) fn sigterm_and_wait(mut r: Running) -> (std::process::ExitStatus, String) {
     let status = Command::new("kill")
         .args(["-TERM", &r.child.id().to_string()])
         .status()
@@ -236,13 +236,7 @@ async fn admin_grant_and_revoke_change_the_flag_of_a_registered_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start(&data, &[]);
-    let client = Client::new(&server.base)
-        .expect("client")
-        .with_min_kdf_iterations(ITERATIONS);
-    client
-        .register("root_user", PASSWORD, ITERATIONS)
-        .await
-        .expect("register");
+    let client = client_with_account(&server, "root_user").await;
     let out = securechat(&data)
         .args(["admin", "grant", "root_user"])
         .output()
@@ -294,7 +288,7 @@ async fn logs_hold_no_secrets_and_sigterm_shuts_down_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(
-        log.contains("\"path\":\"/api/auth/login\""),
+        log.contains("\"route\":\"/api/auth/login\""),
         "request log present: {log}"
     );
     let secrets = [
@@ -414,4 +408,99 @@ async fn an_acknowledged_message_survives_kill_9_of_the_server_and_a_resend_is_s
     assert_eq!(again.messages.len(), acked.len(), "nothing stored twice");
     let (status, _) = sigterm_and_wait(server);
     assert!(status.success());
+}
+
+/// Logs shipped to a log service must not say who looks up whom: the request log names the
+/// route template, never the user in the path; and logs written to a pipe carry no ANSI
+/// colour escapes.
+#[tokio::test]
+async fn the_request_log_names_the_route_template_not_the_user_and_a_pipe_gets_no_colours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start(&data, &[]);
+    let http = reqwest::Client::new();
+    for path in [
+        "/api/users/zoe_looked_up/keys",
+        "/api/conversations/zoe_looked_up/messages",
+        "/zoe_looked_up",
+        "/js/crypto.js",
+    ] {
+        let r = http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("send");
+        assert!(r.status().as_u16() >= 200, "{path}");
+    }
+    let (status, log) = sigterm_and_wait(server);
+    assert!(status.success());
+    assert!(log.contains("/api/users/{name}/keys"), "{log}");
+    assert!(log.contains("/api/conversations/{peer}/messages"), "{log}");
+    assert!(log.contains("(unrouted)"), "{log}");
+    assert!(
+        log.contains("/js/crypto.js"),
+        "assets are named as they are: {log}"
+    );
+    assert!(
+        !log.contains("zoe_looked_up"),
+        "a user's name reached the log: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a piped log: {log:?}"
+    );
+}
+
+/// However many connections the limit turns away, the operator reads one warning.
+#[tokio::test]
+async fn the_connection_limit_warning_is_logged_once_however_many_connections_are_turned_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start(&data, &[("SECURECHAT_SERVER__MAX_CONNECTIONS", "5")]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        held.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The server still answers a new client.
+    let health = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .expect("healthz at the limit");
+    assert!(health.status().is_success());
+    drop(held);
+    let (status, log) = sigterm_and_wait(server);
+    assert!(status.success());
+    let warnings = log.matches("connection limit reached").count();
+    assert_eq!(warnings, 1, "{log}");
+    assert!(log.contains("server.max_connections"), "{log}");
+}
+
+/// SIGTERM tells every WebSocket 1001 (going away) before the process ends.
+#[tokio::test]
+async fn sigterm_tells_every_websocket_1001_before_the_process_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start(&data, &[]);
+    let client = client_with_account(&server, "leaver").await;
+    let s = client.login("leaver", PASSWORD).await.expect("login");
+    let mut ws = client.connect_ws(&s.access_token).await.expect("ws");
+    let (status, _) = sigterm_and_wait(server);
+    assert!(status.success());
+    assert_eq!(crate::relay::close_code(&mut ws).await, Some(1001));
+}
+
+/// A client of `server` on which `name` has registered (password [`PASSWORD`]).
+async fn client_with_account(server: &Running, name: &str) -> Client {
+    let client = Client::new(&server.base)
+        .expect("client")
+        .with_min_kdf_iterations(ITERATIONS);
+    client
+        .register(name, PASSWORD, ITERATIONS)
+        .await
+        .expect("register");
+    client
 }

@@ -235,6 +235,23 @@ async fn metrics_expose_the_writer_the_relay_and_the_job_queue_in_a_format_prome
         ("securechat_db_write_transactions", OpenMetricsType::Counter),
         ("securechat_db_write_operations", OpenMetricsType::Counter),
         ("securechat_websocket_connections", OpenMetricsType::Gauge),
+        ("securechat_http_connections", OpenMetricsType::Gauge),
+        (
+            "securechat_http_connections_evicted",
+            OpenMetricsType::Counter,
+        ),
+        (
+            "securechat_http_connections_refused",
+            OpenMetricsType::Counter,
+        ),
+        (
+            "securechat_http_connections_idle_closed",
+            OpenMetricsType::Counter,
+        ),
+        (
+            "securechat_http_request_body_timeouts",
+            OpenMetricsType::Counter,
+        ),
         ("securechat_jobs", OpenMetricsType::Gauge),
         ("securechat_jobs_enqueued", OpenMetricsType::Counter),
         (

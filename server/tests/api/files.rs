@@ -65,14 +65,14 @@ fn metadata(recipient: &str, record_size: u64, manifest: &str) -> String {
 }
 
 /// Ciphertext-like bytes of `len`.
-fn body(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn body(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[1] ^ seed)
         .collect()
 }
 
-struct Tus<'a> {
-    app: &'a TestApp,
+pub(crate) struct Tus<'a> {
+    pub(crate) app: &'a TestApp,
 }
 
 impl Tus<'_> {
@@ -99,7 +99,7 @@ impl Tus<'_> {
     }
 
     /// Creates an upload from `from` to `to`; returns its Location.
-    async fn create(&self, from: &Session, to: &str, length: u64) -> String {
+    pub(crate) async fn create(&self, from: &Session, to: &str, length: u64) -> String {
         let r = self
             .create_raw(
                 &from.access_token,
@@ -116,7 +116,7 @@ impl Tus<'_> {
         loc
     }
 
-    async fn patch(
+    pub(crate) async fn patch(
         &self,
         token: &str,
         loc: &str,
@@ -141,7 +141,7 @@ impl Tus<'_> {
             .expect("send")
     }
 
-    async fn offset(&self, token: &str, loc: &str) -> u64 {
+    pub(crate) async fn offset(&self, token: &str, loc: &str) -> u64 {
         let r = self.head(token, loc).await;
         assert_eq!(r.status(), 200);
         r.headers()["upload-offset"]
@@ -152,7 +152,7 @@ impl Tus<'_> {
     }
 }
 
-fn sha256_header(bytes: &[u8]) -> String {
+pub(crate) fn sha256_header(bytes: &[u8]) -> String {
     format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(bytes)))
 }
 
@@ -180,14 +180,19 @@ fn blob_files(app: &TestApp) -> Vec<PathBuf> {
     out
 }
 
-async fn two_users(app: &TestApp) -> (Session, Session) {
+pub(crate) async fn two_users(app: &TestApp) -> (Session, Session) {
     (
         app.register_and_login("alice").await,
         app.register_and_login("bob").await,
     )
 }
 
-async fn get(app: &TestApp, path: &str, token: &str, range: Option<&str>) -> reqwest::Response {
+pub(crate) async fn get(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    range: Option<&str>,
+) -> reqwest::Response {
     let mut r = app
         .client
         .http()
@@ -200,7 +205,7 @@ async fn get(app: &TestApp, path: &str, token: &str, range: Option<&str>) -> req
 }
 
 /// Waits until the upload at `loc` is a file in state `state`.
-async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
+pub(crate) async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
     let id = loc.rsplit('/').next().expect("id").to_string();
     for _ in 0..200 {
         let s: Option<String> = app
@@ -215,7 +220,7 @@ async fn wait_for_state(app: &TestApp, loc: &str, state: &str) {
     panic!("upload {id} never became {state}");
 }
 
-fn file_id_of(loc: &str) -> String {
+pub(crate) fn file_id_of(loc: &str) -> String {
     loc.rsplit('/').next().expect("id").to_string()
 }
 

@@ -3,9 +3,11 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod binary;
 mod directory;
 mod edge;
+mod edge_limits;
 mod files;
 mod healthcheck;
 mod helpers;

@@ -81,7 +81,7 @@ pub(crate) async fn none_of(
 
 /// Reads past whatever is still queued to the close frame; its code (None if the stream
 /// just ended).
-async fn close_code(ws: &mut WsClient) -> Option<u16> {
+pub(crate) async fn close_code(ws: &mut WsClient) -> Option<u16> {
     for _ in 0..100 {
         match ws.recv_event(WAIT).await {
             Ok(WsEvent::Close { code, .. }) => return code,
@@ -491,6 +491,54 @@ async fn typing_and_presence_reach_conversation_partners() {
     none_of(&mut a, Duration::from_millis(300), |f| {
         matches!(f, ServerFrame::Typing { .. })
             || matches!(f, ServerFrame::Presence { user, .. } if user == "carol")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_first_message_introduces_the_two_online_and_tells_the_sender_when_an_offline_one_was_seen(
+) {
+    let app = spawn_app().await;
+    let alice = app.register_and_login("alice").await;
+    let bob = app.register_and_login("bob").await;
+    let carol = app.register_and_login("carol").await;
+    // carol has been online once, so she has a last-seen time.
+    let c = connect(&app, &carol).await;
+    drop(c);
+    let mut a = connect(&app, &alice).await;
+    let mut b = connect(&app, &bob).await;
+
+    // Both online, no conversation yet: the first message introduces each to the other.
+    a.send_envelope(&seal(&app, &alice, "bob", "hi").await)
+        .await
+        .expect("send");
+    ack(&mut a).await;
+    comes_online(&mut a, "bob").await;
+    comes_online(&mut b, "alice").await;
+
+    // carol offline: alice learns when she was last seen.
+    a.send_envelope(&seal(&app, &alice, "carol", "hi").await)
+        .await
+        .expect("send");
+    ack(&mut a).await;
+    let last_seen = next_matching(&mut a, |f| match f {
+        ServerFrame::Presence {
+            user,
+            online: false,
+            last_seen,
+        } if user == "carol" => Some(last_seen),
+        _ => None,
+    })
+    .await;
+    assert!(last_seen.is_some(), "carol was online once");
+
+    // Later messages to the same partners introduce nobody again.
+    a.send_envelope(&seal(&app, &alice, "bob", "again").await)
+        .await
+        .expect("send");
+    ack(&mut a).await;
+    none_of(&mut a, Duration::from_millis(300), |f| {
+        matches!(f, ServerFrame::Presence { .. })
     })
     .await;
 }
