@@ -59,7 +59,7 @@ where
     let mut stream = std::pin::pin!(stream);
     let mut body = bytes::BytesMut::new();
     while let Some(mut chunk) = stream.try_next().await.map_err(|e| {
-        warp::reject::custom(if crate::serve::bodies::is_timeout(&e) {
+        warp::reject::custom(if is_timeout(&e) {
             ApiError::new(
                 warp::http::StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -246,6 +246,32 @@ pub fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
                 forwarded: fwd,
             },
         )
+}
+
+/// The error a request body ends with when its time is up (`serve::bodies` raises it, under
+/// `server.request_timeout_secs`); [`is_timeout`] finds it behind warp's error. It lives
+/// here, not in `serve`, so that reading a body never depends on the connection loop.
+#[derive(Debug)]
+pub struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// Whether `e`, or an error it wraps, is a [`BodyTimedOut`].
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

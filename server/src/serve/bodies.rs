@@ -86,31 +86,6 @@ pub enum BodyClock {
     Progress(Duration),
 }
 
-/// The error a request body ends with when its time is up; [`is_timeout`] finds it behind
-/// warp's error.
-#[derive(Debug)]
-pub struct BodyTimedOut;
-
-impl std::fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request body did not arrive in time")
-    }
-}
-
-impl std::error::Error for BodyTimedOut {}
-
-/// Whether `e`, or an error it wraps, is a [`BodyTimedOut`].
-pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if e.is::<BodyTimedOut>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
 /// A request body under a [`BodyClock`]. The timer is only armed once the body has to be
 /// waited for, so bodies that are already here (or empty) cost no timer.
 pub struct TimedBody {
@@ -173,7 +148,7 @@ impl Body for TimedBody {
                         .counters()
                         .body_timeouts
                         .fetch_add(1, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                    return Poll::Ready(Some(Err(Box::new(crate::http::BodyTimedOut))));
                 }
                 Poll::Pending
             }
