@@ -1,7 +1,9 @@
 //! Owns the browser client: the files of `frontend/`, embedded in the binary at build time
-//! and served with a Content-Type from mime_guess.
+//! and served with a Content-Type from mime_guess, and the HTML "page not found" answer for
+//! any other path outside `/api/` (`404.html`, status 404).
 //!
 //! Invariant: only embedded files are ever served — no path reaches the filesystem.
+//! Invariant: a path under `/api/` is never answered with a page; the API's JSON errors stand.
 
 use rust_embed::RustEmbed;
 use warp::filters::BoxedFilter;
@@ -16,6 +18,9 @@ use crate::error::ApiError;
 #[derive(RustEmbed)]
 #[folder = "../frontend/"]
 struct Frontend;
+
+/// The page served, with status 404, for any path outside `/api/` that names no file.
+const NOT_FOUND_PAGE: &str = "404.html";
 
 pub fn routes() -> BoxedFilter<(Response,)> {
     warp::get()
@@ -61,6 +66,26 @@ fn serve(path: &str) -> Response {
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             res
         }
+        None => not_found_page(),
+    }
+}
+
+/// The HTML page for a path that names no file: browsers land here from a mistyped or old
+/// link, so they get a page with a way back rather than the API's JSON.
+fn not_found_page() -> Response {
+    match Frontend::get(NOT_FOUND_PAGE) {
+        Some(file) => {
+            let mut res = Response::new(file.data.into_owned().into());
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            res.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            res.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            res
+        }
+        // Only if the page was left out of the build: the JSON answer is still correct.
         None => ApiError::not_found("page").into_response(),
     }
 }

@@ -103,6 +103,13 @@ pub async fn serve(
         let counted = connections.clone();
         let hyper_service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             let busy = conn.begin();
+            // HEAD is GET without the body wherever GET is answered (RFC 9110 §9.3.2):
+            // the filters see GET, and hyper, which saw HEAD, sends the head only.
+            if req.method() == http::Method::HEAD
+                && !crate::files::routes::answers_head_itself(req.uri().path())
+            {
+                *req.method_mut() = http::Method::GET;
+            }
             let routed = if ws.handles(&req) {
                 Err(ws.upgrade(req))
             } else {

@@ -44,6 +44,12 @@ pub fn streams_upload_body(method: &warp::http::Method, path: &str) -> bool {
         || (method == Method::POST && path == "/api/uploads")
 }
 
+/// Whether `path` has a HEAD of its own (tus's `HEAD /api/uploads/{id}`, answering the
+/// offset): everywhere else the edge answers HEAD as GET without the body.
+pub fn answers_head_itself(path: &str) -> bool {
+    path.starts_with("/api/uploads/")
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {

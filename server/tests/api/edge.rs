@@ -51,12 +51,84 @@ async fn every_response_carries_the_security_headers() {
             r.header("strict-transport-security").is_none(),
             "no HSTS without TLS"
         );
-        if r.status >= 400 {
+        if r.status >= 400 && path.starts_with("/api/") {
             let body: Value = r.json().expect("errors are JSON");
             assert!(body["error"]["code"].is_string(), "{method} {path}: {body}");
             assert!(body["error"]["message"].is_string());
         }
     }
+}
+
+#[tokio::test]
+async fn an_unknown_page_gets_an_html_404_and_an_unknown_api_path_a_json_one() {
+    let app = spawn_app().await;
+    for path in ["/admin", "/settings.html", "/no/such/deep/page", "/../Cargo.toml"] {
+        let r = app
+            .client
+            .request(Method::GET, path, None, None)
+            .await
+            .expect("send");
+        assert_eq!(r.status, 404, "{path}");
+        let ctype = r.header("content-type").unwrap_or_default();
+        assert!(ctype.starts_with("text/html"), "{path}: {ctype}");
+        let page = r.text();
+        assert!(page.contains("Page not found"), "{path}");
+        // Absolute links: the page's style and way back work from any depth.
+        assert!(page.contains("href=\"/styles.css\"") && page.contains("href=\"/chat.html\""));
+    }
+    for path in ["/api/nothing-here", "/api/", "/api"] {
+        let r = app
+            .client
+            .request(Method::GET, path, None, None)
+            .await
+            .expect("send");
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.error().expect("JSON error").error.code, "not_found", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn head_is_answered_wherever_get_is_with_the_same_status_and_no_body() {
+    let app = spawn_app().await;
+    for path in [
+        "/",
+        "/index.html",
+        "/styles.css",
+        "/js/crypto.js",
+        "/healthz",
+        "/readyz",
+        "/api/openapi.json",
+        "/api/features",
+        "/api/me",
+        "/no-such-page",
+    ] {
+        let get = app
+            .client
+            .request(Method::GET, path, None, None)
+            .await
+            .expect("send");
+        let head = app
+            .client
+            .request(Method::HEAD, path, None, None)
+            .await
+            .expect("send");
+        assert_eq!(head.status, get.status, "HEAD {path}");
+        assert_ne!(head.status, 405, "HEAD {path}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {path}"
+        );
+        assert!(head.text().is_empty(), "HEAD {path} has a body");
+        assert!(head.header("content-security-policy").is_some(), "HEAD {path}");
+    }
+    // A route without GET still refuses HEAD.
+    let r = app
+        .client
+        .request(Method::HEAD, "/api/auth/login", None, None)
+        .await
+        .expect("send");
+    assert_eq!(r.status, 405);
 }
 
 #[tokio::test]
