@@ -20,15 +20,25 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
+# Each step says how long it took (seconds since the previous step), so a CI log shows
+# where the time goes.
+step_started=$SECONDS
+step() {
+  echo "    (took $((SECONDS - step_started)) s)"
+  step_started=$SECONDS
+  echo "==> $*"
+}
+trap 'echo "    (took $((SECONDS - step_started)) s; total $SECONDS s)"' EXIT
+
 echo "==> Rust tests, all features"
 cargo test --workspace --all-features --locked
 
-echo "==> the server's API tests without default features (no plugins)"
+step "the server's API tests without default features (no plugins)"
 # Only the API suite and the unit tests depend on which plugins are compiled in (plugins.rs holds every
 # #[cfg(feature)]); the job queue's and the layering tests ran above and do not change.
 cargo test -p securechat --no-default-features --lib --test api --locked
 
-echo "==> every other combination of the server's features compiles (cargo check, cheap)"
+step "every other combination of the server's features compiles (cargo check, cheap)"
 # The features are read from server/Cargo.toml's [features] table (all but `default`).
 # All and none were built and tested above, so only the combinations in between are checked.
 mapfile -t features < <(awk '/^\[features\]/{f=1;next} /^\[/{f=0} f && /^[a-z0-9-]+ *=/{sub(/ *=.*/,""); if ($0 != "default") print}' server/Cargo.toml)
@@ -42,7 +52,7 @@ for ((mask = 1; mask < (1 << ${#features[@]}) - 1; mask++)); do
   cargo check -q -p securechat --all-targets --no-default-features --features "$list" --locked
 done
 
-echo "==> building the binaries the browser tests drive"
+step "building the binaries the browser tests drive"
 cargo build -p securechat -p securechat-client --locked
 # The README's run command is `cargo run --release` at the root: it must pick the server.
 cargo run -q --locked -- config > /dev/null
@@ -50,11 +60,12 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 export SECURECHAT_BIN="$target_dir/debug/securechat"
 export SECURECHAT_CLIENT_BIN="$target_dir/debug/securechat-client"
 
-echo "==> the docker compose stack: images, podman-compose, HTTPS and WSS through Caddy"
+step "the docker compose stack: images, podman-compose, HTTPS and WSS through Caddy"
 bash scripts/test-docker.sh
 
-echo "==> JavaScript unit tests and browser tests"
+step "JavaScript unit tests and browser tests"
 cd tests-web
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent test:unit
+step "browser tests in headless Chromium"
 npm run --silent test:browser
