@@ -115,6 +115,11 @@ enum Command {
         to: String,
         /// The message text.
         text: String,
+        /// Send this many messages over one socket, one after the other (each waits for its
+        /// ack), the text of each followed by " #<n>"; prints the first and last seq. For
+        /// seeding long conversations (benchmarks, tests).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        repeat: u32,
     },
     /// Sign in and print the conversation with --peer, each message opened and its
     /// signature verified.
@@ -249,6 +254,7 @@ async fn send_text(
     session: &Session,
     to: &str,
     text: &str,
+    repeat: u32,
 ) -> anyhow::Result<serde_json::Value> {
     let token = &session.access_token;
     let keys = client
@@ -257,29 +263,51 @@ async fn send_text(
         .with_context(|| format!("keys of {to}"))?;
     let verified = keys.verify().with_context(|| format!("keys of {to}"))?;
     let to_enc = parse_enc_spki(&verified.enc_spki)?;
-    let envelope = seal_text(&session.username, &session.identity, to, &to_enc, text)?;
     let mut ws = client
         .connect_ws(token)
         .await
         .context("opening the WebSocket")?;
-    ws.send_envelope(&envelope).await?;
-    let answer = ws
-        .recv_until(ACK_TIMEOUT, |f| match f {
-            ServerFrame::Ack { id, .. } => *id == envelope.id,
-            ServerFrame::Error { .. } => true,
-            _ => false,
-        })
-        .await
-        .context("waiting for the ack")?;
+    let mut acks = Vec::with_capacity(2);
+    for n in 1..=repeat {
+        let numbered;
+        let text = if repeat == 1 {
+            text
+        } else {
+            numbered = format!("{text} #{n}");
+            &numbered
+        };
+        let envelope = seal_text(&session.username, &session.identity, to, &to_enc, text)?;
+        ws.send_envelope(&envelope).await?;
+        let answer = ws
+            .recv_until(ACK_TIMEOUT, |f| match f {
+                ServerFrame::Ack { id, .. } => *id == envelope.id,
+                ServerFrame::Error { .. } => true,
+                _ => false,
+            })
+            .await
+            .context("waiting for the ack")?;
+        let ack = match answer {
+            ServerFrame::Ack { id, seq, server_ts } => {
+                serde_json::json!({"id": id, "seq": seq, "server_ts": server_ts})
+            }
+            ServerFrame::Error { code, message, .. } => {
+                anyhow::bail!("the server refused message {n}: {code}: {message}")
+            }
+            other => anyhow::bail!("unexpected frame {}", other.kind()),
+        };
+        if n == 1 || n == repeat {
+            acks.push(ack);
+        }
+    }
     ws.close().await?;
-    match answer {
-        ServerFrame::Ack { id, seq, server_ts } => {
-            Ok(serde_json::json!({"id": id, "seq": seq, "server_ts": server_ts}))
-        }
-        ServerFrame::Error { code, message, .. } => {
-            anyhow::bail!("the server refused the message: {code}: {message}")
-        }
-        other => anyhow::bail!("unexpected frame {}", other.kind()),
+    match acks.as_slice() {
+        [only] => Ok(only.clone()),
+        [first, last] => Ok(serde_json::json!({
+            "sent": repeat,
+            "first_seq": first["seq"],
+            "last_seq": last["seq"],
+        })),
+        _ => anyhow::bail!("no message was sent"),
     }
 }
 
@@ -331,9 +359,14 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
         None => Trust::public_roots()?,
     };
     match cli.command {
-        Command::Send { login, to, text } => {
+        Command::Send {
+            login,
+            to,
+            text,
+            repeat,
+        } => {
             let (client, session) = login.login(&trust).await?;
-            Ok(Some(send_text(&client, &session, &to, &text).await?))
+            Ok(Some(send_text(&client, &session, &to, &text, repeat).await?))
         }
         Command::History { login, peer, limit } => {
             let (client, session) = login.login(&trust).await?;
