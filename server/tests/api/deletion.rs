@@ -8,7 +8,7 @@ use securechat_client::ws::ServerFrame;
 use securechat_client::{Method, Session};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{error_code as code, spawn_app, spawn_app_with, TestApp};
 use crate::relay::{ack, connect, next_matching, none_of, seal};
 
 /// The stored envelope text and `deleted_at` of the message `id`, read from the file.
@@ -30,21 +30,12 @@ async fn call(
     s: &Session,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let r = app
-        .client
-        .request(m, path, Some(&s.access_token), body.as_ref())
-        .await
-        .expect("send");
-    let v = if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json().expect("json")
-    };
-    (r.status, v)
+    app.call(m, path, &s.access_token, body).await
 }
 
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_default()
+/// `s` deletes message `id`: the status and answer.
+async fn delete(app: &TestApp, s: &Session, id: &str) -> (u16, Value) {
+    call(app, Method::DELETE, &format!("/api/messages/{id}"), s, None).await
 }
 
 /// alice sends `texts` to bob over her WebSocket; their ids and seqs, in order.
@@ -79,14 +70,7 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     let gone = &sent[1].0;
     assert!(stored(&app, gone).0.len() > 100, "stored before");
 
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{gone}"),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, gone).await;
     assert_eq!(status, 204);
     let (envelope, deleted_at) = stored(&app, gone);
     assert_eq!(envelope, "", "the ciphertext is gone from the row");
@@ -122,14 +106,7 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     );
 
     // Idempotent for its sender.
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{gone}"),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, gone).await;
     assert_eq!(status, 204);
 }
 
@@ -166,14 +143,7 @@ async fn only_the_sender_may_delete_and_everyone_else_gets_the_same_404() {
         "0D6F8A52-1C1E-4C5E-9B7A-2F7D0C1E9A01",
         "0d6f8a52-1c1e-1c5e-9b7a-2f7d0c1e9a01",
     ] {
-        let (status, body) = call(
-            &app,
-            Method::DELETE,
-            &format!("/api/messages/{bad}"),
-            &alice,
-            None,
-        )
-        .await;
+        let (status, body) = delete(&app, &alice, bad).await;
         assert_eq!((status, code(&body)), (400, "invalid_request"), "{bad}");
     }
     let r = app
@@ -200,14 +170,7 @@ async fn a_deleted_id_stays_spent_a_resend_stores_nothing_and_reaches_nobody() {
         matches!(f, ServerFrame::Message { .. }).then_some(())
     })
     .await;
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{}", env.id),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, &env.id).await;
     assert_eq!(status, 204);
 
     // The same envelope again: answered as a resend of the original, not stored again.
@@ -263,14 +226,7 @@ async fn the_admin_log_does_not_list_a_deleted_message() {
     let (status, before) = call(&app, Method::GET, "/api/admin/messages", &admin, None).await;
     assert_eq!(status, 200, "{before}");
     assert_eq!(listed(&before).len(), 2);
-    call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{}", sent[0].0),
-        &alice,
-        None,
-    )
-    .await;
+    delete(&app, &alice, &sent[0].0).await;
     let (_, after) = call(&app, Method::GET, "/api/admin/messages", &admin, None).await;
     assert_eq!(listed(&after), vec![sent[1].0.clone()]);
 }
