@@ -1,6 +1,6 @@
 //! Owns the files domain's jobs: `finalize_upload` (one per complete upload, dedup key
-//! `finalize:<id>`), and the periodic `expire_uploads`, `purge_expired_files` and
-//! `scrub_blobs`. [`register`] adds them to the job registry before the queue is built.
+//! `finalize:<id>`), and the periodic `expire_uploads`, `purge_expired_files` (which also
+//! removes every upload and file of a deleted account) and `scrub_blobs`. [`register`] adds them to the job registry before the queue is built.
 //!
 //! finalize_upload checks the blob's length and recomputes the BLAKE3 root from the
 //! stored hash state plus the unfinished last subtree (never the whole file) against the
@@ -139,18 +139,36 @@ impl Files {
             .read(move |c| db::files::expired_uploads(c, now, CLEANUP_BATCH))
             .await
             .map_err(JobError::retry)?;
+        self.remove_unless_patching(ids, "expired upload removed")
+            .await
+    }
+
+    /// Removes each of `ids` (row and blob) that has no PATCH running now; one that has is
+    /// left for the next run (a PATCH running now finds the row gone when it commits).
+    async fn remove_unless_patching(
+        &self,
+        ids: Vec<String>,
+        what: &'static str,
+    ) -> Result<(), JobError> {
         for id in ids {
-            // A PATCH running now will find the row gone when it commits.
             let Some(_slot) = self.take_slot(&id) else {
                 continue;
             };
             self.remove(&id).await.map_err(JobError::retry)?;
-            tracing::info!(upload = %id, "expired upload removed");
+            tracing::info!(file = %id, "{what}");
         }
         Ok(())
     }
 
     async fn purge_expired_files(&self) -> Result<(), JobError> {
+        // A deleted account's uploads and files go first, whatever the retention.
+        let ids = self
+            .db()
+            .read(move |c| db::files::of_deleted_uploaders(c, CLEANUP_BATCH))
+            .await
+            .map_err(JobError::retry)?;
+        self.remove_unless_patching(ids, "file of a deleted account removed")
+            .await?;
         let retention = self.config().retention_secs;
         if retention == 0 {
             return Ok(());
