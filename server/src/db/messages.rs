@@ -321,6 +321,19 @@ pub(super) fn mark(
     Ok(sender)
 }
 
+/// Runs `f` (which tombstones messages) with `secure_delete = FAST` on `conn`, then puts the
+/// previous setting back: the cleared envelope's bytes are zeroed in its b-tree page
+/// instead of lingering as free space in the database file (an envelope larger than a
+/// page leaves its overflow pages on the freelist until they are reused). Only these
+/// writes pay for it; storing a message does not.
+fn scrubbing<T>(conn: &Connection, f: impl FnOnce() -> DbResult<T>) -> DbResult<T> {
+    let before: i64 = conn.query_row("PRAGMA main.secure_delete", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA main.secure_delete = FAST")?;
+    let out = f();
+    conn.execute_batch(&format!("PRAGMA main.secure_delete = {before}"))?;
+    out
+}
+
 /// Clears the stored envelope of the message `seq` and marks it deleted at `at` (a
 /// tombstone); a message already deleted keeps its first `deleted_at`.
 const TOMBSTONE: &str = "UPDATE messages SET envelope = '', deleted_at = coalesce(deleted_at, ?2) \
@@ -338,11 +351,11 @@ pub(super) fn delete_by_sender(
         return Ok(false);
     };
     match message_ids::find(conn, known, &msg_id)? {
-        Some(found) if found.sender_id == sender => {
+        Some(found) if found.sender_id == sender => scrubbing(conn, || {
             conn.prepare_cached(TOMBSTONE)?
                 .execute(params![found.seq, at])?;
             Ok(true)
-        }
+        }),
         _ => Ok(false),
     }
 }
@@ -351,13 +364,15 @@ pub(super) fn delete_by_sender(
 /// (state `sent`), at `at`: what deleting an account takes with it. Walks the user's
 /// conversations, so only their messages are read.
 pub fn delete_undelivered_of(conn: &Connection, user_id: i64, at: i64) -> DbResult<usize> {
-    Ok(conn.execute(
-        "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq IN ( \
+    scrubbing(conn, || {
+        Ok(conn.execute(
+            "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq IN ( \
              SELECT m.seq FROM conversations c \
              JOIN messages m ON m.conv_lo = c.lo AND m.conv_hi = c.hi \
              WHERE (c.lo = ?1 OR c.hi = ?1) AND m.state = ?3 AND m.deleted_at IS NULL)",
-        params![user_id, at, MessageState::Sent],
-    )?)
+            params![user_id, at, MessageState::Sent],
+        )?)
+    })
 }
 
 /// The newest seq of the conversation of `a` and `b` (0 if none).
@@ -446,14 +461,16 @@ pub fn expired(conn: &Connection, now: i64, limit: u32) -> DbResult<Vec<i64>> {
 /// Tombstones the messages `seqs` at `at` (one rowid update each); returns how many were
 /// not deleted before.
 pub fn tombstone_all(conn: &Connection, seqs: &[i64], at: i64) -> DbResult<usize> {
-    let mut st = conn.prepare_cached(
-        "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq = ?1 AND deleted_at IS NULL",
-    )?;
-    let mut n = 0;
-    for seq in seqs {
-        n += st.execute(params![seq, at])?;
-    }
-    Ok(n)
+    scrubbing(conn, || {
+        let mut st = conn.prepare_cached(
+            "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq = ?1 AND deleted_at IS NULL",
+        )?;
+        let mut n = 0;
+        for seq in seqs {
+            n += st.execute(params![seq, at])?;
+        }
+        Ok(n)
+    })
 }
 
 /// Everyone `me` has exchanged a message with (for presence).

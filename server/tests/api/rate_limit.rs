@@ -281,8 +281,7 @@ async fn without_the_plugin_features_lists_nothing_and_nothing_is_limited() {
 async fn user_searches_share_the_per_address_api_limit() {
     let app = spawn_app_with(|c| rate_limit(c, "api_per_ip = { burst = 12, per_secs = 60 }")).await;
     let me = app.register_and_login("zed").await;
-    let mut searched = 0;
-    for _ in 0..20 {
+    for searched in 0..20 {
         let r = app
             .client
             .http()
@@ -296,7 +295,6 @@ async fn user_searches_share_the_per_address_api_limit() {
             return assert_rate_limited(r).await;
         }
         assert_eq!(r.status(), 200);
-        searched += 1;
     }
     panic!("20 searches and no 429");
 }
