@@ -22,6 +22,7 @@ import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
 import { ReportDialog, reportsEnabled } from './chat/report.js';
 import { SettingsView, showSettingsOnly } from './chat/settings.js';
+import { Notifier } from './chat/notify.js';
 import { el } from './chat/format.js';
 
 const main = $('main');
@@ -168,7 +169,12 @@ async function start(session) {
   messenger.addEventListener('conversation', ({ detail: peer }) => {
     if (peer === conversation.peer) queueConversation();
   });
-  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => announce(peer, message));
+  const notifier = new Notifier(session, () => conversation.peer, (peer) => conversation.open(peer));
+  notifier.wire();
+  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => {
+    announce(peer, message);
+    notifier.incoming(peer, message);
+  });
   messenger.addEventListener('connection', ({ detail: state }) => {
     list.renderConnection(state);
     conversation.renderConnection(state);

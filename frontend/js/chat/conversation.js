@@ -461,10 +461,11 @@ export class ConversationView {
     this.loadingOlder = true;
     button.disabled = true;
     list.setAttribute('aria-busy', 'true');
+    // the distance from the bottom stays the same (measured before: the model's events render too)
+    const fromEnd = list.scrollHeight - list.scrollTop;
     try {
       await this.m.loadOlder(peer);
       if (this.peer !== peer) return;
-      const fromEnd = list.scrollHeight - list.scrollTop;
       this.render();
       list.scrollTop = list.scrollHeight - fromEnd;
     } catch (err) {
