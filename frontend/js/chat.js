@@ -168,6 +168,7 @@ async function start(session) {
   messenger.addEventListener('conversations', queueList);
   messenger.addEventListener('conversation', ({ detail: peer }) => {
     if (peer === conversation.peer) queueConversation();
+    queueList(); // its row shows the key state (verified) and the last message too
   });
   const notifier = new Notifier(session, () => conversation.peer, (peer) => conversation.open(peer));
   notifier.wire();

@@ -281,6 +281,33 @@ describe('the chat page is a full-height two-pane app', () => {
     });
   }
 
+  test('"Mark as verified" shows in the header and on the list row, and clearing it removes both', async () => {
+    const a = users.alice.page;
+    await a.setViewportSize(DESKTOP);
+    await openAt(a, 'bob');
+    const row = a.locator('#conversations button.conv[data-peer="bob"]');
+    assert.equal(await row.getAttribute('data-verified'), 'false');
+    await a.click('#conv-safety');
+    await a.locator('#safety-number[data-digits]').waitFor();
+    await a.click('#contact-verify');
+    await a.locator('#conv-trust[data-verified="true"]').waitFor();
+    await row.and(a.locator('[data-verified="true"]')).waitFor();
+    assert.equal(await row.locator('.conv-verified').isVisible(), true);
+    assert.match(await row.innerText(), /verified/);
+    // after a reload the list knows it from the stored pin, before the conversation is opened
+    await a.reload();
+    await waitForChat(a);
+    await row.and(a.locator('[data-verified="true"]')).waitFor();
+    await openFromList(a, 'bob');
+    await a.click('#conv-safety');
+    await a.locator('#contact-verify[data-verified="true"]').waitFor();
+    await a.click('#contact-verify');
+    await a.locator('#conv-trust[data-verified="false"]').waitFor();
+    await row.and(a.locator('[data-verified="false"]')).waitFor();
+    assert.equal(await row.locator('.conv-verified').isVisible(), false);
+    await a.keyboard.press('Escape');
+  });
+
   test('a cut network shows as offline within 5 s, and a message written meanwhile goes out after it returns', async () => {
     const { page: a, context } = users.alice;
     await a.setViewportSize(DESKTOP);
@@ -307,6 +334,8 @@ describe('the chat page is a full-height two-pane app', () => {
     const c = users.carol.page;
     await c.locator('#conn-status[data-state="open"]').waitFor();
     await openFromDirectory(a, 'carol');
+    // in the list as soon as it is open, before any message
+    await a.locator('#conversations button.conv[data-peer="carol"][aria-current="true"]').waitFor();
     const dot = a.locator('#conv-dot');
     assert.notEqual(await dot.getAttribute('data-online'), 'false', 'no offline-looking dot for someone who is online');
     assert.notEqual(await a.locator('#conv-presence').innerText(), '', 'the header says what it knows');

@@ -461,13 +461,14 @@ export class ConversationView {
     this.loadingOlder = true;
     button.disabled = true;
     list.setAttribute('aria-busy', 'true');
-    // the distance from the bottom stays the same (measured before: the model's events render too)
-    const fromEnd = list.scrollHeight - list.scrollTop;
+    // what is on screen stays put: the list scrolls down by what was put above it (measured
+    // from before the load, as the model's own events render too; a scroll meanwhile is kept)
+    const heightBefore = list.scrollHeight;
     try {
       await this.m.loadOlder(peer);
       if (this.peer !== peer) return;
       this.render();
-      list.scrollTop = list.scrollHeight - fromEnd;
+      list.scrollTop += list.scrollHeight - heightBefore;
     } catch (err) {
       this.status(`Could not load earlier messages: ${authErrorMessage(err)}`);
     } finally {
