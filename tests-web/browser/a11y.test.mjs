@@ -17,6 +17,7 @@ import {
   openFromDirectory,
   openSettings,
   registerViaUi,
+  rotateKeysInPage,
   send,
   startServerAndBrowser,
   waitForChat,
@@ -130,14 +131,7 @@ describe('every page and state passes axe at both sizes in both themes, and is p
     const a = alice.page;
     assertClean(bob.problems);
     // bob replaces his keys (as "Replace my keys" does), then leaves
-    await bob.page.evaluate(async (password) => {
-      const { Api } = await import('/js/api.js');
-      const { rotateKeys } = await import('/js/auth.js');
-      const store = await import('/js/store.js');
-      const session = await store.loadSession();
-      const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
-      return rotateKeys(api, { session, password });
-    }, PW);
+    await rotateKeysInPage(bob.page, PW);
     await bob.context.close();
     await a.reload();
     await waitForChat(a);
