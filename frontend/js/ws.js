@@ -6,6 +6,9 @@
 // frame handed to listeners: ack, message, delivered, read, typing, presence, file_ready,
 // file_damaged, keys_changed, error.
 // The relay is an EventTarget: listeners get CustomEvents whose `detail` is the value.
+// A socket is replaced when a send stays unacknowledged for 5 s, and dropped at once when the
+// browser reports the network gone (wentOffline(), from the window's `offline` event), so the
+// page shows "offline — reconnecting" within seconds of a cut instead of trusting a dead socket.
 // Close code 4401 (the server ended this session: logout, logout-all, revocation) is final:
 // no reconnect, the relay stops and emits 'ended'. Error frames get the client's own sentence
 // for their code (errors.js), never the server's text.
