@@ -1,7 +1,8 @@
 // chat.html: the signed-in home. Checks the stored session, starts the messaging model
 // (messenger.js over the relay socket in ws.js; all message crypto is in envelope.js) and
-// wires it to the views in chat/: account.js (account bar, own fingerprint, sign-out),
-// conversation-list.js, directory.js (finding people), conversation.js (one conversation,
+// wires it to the views in chat/: settings.js (the settings view) with account.js inside it
+// (own fingerprint, sign-out, replacing keys), conversation-list.js, directory.js (finding
+// people), conversation.js (one conversation,
 // with composer.js, contact.js and attachments.js inside it; files through filebox.js and
 // uploads.js), report.js (reporting a received message, offered when /api/features says so). This file owns only that wiring: which model
 // event re-renders which view, and the page-wide listeners (visibility, online, the live
@@ -20,6 +21,8 @@ import { Attachments } from './chat/attachments.js';
 import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
 import { ReportDialog, reportsEnabled } from './chat/report.js';
+import { SettingsView, showSettingsOnly } from './chat/settings.js';
+import { Notifier } from './chat/notify.js';
 import { el } from './chat/format.js';
 
 const main = $('main');
@@ -124,6 +127,9 @@ async function start(session) {
     render: renderList,
     focus: (peer) => list.focus(peer),
   });
+  const settings = new SettingsView(conversation);
+  conversation.beforeOpen = () => settings.hide();
+  settings.wire();
   const queueList = coalesced(renderList);
   const queueConversation = coalesced(() => conversation.render());
 
@@ -162,10 +168,17 @@ async function start(session) {
   messenger.addEventListener('conversations', queueList);
   messenger.addEventListener('conversation', ({ detail: peer }) => {
     if (peer === conversation.peer) queueConversation();
+    queueList(); // its row shows the key state (verified) and the last message too
   });
-  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => announce(peer, message));
+  const notifier = new Notifier(session, () => conversation.peer, (peer) => conversation.open(peer));
+  notifier.wire();
+  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => {
+    announce(peer, message);
+    notifier.incoming(peer, message);
+  });
   messenger.addEventListener('connection', ({ detail: state }) => {
     list.renderConnection(state);
+    conversation.renderConnection(state);
     queueConversation();
   });
   messenger.addEventListener('notice', ({ detail: text }) => conversation.status(text));
@@ -178,6 +191,8 @@ async function start(session) {
     }
   });
   window.addEventListener('online', () => relay.reconnectNow());
+  // a cut network: say so at once instead of trusting a socket that will only time out later
+  window.addEventListener('offline', () => relay.wentOffline());
   renderList();
 
   await messenger.start();
@@ -197,6 +212,7 @@ if (!session) {
     say(appStatus, '');
     say(appError, `securechat could not start: ${authErrorMessage(err)} Try signing out and in again.`);
     show($('account'));
+    showSettingsOnly();
     account.wireSignOutFallback();
   }
 }

@@ -38,10 +38,11 @@ export async function startServerAndBrowser() {
 
 /**
  * A fresh context (its own IndexedDB) and page, with `problems` collecting console errors,
- * uncaught page errors and CSP violations (reported by the securitypolicyviolation event).
+ * uncaught page errors and CSP violations (reported by the securitypolicyviolation event);
+ * `contextOptions` are passed to browser.newContext().
  */
-export async function newPage(browser) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+export async function newPage(browser, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 }, ...contextOptions });
   context.setDefaultTimeout(30000);
   const problems = [];
   await context.exposeBinding('__securechatCspViolation', (_source, v) => {
@@ -206,6 +207,27 @@ export async function openFromDirectory(page, peer) {
   await page.locator(`#results[data-query="${peer}"]`).waitFor({ state: 'attached' });
   await page.locator(`#results button.user[data-username="${peer}"]`).click();
   await page.locator('#conversation').waitFor({ state: 'visible' });
+}
+
+/**
+ * The signed-in user of `page` replaces their keys (POST /api/keys/rotate from the page, with
+ * the app's own modules, as "Replace my keys" does); returns { username, key_version }.
+ */
+export function rotateKeysInPage(page, password) {
+  return page.evaluate(async (pw) => {
+    const { Api } = await import('/js/api.js');
+    const { rotateKeys } = await import('/js/auth.js');
+    const store = await import('/js/store.js');
+    const session = await store.loadSession();
+    const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
+    return rotateKeys(api, { session, password: pw });
+  }, password);
+}
+
+/** Opens the settings view (own fingerprint, sign-out, account actions) from the list header. */
+export async function openSettings(page) {
+  if (!(await page.locator('#settings').isVisible())) await page.click('#open-settings');
+  await page.locator('#settings').waitFor({ state: 'visible' });
 }
 
 export async function send(page, text) {

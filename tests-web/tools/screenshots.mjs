@@ -2,7 +2,7 @@
 // (default /tmp/shots). Starts its own server like the browser tests do.
 import { mkdir } from 'node:fs/promises';
 import { startServer } from '../browser/server.mjs';
-import { fingerprintOn, launchBrowser, loginViaUi, newPage, registerViaUi, waitForChat } from '../browser/helpers.mjs';
+import { fingerprintOn, launchBrowser, loginViaUi, newPage, registerViaUi, rotateKeysInPage, waitForChat } from '../browser/helpers.mjs';
 
 const out = process.argv[2] || '/tmp/shots';
 await mkdir(out, { recursive: true });
@@ -33,10 +33,12 @@ try {
   await shot('chat-empty');
 
   // a conversation opened from the directory shows the safety number with it
-  await page.fill('#search', 'b');
+  await page.fill('#search', 'bob');
   await page.locator('#results button.user[data-username="bob"]').click();
+  await page.click('#conv-safety');
   await fingerprintOn(page, '#safety-number');
   await shot('chat-safety-number');
+  await page.click('#safety-close');
 
   const say = async (p, text) => {
     await p.fill('#composer-input', text);
@@ -50,7 +52,6 @@ try {
   await other.page.locator('#messages li.msg.theirs', { hasText: 'markup' }).waitFor();
   await other.page.locator('#composer-input').pressSequentially('On my way', { delay: 20 });
   await page.locator('#typing', { hasText: 'typing' }).waitFor();
-  await page.click('#conv-safety'); // fold the safety number away
   await page.locator('#messages li.msg.mine[data-state="read"]').last().waitFor();
   await shot('chat');
   await page.setViewportSize({ width: 390, height: 844 });
@@ -64,14 +65,7 @@ try {
   await page.emulateMedia({ colorScheme: 'light' });
 
   // bob's keys change: alice's page blocks sending and shows both safety numbers
-  await other.page.evaluate(async (password) => {
-    const { Api } = await import('/js/api.js');
-    const { rotateKeys } = await import('/js/auth.js');
-    const store = await import('/js/store.js');
-    const session = await store.loadSession();
-    const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
-    return rotateKeys(api, { session, password });
-  }, 'bob password 12345');
+  await rotateKeysInPage(other.page, 'bob password 12345');
   await other.context.close();
   await page.reload();
   await waitForChat(page);
@@ -82,6 +76,8 @@ try {
   await shot('chat-key-changed-mobile');
   await page.setViewportSize({ width: 1200, height: 900 });
 
+  await page.click('#open-settings');
+  await shot('chat-settings');
   await page.click('#sign-out');
   await page.waitForURL(/login\.html/);
   await shot('login-signed-out');
