@@ -19,7 +19,7 @@ import { dropMissing, el, fullFormat, placeAfter, presenceText, when } from './f
 /** A signed send time further than this from the server's time is marked. */
 export const CLOCK_SKEW_MARK_MS = 5 * 60 * 1000;
 
-const STATE_LABEL = { sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+const STATE_LABEL = { queued: 'Queued — sends when you are back online', sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 
 export class ConversationView {
   /**
@@ -43,6 +43,8 @@ export class ConversationView {
     this.attachments = null;
     /** the report dialog (chat/report.js), set by chat.js only when reports are enabled */
     this.reports = null;
+    /** the message actions (chat/actions.js), set by chat.js: decorates bubbles and system lines */
+    this.actions = null;
   }
 
   wire() {
@@ -69,6 +71,7 @@ export class ConversationView {
       this.items.clear();
       $('messages').replaceChildren();
       this.composer.clear();
+      this.actions?.reset();
       this.status('Loading messages…');
       this.keyLogFor = null;
       this.attachments?.open(peer);
@@ -136,6 +139,7 @@ export class ConversationView {
     this.renderMessages(c);
     show($('load-older'), Boolean(c?.hasOlder));
     this.composer.render();
+    this.actions?.render();
     this.attachments?.render();
   }
 
@@ -159,20 +163,23 @@ export class ConversationView {
   renderMessages(c) {
     const list = $('messages');
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
-    const messages = this.m.ordered(this.peer);
+    // bubbles and system lines; edits, deletes and reactions are folded in (messenger.js view())
+    const messages = this.m.view(this.peer);
     let previous = null;
     let addedOwn = false;
     const keep = new Set();
-    for (const m of messages) {
+    for (const item of messages) {
+      const m = item.message;
       keep.add(m.key);
       let li = this.items.get(m.key);
       if (!li) {
-        li = el('li', `msg ${m.mine ? 'mine' : 'theirs'}`);
+        li = el('li', item.type === 'system' ? 'msg system' : `msg ${m.mine ? 'mine' : 'theirs'}`);
         li.dataset.id = m.id;
         this.items.set(m.key, li);
-        if (m.mine && m.state === 'sending') addedOwn = true;
+        if (m.mine && (m.state === 'sending' || m.state === 'queued')) addedOwn = true;
       }
-      this.fillMessage(li, m);
+      if (item.type === 'system') this.actions?.system(li, item);
+      else this.fillMessage(li, m, item);
       placeAfter(list, li, previous);
       previous = li;
     }
@@ -182,10 +189,11 @@ export class ConversationView {
     if (atEnd || addedOwn) this.scrollToEnd();
   }
 
-  fillMessage(li, m) {
+  fillMessage(li, m, item = null) {
     const previousKey = this.m.previousKeyOf(m);
     const reportable = Boolean(this.reports) && !m.mine && m.status === 'ok';
-    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}`;
+    const acted = item && this.actions ? JSON.stringify([item.text, item.edited, item.deleted, item.reactions, item.quote]) : '';
+    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}|${acted}`;
     if (li.dataset.render === signature) return;
     li.dataset.render = signature;
     li.dataset.state = m.mine ? m.state : '';
@@ -231,6 +239,7 @@ export class ConversationView {
     }
     if (reportable) meta.append(' · ', this.reportAction(m));
     li.replaceChildren(who, body, meta);
+    if (item) this.actions?.decorate(li, item, body);
   }
 
   /** "Report" on a received message (opens the confirm dialog), or "Reported" once it was. */
