@@ -49,7 +49,7 @@ export class SearchIndex {
 
   async seal(entry) {
     const iv = randomBytes(12);
-    const body = utf8(JSON.stringify({ peer: entry.peer, from: entry.from, id: entry.id, sent_at: entry.sent_at, text: entry.text }));
+    const body = utf8(JSON.stringify({ peer: entry.peer, from: entry.from, id: entry.id, sent_at: entry.sent_at, expires_at: entry.expires_at ?? null, text: entry.text }));
     const ct = new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv, additionalData: aadOf(this.me, entry.from, entry.id) }, this.key, body));
     body.fill(0);
     return { iv: b64encode(iv), ct: b64encode(ct) };
@@ -75,7 +75,7 @@ export class SearchIndex {
   /** Indexes (or re-indexes, after an edit) a decrypted text message of the conversation with `peer`. */
   add(peer, message) {
     if (typeof message?.text !== 'string' || !message.id || !message.from) return Promise.resolve();
-    const entry = { peer, from: message.from, id: message.id, sent_at: message.sentAt ?? 0, text: message.text };
+    const entry = { peer, from: message.from, id: message.id, sent_at: message.sentAt ?? 0, expires_at: message.expiresAt ?? null, text: message.text };
     const key = recordKey(entry.from, entry.id);
     if (this.cache) this.cache.set(key, { ...entry, words: words(entry.text) });
     return this.queue(async () => this.backing.put(key, await this.seal(entry)));
@@ -111,13 +111,23 @@ export class SearchIndex {
     return this.loading;
   }
 
-  /** Messages whose words start with every word of `query`, newest first: [{ peer, from, id, sent_at, text }]. */
-  async search(query, { limit = MAX_HITS } = {}) {
+  /**
+   * Messages whose words start with every word of `query`, newest first: [{ peer, from, id,
+   * sent_at, text }]. Entries past their expiry (a disappearing message that expired while no
+   * page was open) are removed on the way.
+   */
+  async search(query, { limit = MAX_HITS, now = Date.now() } = {}) {
     const q = words(query);
     if (!q.length) return [];
     const cache = await this.load();
     const hits = [];
-    for (const e of cache.values()) if (matches(e.words, q)) hits.push({ peer: e.peer, from: e.from, id: e.id, sent_at: e.sent_at, text: e.text });
+    for (const e of [...cache.values()]) {
+      if (e.expires_at != null && e.expires_at <= now) {
+        this.remove(e.from, e.id).catch(() => {});
+        continue;
+      }
+      if (matches(e.words, q)) hits.push({ peer: e.peer, from: e.from, id: e.id, sent_at: e.sent_at, text: e.text });
+    }
     hits.sort((a, b) => b.sent_at - a.sent_at);
     return hits.slice(0, limit);
   }

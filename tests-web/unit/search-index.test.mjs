@@ -55,3 +55,16 @@ test('the index finds a message by a word prefix, newest first, and its records 
   backing.map.delete(k);
   assert.deepEqual(await new SearchIndex({ me: 'alice', key: newKey, backing }).search('zanzibar'), []);
 });
+
+test('an entry past its expiry is never found and leaves the index', async () => {
+  const backing = memoryBacking();
+  const key = await c.deriveIndexKey(new Uint8Array(32).fill(4));
+  const index = new SearchIndex({ me: 'alice', key, backing });
+  await index.add('bob', { from: 'bob', id: id1, sentAt: 1, expiresAt: 5000, text: 'ephemeral words' });
+  await index.add('bob', { from: 'bob', id: id2, sentAt: 2, text: 'ephemeral but kept' });
+  const again = new SearchIndex({ me: 'alice', key, backing });
+  assert.deepEqual((await again.search('ephemeral', { now: 4999 })).map((h) => h.id), [id2, id1]);
+  assert.deepEqual((await again.search('ephemeral', { now: 5000 })).map((h) => h.id), [id2]);
+  await again.writes;
+  assert.equal(backing.map.size, 1);
+});
