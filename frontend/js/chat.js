@@ -1,11 +1,12 @@
 // chat.html: the signed-in home. Checks the stored session, starts the messaging model
 // (messenger.js over the relay socket in ws.js; all message crypto is in envelope.js) and
-// wires it to the views in chat/: account.js (account bar, own fingerprint, sign-out),
-// conversation-list.js, directory.js (finding people), conversation.js (one conversation,
+// wires it to the views in chat/: settings.js (the settings view) with account.js inside it
+// (own fingerprint, sign-out, replacing keys), conversation-list.js, directory.js (finding
+// people), conversation.js (one conversation,
 // with composer.js, contact.js and attachments.js inside it; files through filebox.js and
-// uploads.js), report.js (reporting a received message, offered when /api/features says so). Issue #17: actions.js (reply, edit,
-// delete, reactions, the timer control), search.js (the encrypted local message search), settings-account.js
-// (password, sessions, account deletion in #settings-security). This file owns only that wiring: which model
+// uploads.js), report.js (reporting a received message, offered when /api/features says so);
+// issue #17's actions.js (reply, edit, delete, reactions, the timer), search.js (the encrypted local
+// message search) and settings-account.js (password, sessions, account deletion). This file owns only that wiring: which model
 // event re-renders which view, and the page-wide listeners (visibility, online, the live
 // region announcing new messages).
 import { Api, ApiError } from './api.js';
@@ -22,6 +23,7 @@ import { Attachments } from './chat/attachments.js';
 import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
 import { ReportDialog, reportsEnabled } from './chat/report.js';
+import { SettingsView, showSettingsOnly } from './chat/settings.js';
 import { MessageActions } from './chat/actions.js';
 import { MessageSearch, indexFor, openAt } from './chat/search.js';
 import { AccountSettings } from './chat/settings-account.js';
@@ -119,7 +121,7 @@ async function start(session) {
     isVisible: () => document.visibilityState === 'visible',
   });
   account.messenger = messenger;
-  // queued sends survive a reload as sealed envelopes; opened texts go to the encrypted search index
+  // issue #17: queued sends survive a reload as sealed envelopes; opened texts go to the encrypted search index
   messenger.outbox = ownStore(OUTBOX, me);
   const index = indexFor(messenger, session);
 
@@ -132,6 +134,9 @@ async function start(session) {
     render: renderList,
     focus: (peer) => list.focus(peer),
   });
+  const settings = new SettingsView(conversation);
+  conversation.beforeOpen = () => settings.hide();
+  settings.wire();
   const queueList = coalesced(renderList);
   const queueConversation = coalesced(() => conversation.render());
 
@@ -174,15 +179,15 @@ async function start(session) {
   messenger.addEventListener('incoming', ({ detail: { peer, message } }) => announce(peer, message));
   messenger.addEventListener('connection', ({ detail: state }) => {
     list.renderConnection(state);
+    conversation.renderConnection(state);
     queueConversation();
   });
   messenger.addEventListener('notice', ({ detail: text }) => conversation.status(text));
   conversation.wire();
   conversation.actions = new MessageActions(messenger, () => conversation.peer, conversation.composer, (text) => conversation.status(text));
   conversation.actions.wire();
-  new MessageSearch(index, (peer, id) => openAt(messenger, conversation, peer, id)).mount(document.getElementById('convs-search') ?? $('convs-title').parentElement);
-  const security = document.getElementById('settings-security');
-  if (security) new AccountSettings({ api, session, index, leave: () => messenger.stop() }).mount(security);
+  new MessageSearch(index, (peer, id) => openAt(messenger, conversation, peer, id)).mount(document.querySelector('.side-list') ?? $('convs-title').parentElement);
+  new AccountSettings({ api, session, index, leave: () => messenger.stop() }).mount($('settings-security'));
   wireReports(api, messenger, conversation);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
@@ -191,6 +196,8 @@ async function start(session) {
     }
   });
   window.addEventListener('online', () => relay.reconnectNow());
+  // a cut network: say so at once instead of trusting a socket that will only time out later
+  window.addEventListener('offline', () => relay.wentOffline());
   renderList();
 
   await messenger.start();
@@ -210,6 +217,7 @@ if (!session) {
     say(appStatus, '');
     say(appError, `securechat could not start: ${authErrorMessage(err)} Try signing out and in again.`);
     show($('account'));
+    showSettingsOnly();
     account.wireSignOutFallback();
   }
 }

@@ -68,7 +68,7 @@ export class Relay extends EventTarget {
     this.now = o.now ?? Date.now;
     this.baseMs = o.baseMs ?? 500;
     this.maxMs = o.maxMs ?? 30000;
-    this.ackTimeoutMs = o.ackTimeoutMs ?? 20000;
+    this.ackTimeoutMs = o.ackTimeoutMs ?? 5000; // acks take milliseconds: 5 s of silence while sending is a dead connection
     this.stableMs = o.stableMs ?? 10000;
     this.retryMs = o.retryMs ?? 1500;
 
@@ -130,6 +130,22 @@ export class Relay extends EventTarget {
       }
     }
     this.setState('stopped');
+  }
+
+  /**
+   * The browser says the network is gone (the window's `offline` event): a socket cannot be
+   * trusted now (a cut connection stays "open" until TCP gives up), so it is dropped and the
+   * relay waits; `reconnectNow()` on the `online` event brings it back. Pending sends stay
+   * queued and go out, with the same ids, on the next connection.
+   */
+  wentOffline() {
+    if (this.state === 'stopped' || this.state === 'idle') return;
+    if (this.ws) {
+      this.recycle('offline');
+      return;
+    }
+    this.generation++; // a ticket request or socket on its way is abandoned
+    this.scheduleReconnect();
   }
 
   /** Reconnects now if the socket is down (the browser came back online, the tab became visible...). */
@@ -223,18 +239,18 @@ export class Relay extends EventTarget {
     }, delay);
   }
 
-  /** Replaces a socket that looks dead (no ack in time): close it and reconnect. */
-  recycle() {
+  /** Replaces a socket that looks dead (no ack in time, or the browser went offline): close it and reconnect. */
+  recycle(reason = 'no acknowledgement') {
     const ws = this.ws;
     if (!ws) return;
     this.generation++;
     ws.onopen = ws.onclose = ws.onmessage = ws.onerror = null;
     try {
-      ws.close(4000, 'no acknowledgement');
+      ws.close(4000, reason);
     } catch {
       // already closed
     }
-    this.closed(1006, 'no acknowledgement');
+    this.closed(1006, reason);
   }
 
   write(text) {

@@ -16,6 +16,7 @@ import {
   bubble,
   loginViaUi,
   newPage,
+  openSettings,
   openFromDirectory,
   registerViaUi,
   send,
@@ -154,6 +155,7 @@ describe('the admin console', () => {
     const { page, problems } = admin;
     await page.reload(); // alice was made an admin after her page loaded
     await waitForChat(page);
+    await openSettings(page);
     await page.locator('#admin-link').click();
     await page.waitForURL(/\/admin\.html$/);
     await page.locator('#console').waitFor({ state: 'visible' });
@@ -205,6 +207,7 @@ describe('the admin console', () => {
 
   test('a non-admin who opens admin.html sees a refusal, the page asks nothing more, and every admin route answers 403 (401 without a token)', async () => {
     const { page, problems } = carol;
+    await openSettings(page);
     assert.equal(await page.locator('#admin-link').isVisible(), false, 'no console link for a non-admin');
     const asked = [];
     page.on('request', (r) => {

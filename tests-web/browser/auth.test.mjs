@@ -8,6 +8,7 @@ import {
   fingerprintOn,
   loginViaUi,
   newPage,
+  openSettings,
   startServerAndBrowser,
   patchSession,
   refreshFromNode,
@@ -188,6 +189,7 @@ describe('accounts in the browser', () => {
     assert.equal(await waitForChat(page), fingerprints.alice);
     const before = await storedSession(page);
 
+    await openSettings(page);
     await page.click('#sign-out');
     await page.waitForURL(/\/login\.html/);
     assert.equal(await storedSession(page), null);
@@ -249,6 +251,7 @@ describe('accounts in the browser', () => {
     assert.notEqual(third.refresh_token, second.refresh_token);
     assert.equal(await page.locator('#me-username').innerText(), 'alice');
     // the directory works with the new tokens
+    await page.fill('#search', 'ali');
     await page.locator('#results button.user').first().waitFor();
 
     assert.equal((await refreshFromNode(server.url, first.refresh_token)).status, 401);
@@ -268,6 +271,7 @@ describe('accounts in the browser', () => {
     page.on('request', (r) => r.url().endsWith('/api/auth/logout') && logoutBodies.push(JSON.parse(r.postData() ?? 'null')));
     const refreshes = [];
     page.on('request', (r) => r.url().endsWith('/api/auth/refresh') && refreshes.push(r.url()));
+    await openSettings(page);
     await page.click('#sign-out');
     await page.waitForURL(/\/login\.html/);
     assert.equal(refreshes.length, 1);
@@ -288,6 +292,7 @@ describe('accounts in the browser', () => {
     await loginViaUi(two.page, server.url, 'alice', PASSWORD);
     await Promise.all([waitForChat(one.page), waitForChat(two.page)]);
 
+    await openSettings(one.page);
     await one.page.click('#sign-out-all');
     await one.page.waitForURL(/\/login\.html/);
     assert.equal(await storedSession(one.page), null);

@@ -27,12 +27,15 @@ describe('directory and safety numbers', () => {
 
     // mallory searches for zed
     const page = mallory.page;
-    await page.fill('#search', 'ZE'); // upper case is normalized
-    await page.locator('#results[data-query="ze"]').waitFor({ state: 'attached' });
+    await page.fill('#search', 'ZED'); // upper case is normalized
+    await page.locator('#results[data-query="zed"]').waitFor({ state: 'attached' });
     const result = page.locator('#results button.user[data-username="zed.west"]');
     await result.waitFor();
     assert.equal(await page.locator('#results button.user[data-username="mallory"]').count(), 0, 'prefix search');
     await result.click();
+    // the safety number is in the dialog the conversation header opens
+    await page.click('#conv-safety');
+    await page.locator('#safety-dialog').waitFor({ state: 'visible' });
     assert.equal(await page.locator('#contact-name').innerText(), 'zed.west');
     const theirs = await fingerprintOn(page, '#contact-fingerprint');
     assert.equal(theirs, fpZed);
@@ -50,6 +53,9 @@ describe('directory and safety numbers', () => {
     await zed.page.locator('#results button.user[data-username="mallory"]').click();
     assert.equal(await fingerprintOn(zed.page, '#contact-fingerprint'), fpMallory);
     assert.equal(await fingerprintOn(zed.page, '#safety-number'), safety);
+
+    await page.click('#safety-close');
+    await page.locator('#safety-dialog').waitFor({ state: 'hidden' });
 
     // an empty result says so
     await page.fill('#search', 'nobody');

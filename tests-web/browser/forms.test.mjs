@@ -12,6 +12,7 @@ import {
   fingerprintOn,
   loginViaUi,
   newPage,
+  openSettings,
   refreshFromNode,
   registerViaUi,
   startServerAndBrowser,
@@ -200,6 +201,7 @@ describe('sign-in forms and the ends of a session', () => {
     const before = (await dumpStorage(page)).records.map((r) => `${r.store}:${r.key}`);
     assert.ok(before.includes('kdf:forget-me') && before.includes('session:current'), before.join(', '));
 
+    await openSettings(page);
     await page.click('#forget-device');
     await page.click('#forget-confirm');
     await page.waitForURL(/\/login\.html\?forgotten=1$/);
@@ -269,6 +271,7 @@ describe('sign-in forms and the ends of a session', () => {
     await waitForChat(two.page);
     await two.page.locator('#conn-status[data-state="open"]').waitFor();
 
+    await openSettings(one.page);
     await one.page.click('#replace-keys');
     assert.equal(await one.page.locator('#replace-password').getAttribute('name'), null);
     await one.page.fill('#replace-password', 'not my password at all');
@@ -309,6 +312,7 @@ describe('sign-in forms and the ends of a session', () => {
     await Promise.all([waitForChat(one.page), waitForChat(two.page)]);
     await two.page.locator('#conn-status[data-state="open"]').waitFor();
     const started = Date.now();
+    await openSettings(one.page);
     await one.page.click('#sign-out-all');
     await two.page.waitForURL(/\/login\.html\?ended=1$/, { timeout: 5000 });
     assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);

@@ -38,10 +38,11 @@ export async function startServerAndBrowser() {
 
 /**
  * A fresh context (its own IndexedDB) and page, with `problems` collecting console errors,
- * uncaught page errors and CSP violations (reported by the securitypolicyviolation event).
+ * uncaught page errors and CSP violations (reported by the securitypolicyviolation event);
+ * `contextOptions` are passed to browser.newContext().
  */
-export async function newPage(browser) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+export async function newPage(browser, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 }, ...contextOptions });
   context.setDefaultTimeout(30000);
   const problems = [];
   await context.exposeBinding('__securechatCspViolation', (_source, v) => {
@@ -206,6 +207,12 @@ export async function openFromDirectory(page, peer) {
   await page.locator(`#results[data-query="${peer}"]`).waitFor({ state: 'attached' });
   await page.locator(`#results button.user[data-username="${peer}"]`).click();
   await page.locator('#conversation').waitFor({ state: 'visible' });
+}
+
+/** Opens the settings view (own fingerprint, sign-out, account actions) from the list header. */
+export async function openSettings(page) {
+  if (!(await page.locator('#settings').isVisible())) await page.click('#open-settings');
+  await page.locator('#settings').waitFor({ state: 'visible' });
 }
 
 export async function send(page, text) {

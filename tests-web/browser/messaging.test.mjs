@@ -19,6 +19,7 @@ import {
   fingerprintOn,
   loginViaUi,
   newPage,
+  openSettings,
   openFromDirectory,
   openFromList,
   registerViaUi,
@@ -296,6 +297,7 @@ describe('encrypted messaging in the browser', () => {
     }, PW.bob);
     assert.deepEqual(rotated, { username: 'bob', key_version: 2 });
     // ... and signs in again to use them
+    await openSettings(b);
     await b.click('#sign-out');
     await b.waitForURL(/login\.html/);
     await loginViaUi(b, server.url, 'bob', PW.bob);

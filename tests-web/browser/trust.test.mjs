@@ -72,9 +72,15 @@ async function accessTokenOf(page) {
   return page.evaluate(async () => (await (await import('/js/store.js')).loadSession()).access_token);
 }
 
+/** Closes the safety-number dialog if it is open. */
+async function closeCard(page) {
+  if (await page.locator('#safety-dialog').isVisible()) await page.click('#safety-close');
+  await page.locator('#safety-dialog').waitFor({ state: 'hidden' });
+}
+
 async function reopenCard(page) {
-  await page.click('#conv-safety'); // close
-  await page.click('#conv-safety'); // open: checks the directory again
+  await closeCard(page);
+  await page.click('#conv-safety'); // opens the dialog: checks the directory again
 }
 
 describe('the browser trusts what it pinned, not what the server says now', () => {
@@ -150,6 +156,7 @@ describe('the browser trusts what it pinned, not what the server says now', () =
     assert.notEqual(bobSees, carolSees, 'comparing the numbers reveals the attack');
     await reopenCard(cPage);
     await cPage.locator('#key-warning').waitFor({ state: 'visible' });
+    await closeCard(cPage);
     await cPage.unroute(/\/api\/users\/bob\/keys$/);
   });
 
@@ -157,6 +164,7 @@ describe('the browser trusts what it pinned, not what the server says now', () =
     const cPage = pages.carol.page;
     await openFromDirectory(cPage, 'alice');
     await fingerprintOn(cPage, '#safety-number');
+    await cPage.click('#conv-safety');
     await cPage.click('#contact-verify');
     await cPage.locator('#contact-verified[data-verified="true"]').waitFor();
     await cPage.locator('#conv-trust[data-verified="true"]').waitFor();
@@ -171,6 +179,7 @@ describe('the browser trusts what it pinned, not what the server says now', () =
     await reopenCard(cPage);
     await cPage.locator('#key-warning').waitFor({ state: 'visible' });
     assert.equal(await cPage.locator('#conv-trust').isVisible(), false);
+    await closeCard(cPage);
     await cPage.click('#accept-key');
     await cPage.locator('#key-warning').waitFor({ state: 'hidden' });
     await cPage.locator('#conv-trust[data-verified="false"]').waitFor();

@@ -33,10 +33,12 @@ try {
   await shot('chat-empty');
 
   // a conversation opened from the directory shows the safety number with it
-  await page.fill('#search', 'b');
+  await page.fill('#search', 'bob');
   await page.locator('#results button.user[data-username="bob"]').click();
+  await page.click('#conv-safety');
   await fingerprintOn(page, '#safety-number');
   await shot('chat-safety-number');
+  await page.click('#safety-close');
 
   const say = async (p, text) => {
     await p.fill('#composer-input', text);
@@ -50,7 +52,6 @@ try {
   await other.page.locator('#messages li.msg.theirs', { hasText: 'markup' }).waitFor();
   await other.page.locator('#composer-input').pressSequentially('On my way', { delay: 20 });
   await page.locator('#typing', { hasText: 'typing' }).waitFor();
-  await page.click('#conv-safety'); // fold the safety number away
   await page.locator('#messages li.msg.mine[data-state="read"]').last().waitFor();
   await shot('chat');
   await page.setViewportSize({ width: 390, height: 844 });
@@ -82,6 +83,8 @@ try {
   await shot('chat-key-changed-mobile');
   await page.setViewportSize({ width: 1200, height: 900 });
 
+  await page.click('#open-settings');
+  await shot('chat-settings');
   await page.click('#sign-out');
   await page.waitForURL(/login\.html/);
   await shot('login-signed-out');

@@ -1,8 +1,10 @@
 // The shape of frontend/js as a whole, read as text (no module is run): every module opens
-// with a comment saying what it owns, every relative import names a file that exists, the
-// imports form no cycle, and every page's <script> is a module that exists.
+// with a comment saying what it owns (vendored files instead are listed, with their checksum,
+// in js/vendor/README.md), every relative import names a file that exists, the imports form
+// no cycle, and every page's <script> is a module that exists.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,8 +85,23 @@ test('every frontend module opens with a comment saying what it owns', () => {
   const files = modules();
   assert.ok(files.length >= 20, `${files.length} modules found under ${root}`);
   for (const file of files) {
+    if (relative(root, file).startsWith('vendor/')) continue; // copied unchanged: see the next test
     const first = readFileSync(file, 'utf8').split('\n')[0];
     assert.match(first, /^\/\/ \S/, `${relative(frontend, file)} opens without a comment`);
+  }
+});
+
+test('every vendored file is listed in js/vendor/README.md with its version and the sha256 it has', () => {
+  const vendor = join(root, 'vendor');
+  const readme = readFileSync(join(vendor, 'README.md'), 'utf8');
+  const files = readdirSync(vendor).filter((name) => name.endsWith('.js'));
+  assert.ok(files.length >= 1, 'the QR encoder is vendored');
+  for (const name of files) {
+    const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}\``));
+    assert.ok(row, `${name} has no row in js/vendor/README.md`);
+    const sha = createHash('sha256').update(readFileSync(join(vendor, name))).digest('hex');
+    assert.ok(row.includes(sha), `${name} does not match the sha256 its README row names (it is ${sha})`);
+    assert.match(row, /\| \d+\.\d+\.\d+ \|/, `${name}'s row names no version`);
   }
 });
 

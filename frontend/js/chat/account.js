@@ -1,7 +1,6 @@
-// Owns who is signed in: the account bar (#account: name, the admin console link for admins,
-// "Sign out", "Sign out everywhere"),
-// the card with your own fingerprint and the account actions under it ("Replace my keys",
-// "Forget this device"), the ends of a session the relay reports (close code 4401, a
+// Owns who is signed in: the account section of the settings view (#account: name, the admin
+// console link for admins, "Sign out", "Sign out everywhere"; your own fingerprint and the
+// account actions under it: "Replace my keys", "Forget this device"), the ends of a session the relay reports (close code 4401, a
 // `keys_changed` frame from another session), and leaving the page (the local session
 // forgotten, the messenger stopped, off to the login page, which says why).
 import { ApiError, featureEnabled } from '../api.js';

@@ -171,13 +171,12 @@ export class MessageActions {
     li.dataset.deleted = item.deleted ? 'true' : 'false';
     li.dataset.edited = item.edited ? 'true' : 'false';
     if (m.status !== 'ok') return;
+    // the view wrote item.text (the newest edit) into body already
     if (item.deleted) {
       body.textContent = 'This message was deleted';
       body.classList.add('msg-deleted');
-    } else {
-      body.textContent = item.text ?? '';
-      body.classList.remove('msg-deleted');
-      if (item.edited) body.append(el('span', 'msg-edited', ' (edited)'));
+    } else if (item.edited) {
+      body.append(el('span', 'msg-edited', ' (edited)'));
     }
     if (item.quote) {
       const q = el('blockquote', 'msg-quote');

@@ -1,13 +1,16 @@
-// Owns the contact card (#contact, inside the conversation panel): the safety number of a
-// conversation and the peer's fingerprint, both computed from the keys this browser PINNED
-// for them (the keys it seals for and verifies with), never from a fresh directory answer;
-// whether the user has verified that number ("Mark as verified", cleared by a key change);
-// and a warning when the directory's current answer differs from the pin. Opened from the
-// conversation header's "Safety number" button and by picking someone in the directory.
+// Owns the safety-number dialog (#safety-dialog with the card #contact): the safety number of a
+// conversation (digits and a QR code of them) and the peer's fingerprint, both computed from
+// the keys this browser PINNED for them (the keys it seals for and verifies with), never from a
+// fresh directory answer; whether the user has verified that number ("Mark as verified",
+// cleared by a key change); and a warning when the directory's current answer differs from the
+// pin. The card is filled by show() (picking someone in the directory does that, so first use
+// pins at once) and the dialog is opened with showModal() from the conversation header's
+// "Safety number" button; it scrolls inside itself, so it is always fully within the viewport.
 import { authErrorMessage } from '../auth.js';
 import { safetyNumber } from '../crypto.js';
 import { $, renderDigits, say, show } from '../ui.js';
 import { fullFormat } from './format.js';
+import { qrSvg } from './qr.js';
 
 export class ContactCard {
   /**
@@ -23,24 +26,49 @@ export class ContactCard {
 
   wire() {
     $('contact-verify').addEventListener('click', () => this.toggleVerified());
+    $('safety-close').addEventListener('click', () => this.closeDialog());
+    // a click on the backdrop (outside the dialog's box) closes it too
+    $('safety-dialog').addEventListener('click', (event) => {
+      if (event.target === $('safety-dialog')) this.closeDialog();
+    });
   }
 
+  /** Forgets the card (the conversation was closed) and closes the dialog. */
   hide() {
     this.peer = null;
-    show($('contact'), false);
+    this.closeDialog();
   }
 
+  /** Whether the card holds `peer` (open in the dialog or filled behind it). */
   isOpen(peer) {
-    return this.peer === peer && !$('contact').hidden;
+    return this.peer === peer;
   }
 
-  /** Shows the card of `username`: checks their keys against the pin (pinning on first use). */
+  /** Whether the dialog is on screen. */
+  dialogOpen() {
+    return $('safety-dialog').open;
+  }
+
+  /** Fills the card of `username` and shows it in the modal dialog. */
+  openDialog(username) {
+    const dialog = $('safety-dialog');
+    const loading = this.show(username);
+    if (!dialog.open) dialog.showModal();
+    $('contact').focus();
+    return loading;
+  }
+
+  closeDialog() {
+    const dialog = $('safety-dialog');
+    if (dialog.open) dialog.close();
+  }
+
+  /** Fills the card of `username`: checks their keys against the pin (pinning on first use). */
   async show(username) {
     const mine = ++this.generation;
     this.peer = username;
     $('contact-name').textContent = username;
     $('contact-name-2').textContent = username;
-    show($('contact'));
     show($('contact-details'), false);
     show($('contact-warning'), false);
     say($('contact-status'), 'Checking their keys…');
@@ -102,7 +130,13 @@ export class ContactCard {
     renderDigits($('contact-fingerprint'), pin.fingerprint);
     $('contact-key-version').textContent = String(pin.key_version);
     $('contact-pinned-at').textContent = Number.isFinite(pin.pinned_at) ? fullFormat.format(new Date(pin.pinned_at)) : 'earlier';
-    renderDigits($('safety-number'), safetyNumber({ username: this.session.username, fingerprint: this.session.fingerprint }, { username, fingerprint: pin.fingerprint }));
+    const number = safetyNumber({ username: this.session.username, fingerprint: this.session.fingerprint }, { username, fingerprint: pin.fingerprint });
+    renderDigits($('safety-number'), number);
+    const qr = $('safety-qr');
+    if (qr.dataset.digits !== number) {
+      qr.dataset.digits = number;
+      qr.replaceChildren(qrSvg(number, `QR code of the safety number with ${username}`));
+    }
     const verified = Number.isFinite(pin.verified_at);
     const state = $('contact-verified');
     state.dataset.verified = verified ? 'true' : 'false';

@@ -1,5 +1,6 @@
-// Owns the conversation panel (#conversation, or #panel-empty when none is open): the header
-// (name, presence, whether the safety number is verified, the "Safety number" toggle), the
+// Owns the conversation pane (#conversation, or #panel-empty when none is open): the header
+// (back button on a phone, name, presence, whether the safety number is verified, the
+// "Safety number" button that opens the dialog of contact.js), the
 // key-change warning (old and new numbers, one verdict on whether the new keys descend from
 // the pinned ones, the published key log, "Accept the new keys"), the messages (paging back,
 // states of your own messages, the signed send time with a mark when the server's time differs
@@ -14,12 +15,64 @@ import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
 import { $, renderDigits, say, show } from '../ui.js';
 import { Composer } from './composer.js';
 import { ContactCard } from './contact.js';
-import { dropMissing, el, fullFormat, placeAfter, presenceText, when } from './format.js';
+import { dayLabel, dropMissing, el, fullFormat, placeAfter, presenceState, presenceText, timeOfDay } from './format.js';
 
 /** A signed send time further than this from the server's time is marked. */
 export const CLOCK_SKEW_MARK_MS = 5 * 60 * 1000;
 
-const STATE_LABEL = { queued: 'Queued — sends when you are back online', sending: 'Sending…', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+/** Consecutive messages of one sender closer than this are grouped (one tail, less space). */
+export const GROUP_WITHIN_MS = 3 * 60 * 1000;
+/** Older messages are fetched when the list is scrolled this close to its top. */
+const LOAD_OLDER_AT_PX = 240;
+
+const STATE_LABEL = { queued: 'Queued: sends when you are back online', sending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+// the ticks are drawn as text; their meaning is read out from the hidden label beside them
+const STATE_TICKS = { queued: '⏲', sending: '○', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+
+/** The local calendar day of a time, as YYYY-MM-DD. */
+function dayKey(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+}
+
+/** Matches http(s) links in message text (trailing punctuation is cut off below). */
+const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+/**
+ * The text of a message as DOM nodes: text nodes, and <a> elements for http/https links only
+ * (opened in a new tab without referrer or opener). Never HTML.
+ */
+export function linkified(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(LINK)) {
+    let href = match[0];
+    while (/[.,;:!?)\]}'"»]$/.test(href)) href = href.slice(0, -1);
+    let url;
+    try {
+      url = new URL(href);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') continue;
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement('a');
+    a.href = url.href;
+    a.textContent = href;
+    a.rel = 'noopener noreferrer';
+    a.target = '_blank';
+    a.className = 'msg-link';
+    nodes.push(a);
+    at = match.index + href.length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
+/** Whether the message list is scrolled to (within a few pixels of) its newest message. */
+function isAtEnd(list) {
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+}
 
 export class ConversationView {
   /**
@@ -35,6 +88,8 @@ export class ConversationView {
     this.me = session.username;
     this.list = list;
     this.peer = null;
+    /** whether the message list was at its newest message when last scrolled */
+    this.atEnd = true;
     this.items = new Map(); // message key -> <li>
     this.keyLogFor = null;
     this.contact = new ContactCard(messenger, session);
@@ -45,6 +100,8 @@ export class ConversationView {
     this.reports = null;
     /** the message actions (chat/actions.js), set by chat.js: decorates bubbles and system lines */
     this.actions = null;
+    /** called before the pane shows a conversation (chat.js closes the settings view) */
+    this.beforeOpen = null;
   }
 
   wire() {
@@ -53,10 +110,44 @@ export class ConversationView {
     $('load-older').addEventListener('click', () => this.loadOlder());
     $('back').addEventListener('click', () => this.close());
     $('conv-safety').addEventListener('click', () => {
-      const open = $('conv-safety').getAttribute('aria-expanded') !== 'true';
-      this.toggleSafety(open);
+      if (this.peer) this.contact.openDialog(this.peer);
+    });
+    // back on the button that opened it (the dialog's own default is the body)
+    $('safety-dialog').addEventListener('close', () => {
+      if (this.peer && !$('conversation').hidden) $('conv-safety').focus();
     });
     $('accept-key').addEventListener('click', () => this.acceptKey());
+    // the list stays at the newest message when its box changes size (a resize, the keyboard
+    // on a phone, the key warning or the files panel growing) if it was there before
+    const list = $('messages');
+    list.addEventListener('scroll', () => {
+      this.atEnd = isAtEnd(list);
+      // infinite scroll back through history
+      if (list.scrollTop < LOAD_OLDER_AT_PX && this.peer && this.m.conversations.get(this.peer)?.hasOlder) this.loadOlder();
+    }, { passive: true });
+    new ResizeObserver(() => {
+      if (this.atEnd) this.scrollToEnd();
+    }).observe(list);
+  }
+
+  /**
+   * The banner under the header while the relay is not connected (offline, reconnecting);
+   * nothing while it connects for the first time.
+   */
+  renderConnection(state) {
+    if (state === 'open') this.wasOpen = true;
+    const banner = $('conn-banner');
+    banner.dataset.state = state;
+    const text =
+      state === 'waiting'
+        ? 'Offline — reconnecting… Messages you write are sent when the connection is back.'
+        : state === 'stopped'
+          ? 'Disconnected.'
+          : state === 'connecting' && this.wasOpen
+            ? 'Reconnecting…'
+            : '';
+    say(banner, text);
+    show(banner, Boolean(text));
   }
 
   /** A line for the user above the messages ('' clears it). */
@@ -79,13 +170,16 @@ export class ConversationView {
     $('conv-name').textContent = peer === this.me ? `${peer} (you)` : peer;
     this.composer.label(peer);
     $('messages').setAttribute('aria-label', `Messages with ${peer}`);
+    this.beforeOpen?.();
     show($('panel-empty'), false);
     show($('conversation'));
     $('app').dataset.view = 'conversation';
-    this.toggleSafety(showSafety);
+    // picked in the directory: the card is filled (first use pins the keys) for the dialog
+    if (showSafety) this.contact.show(peer);
+    else if (changed) this.contact.hide();
     this.list.render();
     this.render();
-    if (!showSafety) this.composer.focus();
+    this.composer.focus();
     try {
       await this.m.openConversation(peer);
       if (this.peer === peer) this.status('');
@@ -96,7 +190,8 @@ export class ConversationView {
     this.scrollToEnd();
   }
 
-  close() {
+  /** Closes the open conversation; `focus` moves focus to its row in the list. */
+  close({ focus = true } = {}) {
     const peer = this.peer;
     this.m.closeConversation();
     this.peer = null;
@@ -105,24 +200,13 @@ export class ConversationView {
     show($('panel-empty'));
     $('app').dataset.view = 'list';
     this.list.render();
-    this.list.focus(peer);
-  }
-
-  toggleSafety(open) {
-    const button = $('conv-safety');
-    button.setAttribute('aria-expanded', open ? 'true' : 'false');
-    if (open && this.peer) {
-      this.contact.show(this.peer);
-    } else {
-      this.contact.hide();
-    }
+    if (focus) this.list.focus(peer);
   }
 
   /** The header's presence line (nothing when no conversation is open). */
   renderPresence() {
     if (!this.peer) return;
-    const p = this.m.presence.get(this.peer);
-    $('conv-dot').dataset.online = p?.online ? 'true' : 'false';
+    $('conv-dot').dataset.online = presenceState(this.m, this.peer);
     $('conv-dot').hidden = this.peer === this.me;
     say($('conv-presence'), presenceText(this.m, this.peer));
   }
@@ -162,14 +246,32 @@ export class ConversationView {
 
   renderMessages(c) {
     const list = $('messages');
-    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+    const atEnd = isAtEnd(list);
     // bubbles and system lines; edits, deletes and reactions are folded in (messenger.js view())
     const messages = this.m.view(this.peer);
     let previous = null;
+    let before = null; // the message placed before this one
     let addedOwn = false;
     const keep = new Set();
     for (const item of messages) {
       const m = item.message;
+      // a separator at each new day (of the sender's signed send time)
+      const day = dayKey(m.sentAt);
+      if (!before || dayKey(before.sentAt) !== day) {
+        const sepKey = `day:${day}`;
+        let sep = this.items.get(sepKey);
+        if (!sep) {
+          sep = el('li', 'day-sep');
+          sep.dataset.day = day;
+          sep.append(el('span', '', ''));
+          this.items.set(sepKey, sep);
+        }
+        sep.firstChild.textContent = dayLabel(m.sentAt);
+        keep.add(sepKey);
+        placeAfter(list, sep, previous);
+        previous = sep;
+        before = null;
+      }
       keep.add(m.key);
       let li = this.items.get(m.key);
       if (!li) {
@@ -178,10 +280,13 @@ export class ConversationView {
         this.items.set(m.key, li);
         if (m.mine && (m.state === 'sending' || m.state === 'queued')) addedOwn = true;
       }
+      const grouped = item.type !== 'system' && Boolean(before) && before.from === m.from && Math.abs(m.sentAt - before.sentAt) < GROUP_WITHIN_MS;
+      li.classList.toggle('grouped', grouped);
       if (item.type === 'system') this.actions?.system(li, item);
       else this.fillMessage(li, m, item);
       placeAfter(list, li, previous);
       previous = li;
+      before = m;
     }
     dropMissing(this.items, keep);
     const empty = messages.length === 0 && c?.loaded;
@@ -192,6 +297,7 @@ export class ConversationView {
   fillMessage(li, m, item = null) {
     const previousKey = this.m.previousKeyOf(m);
     const reportable = Boolean(this.reports) && !m.mine && m.status === 'ok';
+    // the actions folded in (chat/actions.js): a change of any re-renders the bubble
     const acted = item && this.actions ? JSON.stringify([item.text, item.edited, item.deleted, item.reactions, item.quote]) : '';
     const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}|${acted}`;
     if (li.dataset.render === signature) return;
@@ -202,7 +308,8 @@ export class ConversationView {
     const who = el('span', 'visually-hidden', m.mine ? 'You: ' : `${m.from}: `);
     let body;
     if (m.status === 'ok') {
-      body = el('p', 'msg-text', m.text);
+      body = el('p', 'msg-text');
+      body.append(...linkified((item ? item.text : m.text) ?? ''));
     } else {
       const reasons = {
         unverified: `Could not verify this message: it is not signed with ${m.from}’s verified key, so it is not shown.`,
@@ -214,7 +321,7 @@ export class ConversationView {
     }
     const meta = el('p', 'msg-meta');
     // the time the sender signed (the server's time only says when it was stored)
-    const time = el('time', '', when(m.sentAt));
+    const time = el('time', '', timeOfDay(m.sentAt));
     time.dateTime = new Date(m.sentAt).toISOString();
     time.title = `Sent ${fullFormat.format(new Date(m.sentAt))} (the sender’s clock)`;
     meta.append(time);
@@ -232,9 +339,14 @@ export class ConversationView {
       meta.append(label);
     }
     if (m.mine) {
-      const state = el('span', 'msg-state', STATE_LABEL[m.state] ?? m.state);
+      const label = STATE_LABEL[m.state] ?? m.state;
+      const state = el('span', 'msg-state');
       state.dataset.state = m.state;
-      meta.append(' · ', state);
+      state.title = label;
+      const ticks = el('span', 'ticks', STATE_TICKS[m.state] ?? '');
+      ticks.setAttribute('aria-hidden', 'true');
+      state.append(ticks, el('span', 'visually-hidden', ` ${label}`));
+      meta.append(' ', state);
       if (m.state === 'failed' && m.error) meta.append(el('span', 'msg-error', ` — ${m.error}`));
     }
     if (reportable) meta.append(' · ', this.reportAction(m));
@@ -350,24 +462,33 @@ export class ConversationView {
     }
   }
 
+  /** One older page, keeping what is on screen where it is. */
   async loadOlder() {
+    if (this.loadingOlder) return;
+    const peer = this.peer;
     const list = $('messages');
     const button = $('load-older');
-    const fromEnd = list.scrollHeight - list.scrollTop;
+    this.loadingOlder = true;
     button.disabled = true;
+    list.setAttribute('aria-busy', 'true');
     try {
-      await this.m.loadOlder(this.peer);
+      await this.m.loadOlder(peer);
+      if (this.peer !== peer) return;
+      const fromEnd = list.scrollHeight - list.scrollTop;
       this.render();
       list.scrollTop = list.scrollHeight - fromEnd;
     } catch (err) {
       this.status(`Could not load earlier messages: ${authErrorMessage(err)}`);
     } finally {
+      this.loadingOlder = false;
       button.disabled = false;
+      list.setAttribute('aria-busy', 'false');
     }
   }
 
   scrollToEnd() {
     const list = $('messages');
     list.scrollTop = list.scrollHeight;
+    this.atEnd = true;
   }
 }

@@ -1,8 +1,13 @@
-// Owns the directory search ("Find people": #search-form, #results, #more): searching users
-// by name (debounced while typing, paged with "Show more") and picking one, which the page
-// turns into opening a conversation with their safety number shown.
+// Owns the directory search ("Find people", at the top of the list pane: #search-form, #results,
+// #more): searching users by name (debounced while typing, paged with "Show more") and picking
+// one, which the page turns into opening a conversation with their safety number ready. The
+// directory is never listed: nothing is asked for with fewer than MIN_QUERY characters (the
+// server refuses such a prefix too), and an empty box shows nothing.
 import { authErrorMessage, normalizeUsername } from '../auth.js';
 import { $, say, show } from '../ui.js';
+
+/** The shortest name prefix the page searches for. */
+export const MIN_QUERY = 3;
 
 /**
  * @param {import('../api.js').Api} api
@@ -23,6 +28,14 @@ export function wireDirectory(api, me, pick) {
   async function search(query, cursor = null) {
     const mine = ++generation;
     currentQuery = query;
+    if (query.length < MIN_QUERY) {
+      results.replaceChildren();
+      results.dataset.query = query;
+      nextCursor = null;
+      show(more, false);
+      say(searchStatus, query ? `Type at least ${MIN_QUERY} characters to search.` : '');
+      return;
+    }
     const params = new URLSearchParams({ query });
     if (cursor) params.set('cursor', cursor);
     say(searchStatus, 'Searching…');
@@ -76,6 +89,4 @@ export function wireDirectory(api, me, pick) {
   more.addEventListener('click', () => {
     if (nextCursor) search(currentQuery, nextCursor);
   });
-
-  search('');
 }

@@ -31,6 +31,11 @@ const dateTimeFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', mont
 /** Date and time in full (titles, the key-change texts). */
 export const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
+/** The time of day alone (inside a day the separators name). */
+export function timeOfDay(ms) {
+  return timeFormat.format(new Date(ms));
+}
+
 /** A time of day for today, else the date and time. */
 export function when(ms) {
   const d = new Date(ms);
@@ -38,12 +43,37 @@ export function when(ms) {
   return d.toDateString() === today.toDateString() ? timeFormat.format(d) : dateTimeFormat.format(d);
 }
 
-/** The presence line of `user` in the list and the conversation header ('' when unknown). */
+/**
+ * What the page knows of `user`'s presence: 'true' (online), 'false' (offline) or 'unknown'.
+ * The server only tells partners' presence, so before the first message it is unknown, which
+ * is drawn differently from offline (an online contact must not look offline).
+ */
+export function presenceState(messenger, user) {
+  const p = messenger.presence.get(user);
+  if (!p) return 'unknown';
+  return p.online ? 'true' : 'false';
+}
+
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long' });
+const dayYearFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'long', year: 'numeric' });
+
+/** The day separator's words for a time: "Today", "Yesterday", a weekday and date, or a date with the year. */
+export function dayLabel(ms, now = Date.now()) {
+  const d = new Date(ms);
+  const today = new Date(now);
+  const yesterday = new Date(now);
+  yesterday.setDate(today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  return d.getFullYear() === today.getFullYear() ? dayFormat.format(d) : dayYearFormat.format(d);
+}
+
+/** The presence line of `user` in the list and the conversation header. */
 export function presenceText(messenger, user) {
   if (user === messenger.me) return 'Notes to yourself';
   const p = messenger.presence.get(user);
   if (p?.online) return 'online';
   if (p?.last_seen) return `last seen ${when(p.last_seen)}`;
-  // unknown unless the server said so: it only reports partners' presence (see the report)
-  return p ? 'offline' : '';
+  // the server reports presence only between people who share a conversation
+  return p ? 'offline' : 'online status shows once you have written to each other';
 }

@@ -45,7 +45,7 @@ export class MessageSearch {
     this.generation = 0;
   }
 
-  /** Builds the search box into `host` (the conversation list's header). */
+  /** Builds the search box at the top of `host` (the conversation list). */
   mount(host) {
     const form = el('form', 'msg-search');
     form.id = 'msg-search-form';
@@ -71,7 +71,7 @@ export class MessageSearch {
     results.setAttribute('aria-label', 'Messages found');
     results.hidden = true;
     form.append(label, input, note, status, results);
-    host.append(form);
+    host.prepend(form);
     this.input = input;
     this.status = status;
     this.results = results;
