@@ -19,6 +19,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub messages: MessagesConfig,
+    pub directory: DirectoryConfig,
     pub relay: RelayConfig,
     pub log: LogConfig,
     pub jobs: JobsConfig,
@@ -177,13 +178,32 @@ pub struct MessagesConfig {
     /// Largest envelope accepted, in bytes of its JSON text; a larger WebSocket frame
     /// closes the connection with 1009.
     pub max_envelope_bytes: usize,
+    /// Seconds between runs of the job that deletes the ciphertext of expired disappearing
+    /// messages; a message outlives its timer by at most about this long.
+    pub expiry_sweep_secs: u64,
 }
 
 impl Default for MessagesConfig {
     fn default() -> Self {
         Self {
             max_envelope_bytes: 64 * 1024,
+            expiry_sweep_secs: 30,
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// The shortest user search (`GET /api/users?query=`) answered with a list of names;
+    /// a shorter query finds only the user of exactly that name (else 400
+    /// `query_too_short`), so nobody can list every account.
+    pub min_query_chars: usize,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self { min_query_chars: 3 }
     }
 }
 
@@ -593,6 +613,12 @@ impl Config {
                 "must be between 1024 and 16777216",
             );
         }
+        if !(1..=32).contains(&self.directory.min_query_chars) {
+            return fail("directory.min_query_chars", "must be between 1 and 32");
+        }
+        if !(1..=86_400).contains(&self.messages.expiry_sweep_secs) {
+            return fail("messages.expiry_sweep_secs", "must be between 1 and 86400");
+        }
         let r = &self.relay;
         if r.ticket_ttl_secs == 0 || r.ticket_ttl_secs > 600 {
             return fail("relay.ticket_ttl_secs", "must be between 1 and 600");
@@ -659,7 +685,15 @@ mod tests {
         // And not merely because defaults filled everything: every section is spelled out.
         let table: toml::Table = toml::from_str(text).expect("valid toml");
         for section in [
-            "server", "storage", "auth", "messages", "relay", "log", "jobs", "files",
+            "server",
+            "storage",
+            "auth",
+            "messages",
+            "directory",
+            "relay",
+            "log",
+            "jobs",
+            "files",
         ] {
             assert!(table.contains_key(section), "config.toml lacks [{section}]");
         }

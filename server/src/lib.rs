@@ -120,6 +120,18 @@ impl App {
         let files = Files::new(db.clone(), hub.clone(), &config);
         let mut registry = jobs::Registry::new();
         files::jobs::register(&mut registry, &files)?;
+        // The expiry sweep runs on `default`, or on the first queue configured.
+        let sweep_queue = if config.jobs.workers.contains_key("default") {
+            "default"
+        } else {
+            config
+                .jobs
+                .workers
+                .keys()
+                .next()
+                .map_or("default", |q| q.as_str())
+        };
+        messages::jobs::register(&mut registry, &messages, sweep_queue)?;
         let jobs = jobs::Queue::new(db.clone(), &config.jobs, registry)?;
         files.set_queue(jobs.clone());
         // Bytes a crash left past an upload's acknowledged offset go before anything reads them.
@@ -138,7 +150,12 @@ impl App {
         });
         let plugins = Arc::new(Plugins::compiled_in(&config.plugins, Some(admin))?);
         let state = AppState {
-            directory: Directory::new(db.clone(), auth.clone(), hub.clone()),
+            directory: Directory::new(
+                db.clone(),
+                auth.clone(),
+                hub.clone(),
+                config.directory.min_query_chars,
+            ),
             hub,
             messages,
             tickets: Arc::new(Tickets::new(Duration::from_secs(
@@ -344,6 +361,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .or(messages::routes::routes(
             state.messages.clone(),
             state.auth.clone(),
+            limit,
         ))
         .unify()
         .or(files::routes::routes(

@@ -21,4 +21,7 @@ pub trait LiveSessions: Send + Sync {
     fn sessions_ended(&self, user_id: i64, which: Ended<'_>);
     /// The user published key version `key_version`: tell every connection of theirs.
     fn keys_changed(&self, user_id: i64, key_version: i64);
+    /// The account `username` (`user_id`) was deleted: close all its connections and
+    /// forget anything remembered about the name, so nothing more is delivered to it.
+    fn account_deleted(&self, user_id: i64, username: &str);
 }

@@ -1,5 +1,6 @@
 //! Owns accounts and sessions: prelogin, registration, login, refresh-token rotation,
-//! logout, and turning a bearer token into a [`Principal`]. bcrypt runs on the blocking
+//! logout, changing the password, listing and revoking one's sessions, deleting the
+//! account, and turning a bearer token into a [`Principal`]. bcrypt runs on the blocking
 //! pool behind a semaphore, so hashing never stalls the async workers.
 //!
 //! Invariants: the server stores only `bcrypt(auth_key)`, never anything it could unwrap
@@ -23,7 +24,7 @@ use warp::http::StatusCode;
 
 use crate::b64;
 use crate::config::AuthConfig;
-use crate::db::{admin, now_ms, sessions, users, Db, DbError};
+use crate::db::{admin, messages, now_ms, sessions, users, Db, DbError};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{self, KeyBundle};
 use crate::live::{Ended, LiveSessions};
@@ -80,6 +81,29 @@ pub struct LoginResponse {
     pub key_version: i64,
     pub key_bundle: KeyBundle,
     pub kdf: Kdf,
+}
+
+/// `POST /api/auth/password`: the password proven now (`auth_key`), what the new password
+/// derives (`new_auth_key`, `kdf` with a fresh salt, the bundle re-wrapped under the new
+/// kek), and the caller's current refresh token (the session that stays).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub auth_key: String,
+    pub new_auth_key: String,
+    pub kdf: Kdf,
+    pub key_bundle: KeyBundle,
+    pub refresh_token: String,
+}
+
+/// One of the caller's live sessions, as `GET /api/sessions` lists it.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+    pub current: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -501,6 +525,135 @@ impl Auth {
         Ok(n)
     }
 
+    /// Changes the caller's password: checks the new parameters like registration, then
+    /// the current auth key (401 `invalid_credentials` after the same work as a login),
+    /// then in one transaction replaces the auth hash, the KDF and the wrapped bundle and
+    /// revokes every other session of the user; their sockets close after the commit. The
+    /// caller's session (the one `refresh_token` belongs to) stays, tokens and all.
+    pub async fn change_password(&self, who: &Principal, req: PasswordChange) -> ApiResult<()> {
+        parse_auth_key(&req.auth_key)?;
+        parse_auth_key(&req.new_auth_key)?;
+        self.check_kdf(&req.kdf)?;
+        req.key_bundle.check()?;
+        if req.refresh_token.is_empty() || req.refresh_token.len() > 128 {
+            return Err(not_this_session());
+        }
+        let sid = who.session_id.clone();
+        let token = hash_refresh_token(&req.refresh_token);
+        if !self
+            .db
+            .read(move |c| sessions::is_current_token(c, &sid, &token))
+            .await?
+        {
+            return Err(not_this_session());
+        }
+        self.reauthenticate(who, req.auth_key).await?;
+        let auth_hash = self.bcrypt_hash(req.new_auth_key).await?;
+        let (uid, keep) = (who.user_id, who.session_id.clone());
+        let now = now_ms();
+        let ended = self
+            .db
+            .write(move |c| {
+                let kdf = (
+                    req.kdf.alg.as_str(),
+                    i64::from(req.kdf.iterations),
+                    req.kdf.salt.as_str(),
+                );
+                if !users::set_password(
+                    c,
+                    uid,
+                    &auth_hash,
+                    kdf,
+                    &req.key_bundle.iv,
+                    &req.key_bundle.ct,
+                )? {
+                    return Err(DbError::Aborted("no such account".into()));
+                }
+                sessions::revoke_all_but(c, uid, &keep, "password changed", now)
+            })
+            .await;
+        let ended = match ended {
+            Err(DbError::Aborted(_)) => return Err(ApiError::unauthorized()),
+            other => other?,
+        };
+        self.live.sessions_ended(uid, Ended::Sessions(&ended));
+        Ok(())
+    }
+
+    /// The caller's live sessions, newest first; `current` marks the caller's own.
+    pub async fn sessions(&self, who: &Principal) -> ApiResult<Vec<SessionView>> {
+        let uid = who.user_id;
+        let rows = self
+            .db
+            .read(move |c| sessions::live_of(c, uid, now_ms()))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|s| SessionView {
+                current: s.id == who.session_id,
+                id: s.id,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+            })
+            .collect())
+    }
+
+    /// Revokes the caller's session `id` (their current one included) and closes its
+    /// sockets; 404 for an id that is not one of the caller's live sessions.
+    pub async fn revoke_session(&self, who: &Principal, id: &str) -> ApiResult<()> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::not_found("session"));
+        }
+        let (uid, sid) = (who.user_id, id.to_owned());
+        let now = now_ms();
+        let revoked = self
+            .db
+            .write(move |c| match sessions::get(c, &sid)? {
+                Some(s) if s.user_id == uid && s.is_live(now) => {
+                    sessions::revoke(c, &sid, "revoked by owner", now)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await?;
+        if !revoked {
+            return Err(ApiError::not_found("session"));
+        }
+        self.live
+            .sessions_ended(uid, Ended::Sessions(&[id.to_owned()]));
+        Ok(())
+    }
+
+    /// Deletes the caller's account once `auth_key` proves the password (401
+    /// `invalid_credentials` otherwise, nothing changed). In one transaction: the account
+    /// becomes a tombstone (name reserved, keys, bundle, auth hash and key-change log
+    /// gone), its sessions are deleted, and every undelivered message to or from it loses
+    /// its ciphertext. Then its sockets close. Its uploads are the caller's to remove
+    /// (`files`), after this returns.
+    pub async fn delete_account(&self, who: &Principal, auth_key: &str) -> ApiResult<()> {
+        parse_auth_key(auth_key)?;
+        self.reauthenticate(who, auth_key.to_owned()).await?;
+        let uid = who.user_id;
+        let now = now_ms();
+        let deleted = self
+            .db
+            .write(move |c| {
+                if !users::delete_account(c, uid, now)? {
+                    return Ok(false);
+                }
+                sessions::delete_all(c, uid)?;
+                messages::delete_undelivered_of(c, uid, now)?;
+                Ok(true)
+            })
+            .await?;
+        if !deleted {
+            return Err(ApiError::unauthorized());
+        }
+        self.live.account_deleted(uid, &who.username);
+        Ok(())
+    }
+
     /// Verifies a bearer token and that its session is still live.
     pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
         let claims = self.jwt.verify(token).ok_or_else(ApiError::unauthorized)?;
@@ -519,6 +672,13 @@ impl Auth {
     pub fn db(&self) -> &Db {
         &self.db
     }
+}
+
+fn not_this_session() -> ApiError {
+    ApiError::bad_request(
+        "invalid_request",
+        "refresh_token must be the current refresh token of this session",
+    )
 }
 
 fn taken() -> ApiError {

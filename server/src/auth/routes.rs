@@ -1,4 +1,5 @@
-//! Owns the HTTP routes of `/api/auth/*` and `/api/me`: parse, call [`Auth`], reply.
+//! Owns the HTTP routes of `/api/auth/*`, `/api/me` (read, delete) and `/api/sessions`
+//! (list, revoke one): parse, call [`Auth`], reply.
 //! Filters are nouns (what a request is), handlers are verbs (what answering it does).
 //! A successful logout or logout-all answer carries `Clear-Site-Data: "cache"` (not
 //! `"storage"`: see [`signed_out`]).
@@ -13,7 +14,7 @@ use warp::http::StatusCode;
 use warp::reply::{json, with_status, Response};
 use warp::{Filter, Rejection, Reply};
 
-use super::{Auth, LoginRequest, Principal, RegisterRequest};
+use super::{Auth, LoginRequest, PasswordChange, Principal, RegisterRequest};
 use crate::db::users;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{caller, json_body, optional_json_body, reply, Caller};
@@ -36,6 +37,12 @@ struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 struct LogoutRequest {
     refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteAccountRequest {
+    auth_key: String,
 }
 
 /// The caller, from `Authorization: Bearer <access token>`; 401 otherwise.
@@ -64,7 +71,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/refresh"),
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout-all"),
+    ("POST", "/api/auth/password"),
     ("GET", "/api/me"),
+    ("DELETE", "/api/me"),
+    ("GET", "/api/sessions"),
+    ("DELETE", "/api/sessions/{id}"),
 ];
 
 pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedFilter<(Response,)> {
@@ -95,7 +106,7 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
         .and_then(register);
     let login = post("login")
         .and(with_auth.clone())
-        .and(with_plugins)
+        .and(with_plugins.clone())
         .and(caller())
         .and(json_body::<LoginRequest>(body_limit))
         .and_then(login);
@@ -112,11 +123,36 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
         .and(with_auth.clone())
         .and(authenticated(auth.clone()))
         .and_then(logout_all);
+    let password = post("password")
+        .and(with_auth.clone())
+        .and(with_plugins.clone())
+        .and(caller())
+        .and(authenticated(auth.clone()))
+        .and(json_body::<PasswordChange>(body_limit))
+        .and_then(change_password);
     let me = warp::path!("api" / "me")
         .and(warp::get())
+        .and(with_auth.clone())
+        .and(authenticated(auth.clone()))
+        .and_then(describe_me);
+    let delete_me = warp::path!("api" / "me")
+        .and(warp::delete())
+        .and(with_auth.clone())
+        .and(with_plugins.clone())
+        .and(caller())
+        .and(authenticated(auth.clone()))
+        .and(json_body::<DeleteAccountRequest>(body_limit))
+        .and_then(delete_account);
+    let sessions = warp::path!("api" / "sessions")
+        .and(warp::get())
+        .and(with_auth.clone())
+        .and(authenticated(auth.clone()))
+        .and_then(list_sessions);
+    let revoke = warp::path!("api" / "sessions" / String)
+        .and(warp::delete())
         .and(with_auth)
         .and(authenticated(auth))
-        .and_then(describe_me);
+        .and_then(revoke_session);
 
     prelogin
         .or(register)
@@ -129,7 +165,15 @@ pub fn routes(auth: Arc<Auth>, plugins: Arc<Plugins>, body_limit: u64) -> BoxedF
         .unify()
         .or(logout_all)
         .unify()
+        .or(password)
+        .unify()
         .or(me)
+        .unify()
+        .or(delete_me)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(revoke)
         .unify()
         .boxed()
 }
@@ -225,6 +269,63 @@ async fn logout(
 
 async fn logout_all(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {
     reply(auth.logout_all(&who).await.map(|_| signed_out()))
+}
+
+/// Proving the password again costs what a login costs, and is limited like one (per
+/// address and per account), so a stolen access token cannot guess faster than login.
+async fn change_password(
+    auth: Arc<Auth>,
+    plugins: Arc<Plugins>,
+    caller: Caller,
+    who: Principal,
+    req: PasswordChange,
+) -> Result<Response, Rejection> {
+    if let Err(e) = admit(&plugins, &caller, AuthStep::Login, &who.username) {
+        return reply(Err(e));
+    }
+    reply(
+        auth.change_password(&who, req)
+            .await
+            .map(|()| json(&json!({ "ok": true })).into_response()),
+    )
+}
+
+/// Limited like a login, as [`change_password`].
+async fn delete_account(
+    auth: Arc<Auth>,
+    plugins: Arc<Plugins>,
+    caller: Caller,
+    who: Principal,
+    req: DeleteAccountRequest,
+) -> Result<Response, Rejection> {
+    if let Err(e) = admit(&plugins, &caller, AuthStep::Login, &who.username) {
+        return reply(Err(e));
+    }
+    reply(
+        auth.delete_account(&who, &req.auth_key)
+            .await
+            .map(|()| signed_out()),
+    )
+}
+
+async fn list_sessions(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {
+    reply(
+        auth.sessions(&who)
+            .await
+            .map(|s| json(&json!({ "sessions": s })).into_response()),
+    )
+}
+
+async fn revoke_session(
+    id: String,
+    auth: Arc<Auth>,
+    who: Principal,
+) -> Result<Response, Rejection> {
+    reply(
+        auth.revoke_session(&who, &id)
+            .await
+            .map(|()| StatusCode::NO_CONTENT.into_response()),
+    )
 }
 
 async fn describe_me(auth: Arc<Auth>, who: Principal) -> Result<Response, Rejection> {

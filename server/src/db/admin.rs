@@ -3,7 +3,8 @@
 //! table.
 //!
 //! Invariant: no query here selects a password hash, wrapped key or token; the envelope
-//! text is read only to be fingerprinted (logs) or checked (a recipient's own report).
+//! text is read only to be fingerprinted (logs) or checked (a recipient's own report). A
+//! deleted message (a tombstone, `deleted_at` set) is in neither the log nor a report.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use securechat_plugin_api::admin::{
@@ -51,7 +52,7 @@ pub fn messages(conn: &Connection, f: &LogFilter) -> DbResult<Vec<MessageRow>> {
          FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
          WHERE (?1 IS NULL OR m.sender_id = ?1) AND (?2 IS NULL OR m.recipient_id = ?2) \
            AND (?3 IS NULL OR m.server_ts >= ?3) AND (?4 IS NULL OR m.server_ts < ?4) \
-           AND (?5 IS NULL OR m.seq < ?5) \
+           AND (?5 IS NULL OR m.seq < ?5) AND m.deleted_at IS NULL \
          ORDER BY m.seq DESC LIMIT +?6",
     )?;
     let rows = stmt
@@ -281,7 +282,7 @@ pub fn reported_message(
         .prepare_cached(
             "SELECT m.seq, s.username, r.username, m.server_ts, m.envelope, m.sender_id \
              FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
-             WHERE m.seq = ?1 AND m.recipient_id = ?2",
+             WHERE m.seq = ?1 AND m.recipient_id = ?2 AND m.deleted_at IS NULL",
         )?
         .query_row(params![seq, recipient_id], |r| {
             Ok((

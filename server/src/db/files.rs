@@ -207,6 +207,16 @@ pub fn finished_before(conn: &Connection, before: i64, limit: u32) -> DbResult<V
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Ids of files and uploads whose uploader deleted their account (at most `limit`).
+pub fn of_deleted_uploaders(conn: &Connection, limit: u32) -> DbResult<Vec<String>> {
+    let mut s = conn.prepare_cached(
+        "SELECT f.id FROM files f JOIN users u ON u.id = f.uploader_id \
+         WHERE u.deleted_at IS NOT NULL LIMIT +?1",
+    )?;
+    let rows = s.query_map([limit], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Ready files verified longest ago (never-verified first), at most `limit`.
 pub fn least_recently_scrubbed(conn: &Connection, limit: u32) -> DbResult<Vec<FileRow>> {
     let sql = format!(

@@ -4,7 +4,14 @@
 //! writes the messages domain queues on the writer ([`Db::submit_message`],
 //! [`Db::submit_receipt`]), which bring the id index along (see `message_ids`).
 //!
-//! Invariants: an envelope row is written once and its `envelope` text never changes;
+//! Deleting (by the sender, [`Db::delete_message`], or by the expiry sweep of disappearing
+//! messages, [`expire_batch`]) leaves a tombstone: the row, its seq and its id stay (so the
+//! id index still recognises the id and a resend stores nothing), `envelope` becomes ''
+//! and `deleted_at` is set. History and unread counts skip tombstones. Retention periods
+//! (`conversation_timers`) are written by [`set_timer`] and read by [`timer`].
+//!
+//! Invariants: an envelope row is written once and its `envelope` text never changes
+//! except to become a tombstone ('' with `deleted_at`), which is final;
 //! only `state` moves forward (sent -> delivered -> read). Every pair of users with a
 //! stored message has its `conversations` row, written in the same transaction as the
 //! pair's first message. Ids are stored as their 16 bytes; callers pass the lower-case
@@ -111,6 +118,15 @@ impl Db {
             .await
     }
 
+    /// Tombstones the message `msg_id` if `sender` sent it (its envelope cleared, its id
+    /// kept: see the module comment); true also when it was already deleted. False, with
+    /// nothing changed, when there is no such message or `sender` did not send it.
+    pub async fn delete_message(&self, sender: i64, msg_id: String) -> DbResult<bool> {
+        let known = self.known_ids.clone();
+        self.write(move |c| delete_by_sender(c, &known, sender, &msg_id, now_ms()))
+            .await
+    }
+
     /// Queues moving the state of message `msg_id` sent to `recipient` forward to `state`;
     /// the future resolves after COMMIT with the sender's id, or `None` if `recipient`
     /// received no message with that id.
@@ -176,12 +192,16 @@ pub(super) fn store(
     }))
 }
 
-/// A page of history after a seq (`conv_lo, conv_hi, after, before, limit`).
+/// A page of history after a seq (`conv_lo, conv_hi, after, before, limit`); tombstones
+/// are skipped.
 const HISTORY_AFTER: &str = "SELECT seq, server_ts, state, envelope FROM messages \
-     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 ORDER BY seq LIMIT +?5";
-/// The newest page of history before a seq (`conv_lo, conv_hi, before, limit`).
+     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq > ?3 AND seq < ?4 AND deleted_at IS NULL \
+     ORDER BY seq LIMIT +?5";
+/// The newest page of history before a seq (`conv_lo, conv_hi, before, limit`); tombstones
+/// are skipped.
 const HISTORY_BEFORE: &str = "SELECT seq, server_ts, state, envelope FROM messages \
-     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT +?4";
+     WHERE conv_lo = ?1 AND conv_hi = ?2 AND seq < ?3 AND deleted_at IS NULL \
+     ORDER BY seq DESC LIMIT +?4";
 
 #[derive(Debug, Clone)]
 pub struct HistoryRow {
@@ -255,7 +275,7 @@ pub fn conversations(conn: &Connection, me: i64) -> DbResult<Vec<ConversationRow
          SELECT u.username, l.seq, m.server_ts, \
                 (SELECT count(*) FROM messages x \
                  WHERE x.conv_lo = l.lo AND x.conv_hi = l.hi AND x.recipient_id = ?1 \
-                   AND x.state < ?2 AND l.peer_id <> ?1) \
+                   AND x.state < ?2 AND x.deleted_at IS NULL AND l.peer_id <> ?1) \
          FROM latest l JOIN messages m ON m.seq = l.seq JOIN users u ON u.id = l.peer_id \
          ORDER BY l.seq DESC",
     )?;
@@ -299,6 +319,125 @@ pub(super) fn mark(
         _ => None,
     };
     Ok(sender)
+}
+
+/// Clears the stored envelope of the message `seq` and marks it deleted at `at` (a
+/// tombstone); a message already deleted keeps its first `deleted_at`.
+const TOMBSTONE: &str = "UPDATE messages SET envelope = '', deleted_at = coalesce(deleted_at, ?2) \
+     WHERE seq = ?1";
+
+/// See [`Db::delete_message`]. Runs on the write connection (the id index lives there).
+pub(super) fn delete_by_sender(
+    conn: &Connection,
+    known: &KnownIds,
+    sender: i64,
+    msg_id: &str,
+    at: i64,
+) -> DbResult<bool> {
+    let Some(msg_id) = id_bytes(msg_id) else {
+        return Ok(false);
+    };
+    match message_ids::find(conn, known, &msg_id)? {
+        Some(found) if found.sender_id == sender => {
+            conn.prepare_cached(TOMBSTONE)?
+                .execute(params![found.seq, at])?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Tombstones every message to or from `user_id` that its recipient has not received yet
+/// (state `sent`), at `at`: what deleting an account takes with it. Walks the user's
+/// conversations, so only their messages are read.
+pub fn delete_undelivered_of(conn: &Connection, user_id: i64, at: i64) -> DbResult<usize> {
+    Ok(conn.execute(
+        "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq IN ( \
+             SELECT m.seq FROM conversations c \
+             JOIN messages m ON m.conv_lo = c.lo AND m.conv_hi = c.hi \
+             WHERE (c.lo = ?1 OR c.hi = ?1) AND m.state = ?3 AND m.deleted_at IS NULL)",
+        params![user_id, at, MessageState::Sent],
+    )?)
+}
+
+/// The newest seq of the conversation of `a` and `b` (0 if none).
+fn newest_seq(conn: &Connection, lo: i64, hi: i64) -> DbResult<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(max(seq), 0) FROM messages WHERE conv_lo = ?1 AND conv_hi = ?2",
+        )?
+        .query_row([lo, hi], |r| r.get(0))?)
+}
+
+/// A conversation's retention period: messages after `from_seq` expire `secs` after their
+/// `server_ts` (0 = never), from `set_at` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub secs: i64,
+    pub from_seq: i64,
+    pub set_at: i64,
+}
+
+/// Starts a retention period of `secs` for the conversation of `a` and `b` after its newest
+/// message, set by `by` at `at`.
+pub fn set_timer(
+    conn: &Connection,
+    a: i64,
+    b: i64,
+    by: i64,
+    secs: i64,
+    at: i64,
+) -> DbResult<Timer> {
+    let (lo, hi) = pair(a, b);
+    let from_seq = newest_seq(conn, lo, hi)?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO conversation_timers (lo, hi, from_seq, secs, set_at, set_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![lo, hi, from_seq, secs, at, by])?;
+    Ok(Timer {
+        secs,
+        from_seq,
+        set_at: at,
+    })
+}
+
+/// The latest retention period of the conversation of `a` and `b`, if one was ever set.
+pub fn timer(conn: &Connection, a: i64, b: i64) -> DbResult<Option<Timer>> {
+    let (lo, hi) = pair(a, b);
+    Ok(conn
+        .prepare_cached(
+            "SELECT secs, from_seq, set_at FROM conversation_timers \
+             WHERE lo = ?1 AND hi = ?2 ORDER BY from_seq DESC LIMIT 1",
+        )?
+        .query_row([lo, hi], |r| {
+            Ok(Timer {
+                secs: r.get(0)?,
+                from_seq: r.get(1)?,
+                set_at: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Tombstones at most `limit` messages whose retention period has run out by `now`: a
+/// message of a period with `secs` > 0 (seq above its `from_seq`, and not above the next
+/// period's) whose `server_ts + secs * 1000 <= now`. Returns how many it deleted; fewer
+/// than `limit` means none is left.
+pub fn expire_batch(conn: &Connection, now: i64, limit: u32) -> DbResult<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE messages SET envelope = '', deleted_at = ?1 WHERE seq IN ( \
+                 SELECT m.seq FROM conversation_timers t \
+                 JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi AND m.seq > t.from_seq \
+                 WHERE t.secs > 0 AND m.deleted_at IS NULL \
+                   AND m.server_ts + t.secs * 1000 <= ?1 \
+                   AND m.seq <= coalesce((SELECT min(n.from_seq) FROM conversation_timers n \
+                                          WHERE n.lo = t.lo AND n.hi = t.hi \
+                                            AND n.from_seq > t.from_seq), 9223372036854775807) \
+                 LIMIT +?2)",
+        )?
+        .execute(params![now, limit])?)
 }
 
 /// Everyone `me` has exchanged a message with (for presence).
@@ -402,6 +541,78 @@ mod tests {
             .is_err());
         assert!(MessageState::Sent < MessageState::Delivered);
         assert!(MessageState::Delivered < MessageState::Read);
+    }
+
+    fn envelope_of(c: &Connection, seq: i64) -> String {
+        c.query_row("SELECT envelope FROM messages WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .expect("row")
+    }
+
+    #[test]
+    fn each_timer_period_covers_the_messages_after_it_until_the_next_one() {
+        let c = db();
+        send(&c, 1, 2, &nth_id(1)); // before any timer: never expires
+        let t = set_timer(&c, 2, 1, 2, 5, 100).expect("set");
+        assert_eq!((t.from_seq, t.secs), (1, 5));
+        send(&c, 1, 2, &nth_id(2)); // under the 5 s period
+        send(&c, 2, 1, &nth_id(3));
+        set_timer(&c, 1, 2, 1, 0, 200).expect("off");
+        send(&c, 1, 2, &nth_id(4)); // under the period that turned it off
+        send(&c, 1, 3, &nth_id(5)); // another conversation, no timer
+        assert_eq!(
+            timer(&c, 2, 1).expect("timer"),
+            Some(Timer {
+                secs: 0,
+                from_seq: 3,
+                set_at: 200
+            })
+        );
+        assert_eq!(timer(&c, 1, 3).expect("timer"), None);
+        // Messages were stored at server_ts 1: they expire at 5,001.
+        assert_eq!(expire_batch(&c, 5_000, 10).expect("sweep"), 0);
+        assert_eq!(expire_batch(&c, 5_001, 1).expect("sweep"), 1, "bounded");
+        assert_eq!(expire_batch(&c, 5_001, 10).expect("sweep"), 1);
+        assert_eq!(expire_batch(&c, 99_999, 10).expect("sweep"), 0);
+        for (seq, gone) in [(1, false), (2, true), (3, true), (4, false), (5, false)] {
+            assert_eq!(envelope_of(&c, seq).is_empty(), gone, "seq {seq}");
+        }
+        let seqs: Vec<i64> = history(&c, 1, 2, Some(0), None, 50)
+            .expect("history")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 4], "history skips tombstones");
+    }
+
+    #[test]
+    fn a_message_is_deleted_only_by_its_sender_and_its_id_stays_taken() {
+        let c = db();
+        send(&c, 1, 2, A);
+        assert!(!delete_by_sender(&c, &c.known, 2, A, 10).expect("recipient"));
+        assert!(!delete_by_sender(&c, &c.known, 1, B, 10).expect("unknown"));
+        assert!(!delete_by_sender(&c, &c.known, 1, "nope", 10).expect("not a uuid"));
+        assert_eq!(envelope_of(&c, 1), "{}");
+        assert!(delete_by_sender(&c, &c.known, 1, A, 10).expect("sender"));
+        assert!(delete_by_sender(&c, &c.known, 1, A, 20).expect("again"));
+        let at: i64 = c
+            .query_row("SELECT deleted_at FROM messages WHERE seq = 1", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!((envelope_of(&c, 1).as_str(), at), ("", 10));
+        assert!(matches!(
+            send(&c, 1, 2, A),
+            StoreOutcome::Stored(Stored {
+                new: false,
+                seq: 1,
+                ..
+            })
+        ));
+        assert_eq!(send(&c, 3, 2, A), StoreOutcome::IdTaken);
+        let conv = conversations(&c, 2).expect("conversations");
+        assert_eq!(conv[0].unread, 0, "a deleted message is not unread");
     }
 
     #[test]

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin",
         include_str!("../../../migrations/0008_admin.sql"),
     ),
+    (
+        9,
+        "deletion",
+        include_str!("../../../migrations/0009_deletion.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -123,6 +123,70 @@ pub fn revoke_all(conn: &Connection, user_id: i64, reason: &str, now: i64) -> Db
     )?)
 }
 
+/// Revokes every live session of `user_id` but `keep`; the ids revoked.
+pub fn revoke_all_but(
+    conn: &Connection,
+    user_id: i64,
+    keep: &str,
+    reason: &str,
+    now: i64,
+) -> DbResult<Vec<String>> {
+    let ids = conn
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?4 \
+             WHERE user_id = ?1 AND id <> ?2 AND revoked_at IS NULL RETURNING id",
+        )?
+        .query_map(params![user_id, keep, now, reason], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+/// Deletes every session of `user_id` and their refresh tokens (a deleted account).
+pub fn delete_all(conn: &Connection, user_id: i64) -> DbResult<usize> {
+    Ok(conn.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?)
+}
+
+/// A live session as its owner sees it in the list.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+}
+
+/// `user_id`'s sessions that are neither revoked nor expired at `now`, newest first.
+pub fn live_of(conn: &Connection, user_id: i64, now: i64) -> DbResult<Vec<LiveSession>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, created_at, last_used_at, expires_at FROM sessions \
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+             ORDER BY created_at DESC, id",
+        )?
+        .query_map(params![user_id, now], |r| {
+            Ok(LiveSession {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+                last_used_at: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Whether `token_hash` is the live (not superseded) refresh token of session `session_id`.
+pub fn is_current_token(conn: &Connection, session_id: &str, token_hash: &[u8]) -> DbResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM refresh_tokens \
+             WHERE token_hash = ?1 AND session_id = ?2 AND superseded_at IS NULL",
+        )?
+        .query_row(params![token_hash, session_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// The session a refresh token belongs to, if that token is live (for logout with a token).
 pub fn session_of_token(conn: &Connection, token_hash: &[u8]) -> DbResult<Option<String>> {
     Ok(conn

@@ -1,6 +1,10 @@
 //! Owns the SQL of the `users` and `key_changes` tables: accounts, their published public
 //! keys, and the history of those keys.
 //!
+//! A deleted account ([`delete_account`]) stays as a tombstone row so that its name is
+//! never registered again; every lookup here but [`id_including_deleted`] treats it as
+//! absent.
+//!
 //! Invariant: a user's current key columns and the newest `key_changes` row always agree;
 //! both are written in the same operation.
 
@@ -134,7 +138,8 @@ fn insert_key_change(
 }
 
 pub fn by_name(conn: &Connection, username: &str) -> DbResult<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1");
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1 AND deleted_at IS NULL");
     Ok(conn
         .prepare_cached(&sql)?
         .query_row([username], user_from_row)
@@ -144,13 +149,21 @@ pub fn by_name(conn: &Connection, username: &str) -> DbResult<Option<User>> {
 /// The id of `username`, without reading the rest of the row.
 pub fn id_by_name(conn: &Connection, username: &str) -> DbResult<Option<i64>> {
     Ok(conn
+        .prepare_cached("SELECT id FROM users WHERE username = ?1 AND deleted_at IS NULL")?
+        .query_row([username], |r| r.get(0))
+        .optional()?)
+}
+
+/// The id of `username`, also if the account was deleted (its partners' history stays).
+pub fn id_including_deleted(conn: &Connection, username: &str) -> DbResult<Option<i64>> {
+    Ok(conn
         .prepare_cached("SELECT id FROM users WHERE username = ?1")?
         .query_row([username], |r| r.get(0))
         .optional()?)
 }
 
 pub fn by_id(conn: &Connection, id: i64) -> DbResult<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted_at IS NULL");
     Ok(conn
         .prepare_cached(&sql)?
         .query_row([id], user_from_row)
@@ -174,7 +187,8 @@ pub fn list(
     );
     let mut stmt = conn.prepare_cached(
         "SELECT username, key_version FROM users \
-         WHERE username LIKE ?1 ESCAPE '\\' AND username > ?2 ORDER BY username LIMIT +?3",
+         WHERE username LIKE ?1 ESCAPE '\\' AND username > ?2 AND deleted_at IS NULL \
+         ORDER BY username LIMIT +?3",
     )?;
     let rows = stmt
         .query_map(params![pattern, cursor.unwrap_or(""), limit], |r| {
@@ -237,6 +251,44 @@ pub fn rotate_keys(
         return Ok(false);
     }
     insert_key_change(conn, user_id, keys, Some(prev_sig), at)?;
+    Ok(true)
+}
+
+/// Replaces the password-derived columns of a live account: the bcrypt of the auth key,
+/// the KDF salt and parameters, and the key bundle wrapped under the new kek (the key
+/// version and public keys stay). Returns false if there is no such live account.
+pub fn set_password(
+    conn: &Connection,
+    user_id: i64,
+    auth_hash: &str,
+    kdf: (&str, i64, &str),
+    bundle_iv: &str,
+    bundle_ct: &str,
+) -> DbResult<bool> {
+    let (alg, iterations, salt) = kdf;
+    Ok(conn.execute(
+        "UPDATE users SET auth_hash = ?2, kdf_alg = ?3, kdf_iterations = ?4, kdf_salt = ?5, \
+         bundle_iv = ?6, bundle_ct = ?7 WHERE id = ?1 AND deleted_at IS NULL",
+        params![user_id, auth_hash, alg, iterations, salt, bundle_iv, bundle_ct],
+    )? == 1)
+}
+
+/// Turns the account into a tombstone at `at`: the row (and so the name) stays, its auth
+/// hash, KDF salt, public keys, signature, fingerprint and key bundle are cleared, its
+/// key-change log is deleted, and it is no admin. Sessions and messages are the callers'
+/// (`sessions::delete_all`, `messages::delete_undelivered_of`). Returns false if there is
+/// no such live account.
+pub fn delete_account(conn: &Connection, user_id: i64, at: i64) -> DbResult<bool> {
+    let n = conn.execute(
+        "UPDATE users SET deleted_at = ?2, auth_hash = '', kdf_salt = '', enc_public_key = '', \
+         sign_public_key = '', self_sig = '', fingerprint = '', bundle_iv = '', bundle_ct = '', \
+         is_admin = 0 WHERE id = ?1 AND deleted_at IS NULL",
+        params![user_id, at],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    conn.execute("DELETE FROM key_changes WHERE user_id = ?1", [user_id])?;
     Ok(true)
 }
 

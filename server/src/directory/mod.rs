@@ -1,4 +1,5 @@
-//! Owns the key directory: listing users, publishing each user's current public keys with
+//! Owns the key directory: searching users (a prefix of at least `min_query_chars`, or an
+//! exact name however short, so the whole list is never handed out), publishing each user's current public keys with
 //! their fingerprint, the key-change log, and owner key rotation.
 //!
 //! Invariants: a key version only moves forward by one, and only with a signature by the
@@ -74,11 +75,22 @@ pub struct Directory {
     db: Db,
     auth: Arc<Auth>,
     live: Arc<dyn LiveSessions>,
+    min_query_chars: usize,
 }
 
 impl Directory {
-    pub fn new(db: Db, auth: Arc<Auth>, live: Arc<dyn LiveSessions>) -> Directory {
-        Directory { db, auth, live }
+    pub fn new(
+        db: Db,
+        auth: Arc<Auth>,
+        live: Arc<dyn LiveSessions>,
+        min_query_chars: usize,
+    ) -> Directory {
+        Directory {
+            db,
+            auth,
+            live,
+            min_query_chars,
+        }
     }
 
     pub async fn list(&self, query: &str, cursor: Option<String>) -> ApiResult<UserPage> {
@@ -91,6 +103,9 @@ impl Directory {
         }
         if cursor.as_deref().is_some_and(|c| !Username::is_valid(c)) {
             return Err(ApiError::bad_request("invalid_request", "malformed cursor"));
+        }
+        if query.len() < self.min_query_chars {
+            return self.exactly(query, cursor).await;
         }
         let mut rows = self
             .db
@@ -112,6 +127,40 @@ impl Directory {
                 })
                 .collect(),
             next_cursor,
+        })
+    }
+
+    /// A query shorter than the minimum: the user of exactly that name (one page, no
+    /// cursor), or 400 `query_too_short`.
+    async fn exactly(&self, query: String, cursor: Option<String>) -> ApiResult<UserPage> {
+        let too_short = || {
+            ApiError::bad_request(
+                "query_too_short",
+                format!(
+                    "a search needs at least {} characters, or a complete user name",
+                    self.min_query_chars
+                ),
+            )
+        };
+        if !Username::is_valid(&query) {
+            return Err(too_short());
+        }
+        let user = self
+            .db
+            .read(move |c| users::by_name(c, &query))
+            .await?
+            .ok_or_else(too_short)?;
+        let after = cursor.is_some_and(|c| c.as_str() >= user.username.as_str());
+        Ok(UserPage {
+            users: if after {
+                Vec::new()
+            } else {
+                vec![UserSummary {
+                    username: user.username,
+                    key_version: user.keys.key_version,
+                }]
+            },
+            next_cursor: None,
         })
     }
 

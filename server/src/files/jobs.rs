@@ -1,6 +1,6 @@
 //! Owns the files domain's jobs: `finalize_upload` (one per complete upload, dedup key
-//! `finalize:<id>`), and the periodic `expire_uploads`, `purge_expired_files` and
-//! `scrub_blobs`. [`register`] adds them to the job registry before the queue is built.
+//! `finalize:<id>`), and the periodic `expire_uploads`, `purge_expired_files` (which also
+//! removes every upload and file of a deleted account) and `scrub_blobs`. [`register`] adds them to the job registry before the queue is built.
 //!
 //! finalize_upload checks the blob's length and recomputes the BLAKE3 root from the
 //! stored hash state plus the unfinished last subtree (never the whole file) against the
@@ -151,6 +151,20 @@ impl Files {
     }
 
     async fn purge_expired_files(&self) -> Result<(), JobError> {
+        // A deleted account's uploads and files go first, whatever the retention.
+        let ids = self
+            .db()
+            .read(move |c| db::files::of_deleted_uploaders(c, CLEANUP_BATCH))
+            .await
+            .map_err(JobError::retry)?;
+        for id in ids {
+            // An upload with a PATCH running now is removed by the next run.
+            let Some(_slot) = self.take_slot(&id) else {
+                continue;
+            };
+            self.remove(&id).await.map_err(JobError::retry)?;
+            tracing::info!(file = %id, "file of a deleted account removed");
+        }
         let retention = self.config().retention_secs;
         if retention == 0 {
             return Ok(());

@@ -2,6 +2,9 @@
 //! receipts, and reading them back — a user's conversations with unread counts and the
 //! history of one conversation by seq (`routes` serves those over REST). Live delivery is
 //! the relay's: it asks this module to check and store, then fans out what was stored.
+//! Also deleting: a sender's delete for everyone, and disappearing messages — each
+//! conversation's retention timer and the periodic `expire_messages` job (`jobs`) that
+//! deletes the ciphertext of expired messages.
 //!
 //! Invariants: a history is only ever the caller's own conversation with the named peer;
 //! there is no way to name a conversation one is not part of, and asking for one that
@@ -10,6 +13,7 @@
 //! which thread writes are the storage layer's business, not the caller's.
 
 pub mod envelope;
+pub mod jobs;
 pub mod routes;
 
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::auth::Principal;
 use crate::config::MessagesConfig;
 use crate::db::messages::NewMessage;
-use crate::db::{messages, users, Db, DbResult, Pending};
+use crate::db::{messages, now_ms, users, Db, DbResult, Pending};
 use crate::error::{ApiError, ApiResult};
 use crate::username::Username;
 
@@ -28,6 +32,18 @@ pub use crate::db::messages::{MessageState, StoreOutcome, Stored};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+/// The shortest retention a conversation timer may set (0 turns it off).
+pub const MIN_TIMER_SECS: i64 = 5;
+/// The longest: a year.
+pub const MAX_TIMER_SECS: i64 = 365 * 24 * 3600;
+
+/// A conversation's disappearing-messages setting, as the API answers it.
+#[derive(Debug, Serialize)]
+pub struct TimerView {
+    pub secs: i64,
+    pub from_seq: i64,
+    pub set_at: Option<i64>,
+}
 
 #[derive(Serialize)]
 pub struct HistoryItem {
@@ -56,6 +72,7 @@ pub struct Conversation {
 pub struct Messages {
     db: Db,
     max_envelope_bytes: usize,
+    expiry_sweep_secs: u64,
 }
 
 impl Messages {
@@ -63,7 +80,89 @@ impl Messages {
         Messages {
             db,
             max_envelope_bytes: config.max_envelope_bytes,
+            expiry_sweep_secs: config.expiry_sweep_secs,
         }
+    }
+
+    /// Seconds between runs of the expiry sweep (`messages.expiry_sweep_secs`).
+    pub fn expiry_sweep_secs(&self) -> u64 {
+        self.expiry_sweep_secs
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Deletes the stored ciphertext of message `id` for everyone, if the caller sent it
+    /// (idempotent). Anyone else, and an unknown id, get the same 404.
+    pub async fn delete(&self, who: &Principal, id: &str) -> ApiResult<()> {
+        if !envelope::is_uuid_v4(id) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "a message id is a lower-case UUID v4",
+            ));
+        }
+        if self.db.delete_message(who.user_id, id.to_owned()).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("message"))
+        }
+    }
+
+    /// The peer's id if the caller shares a conversation with them; else 404.
+    async fn partner(&self, who: &Principal, peer: &str) -> ApiResult<i64> {
+        let name = Username::parse(peer).map_err(|_| ApiError::not_found("conversation"))?;
+        let me = who.user_id;
+        self.db
+            .read(move |c| {
+                let Some(p) = users::id_by_name(c, name.as_str())? else {
+                    return Ok(None);
+                };
+                Ok(messages::share_conversation(c, me, p)?.then_some(p))
+            })
+            .await?
+            .ok_or_else(|| ApiError::not_found("conversation"))
+    }
+
+    /// The conversation's disappearing-messages timer (`secs` 0 when never set).
+    pub async fn timer(&self, who: &Principal, peer: &str) -> ApiResult<TimerView> {
+        let p = self.partner(who, peer).await?;
+        let me = who.user_id;
+        let t = self.db.read(move |c| messages::timer(c, me, p)).await?;
+        Ok(t.map_or(
+            TimerView {
+                secs: 0,
+                from_seq: 0,
+                set_at: None,
+            },
+            |t| TimerView {
+                secs: t.secs,
+                from_seq: t.from_seq,
+                set_at: Some(t.set_at),
+            },
+        ))
+    }
+
+    /// Sets the conversation's timer to `secs` (0 = off; else 5 s to a year) for the
+    /// messages after its newest one. Either party may.
+    pub async fn set_timer(&self, who: &Principal, peer: &str, secs: i64) -> ApiResult<TimerView> {
+        if secs != 0 && !(MIN_TIMER_SECS..=MAX_TIMER_SECS).contains(&secs) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("secs must be 0 (off) or between {MIN_TIMER_SECS} and {MAX_TIMER_SECS}"),
+            ));
+        }
+        let p = self.partner(who, peer).await?;
+        let me = who.user_id;
+        let t = self
+            .db
+            .write(move |c| messages::set_timer(c, me, p, me, secs, now_ms()))
+            .await?;
+        Ok(TimerView {
+            secs: t.secs,
+            from_seq: t.from_seq,
+            set_at: Some(t.set_at),
+        })
     }
 
     /// The largest envelope accepted, in bytes of its JSON text.
@@ -164,13 +263,14 @@ impl Messages {
             .read(move |c| {
                 // A conversation exists once a message does; outside one there is nothing
                 // to read, and the answer is the same as for a peer that does not exist.
-                let Some(p) = users::by_name(c, name.as_str())? else {
+                // A deleted account's partners keep their history with it.
+                let Some(p) = users::id_including_deleted(c, name.as_str())? else {
                     return Ok(None);
                 };
-                if !messages::share_conversation(c, me, p.id)? {
+                if !messages::share_conversation(c, me, p)? {
                     return Ok(None);
                 }
-                messages::history(c, me, p.id, after, before, limit).map(Some)
+                messages::history(c, me, p, after, before, limit).map(Some)
             })
             .await?
             .ok_or_else(|| ApiError::not_found("conversation"))?;

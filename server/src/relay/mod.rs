@@ -58,7 +58,8 @@ pub struct Hub {
     pub(crate) messages: Messages,
     conns: RwLock<HashMap<i64, Vec<ConnectionHandle>>>,
     next_conn: AtomicU64,
-    /// username -> id; users are never renamed, so entries never go stale.
+    /// username -> id; users are never renamed, and a deleted account's entry is removed
+    /// (`account_deleted`), after which the database no longer finds the name.
     ids: RwLock<HashMap<String, i64>>,
     /// Set to true when the server shuts down; every connection task watches it.
     shutdown: watch::Sender<bool>,
@@ -345,6 +346,14 @@ impl LiveSessions for Hub {
             json!({ "type": "keys_changed", "key_version": key_version }).to_string(),
         );
         self.push(user_id, &frame, None);
+    }
+
+    fn account_deleted(&self, user_id: i64, username: &str) {
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(username);
+        self.end_connections(user_id, Ended::All);
     }
 }
 
