@@ -49,7 +49,7 @@ export class AccountSettings {
   mount(host) {
     const passwordBox = el('section', 'settings-block');
     passwordBox.setAttribute('aria-labelledby', 'pw-title');
-    const pwTitle = el('h3', '', 'Change password');
+    const pwTitle = el('h4', '', 'Change password');
     pwTitle.id = 'pw-title';
     const form = el('form', 'form');
     form.id = 'password-form';
@@ -71,7 +71,7 @@ export class AccountSettings {
 
     const sessionsBox = el('section', 'settings-block');
     sessionsBox.setAttribute('aria-labelledby', 'sessions-title');
-    const sTitle = el('h3', '', 'Active sessions');
+    const sTitle = el('h4', '', 'Active sessions');
     sTitle.id = 'sessions-title';
     const list = el('ul', 'sessions');
     list.id = 'sessions';
@@ -87,7 +87,7 @@ export class AccountSettings {
 
     const deleteBox = el('section', 'settings-block danger');
     deleteBox.setAttribute('aria-labelledby', 'delete-title');
-    const dTitle = el('h3', '', 'Delete account');
+    const dTitle = el('h4', '', 'Delete account');
     dTitle.id = 'delete-title';
     const dForm = el('form', 'form');
     dForm.id = 'delete-account-form';
