@@ -248,6 +248,48 @@ describe('message actions, offline queue, local search and account settings', ()
     await bubble(fresh.page, 'hello bob, shall we start', 'mine').waitFor();
     await bubble(fresh.page, 'meet at 9 oclock', 'mine').waitFor();
     await fresh.context.close();
+  });
+
+  test('the sessions list marks this browser, and Revoke signs another session out', async () => {
+    const a = alice.page;
+    const other = await newPage(browser);
+    await loginViaUi(other.page, server.url, 'alice', NEW_PW);
+    await waitForChat(other.page);
+    await a.click('#sessions-refresh');
+    await a.locator('#sessions li.session').nth(1).waitFor();
+    assert.equal(await a.locator('#sessions li.session[data-current="true"]').count(), 1);
+    assert.match(await a.locator('#sessions li.session[data-current="true"]').innerText(), /This browser/);
+    assert.equal(await a.locator('#sessions li.session[data-current="true"] [data-role="revoke"]').count(), 0, 'this browser has no Revoke');
+    const before = await a.locator('#sessions li.session').count();
+    // newest first: the session just signed in is the first other one
+    await a.locator('#sessions li.session[data-current="false"] [data-role="revoke"]').first().click();
+    await other.page.waitForURL(/login\.html/, { timeout: 30000 });
+    await a.locator('#sessions-status', { hasText: 'The session was signed out' }).waitFor();
+    assert.equal(await a.locator('#sessions li.session').count(), before - 1);
+    await other.context.close();
+  });
+
+  test('deleting the account asks for the password and a confirmation, then forgets the device; the name cannot sign in', async () => {
+    const carol = await newPage(browser);
+    const c = carol.page;
+    await registerViaUi(c, server.url, 'carol', 'carol password 12345');
+    await waitForChat(c);
+    await c.click('#open-settings');
+    await c.fill('#delete-password', 'carol password 12345');
+    await c.click('#delete-submit');
+    await c.locator('#delete-error', { hasText: 'Tick the box' }).waitFor();
+    await c.check('#delete-confirm');
+    await c.fill('#delete-password', 'not carols password');
+    await c.click('#delete-submit');
+    await c.locator('#delete-error', { hasText: 'Wrong password' }).waitFor();
+    await c.fill('#delete-password', 'carol password 12345');
+    await c.click('#delete-submit');
+    await c.waitForURL(/login\.html\?deleted=1/, { timeout: 30000 });
+    const { records } = await dumpStorage(c);
+    assert.deepEqual(records.filter((r) => r.db === 'securechat' && String(r.key).includes('carol')), [], 'nothing of carol is left here');
+    await loginViaUi(c, server.url, 'carol', 'carol password 12345');
+    await c.locator('.error[role="alert"]', { hasText: /Wrong username or password/ }).first().waitFor();
+    await carol.context.close();
     assertClean(alice.problems, { allowStatuses: [401, 404] });
     assertClean(bob.problems, { allowStatuses: [404] });
   });
