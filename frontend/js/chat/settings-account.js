@@ -31,6 +31,32 @@ function liveLine(className, id, role) {
   return p;
 }
 
+/** A titled block of the section: <section aria-labelledby> with its <h4>. */
+function block(titleId, title, className = 'settings-block') {
+  const section = el('section', className);
+  section.setAttribute('aria-labelledby', titleId);
+  const h = el('h4', '', title);
+  h.id = titleId;
+  section.append(h);
+  return section;
+}
+
+/** A form that the page validates itself (the messages go to its live lines). */
+function form(id) {
+  const f = el('form', 'form');
+  f.id = id;
+  f.noValidate = true;
+  return f;
+}
+
+/** A button of `type` with an id. */
+function button(id, className, text, type = 'button') {
+  const b = el('button', className, text);
+  b.type = type;
+  b.id = id;
+  return b;
+}
+
 export class AccountSettings {
   /**
    * @param {object} o
@@ -47,51 +73,34 @@ export class AccountSettings {
   }
 
   mount(host) {
-    const passwordBox = el('section', 'settings-block');
-    passwordBox.setAttribute('aria-labelledby', 'pw-title');
-    const pwTitle = el('h4', '', 'Change password');
-    pwTitle.id = 'pw-title';
-    const form = el('form', 'form');
-    form.id = 'password-form';
-    form.noValidate = true;
-    const current = passwordField(form, 'pw-current', 'Current password', 'current-password');
-    const next = passwordField(form, 'pw-new', 'New password (at least 12 characters)', 'new-password');
-    const again = passwordField(form, 'pw-again', 'New password again', 'new-password');
+    const passwordBox = block('pw-title', 'Change password');
+    const pwForm = form('password-form');
+    const current = passwordField(pwForm, 'pw-current', 'Current password', 'current-password');
+    const next = passwordField(pwForm, 'pw-new', 'New password (at least 12 characters)', 'new-password');
+    const again = passwordField(pwForm, 'pw-again', 'New password again', 'new-password');
     const error = liveLine('error', 'pw-error', 'alert');
     const status = liveLine('status', 'pw-status', 'status');
-    const submit = el('button', 'button primary small', 'Change password');
-    submit.type = 'submit';
-    submit.id = 'pw-submit';
-    form.append(error, status, submit);
-    passwordBox.append(pwTitle, el('p', 'muted', 'Your keys stay the same; they are wrapped again under the new password. Every other session is signed out.'), form);
-    form.addEventListener('submit', (event) => {
+    const submit = button('pw-submit', 'button primary small', 'Change password', 'submit');
+    pwForm.append(error, status, submit);
+    passwordBox.append(el('p', 'muted', 'Your keys stay the same; they are wrapped again under the new password. Every other session is signed out.'), pwForm);
+    pwForm.addEventListener('submit', (event) => {
       event.preventDefault();
       this.changePassword({ current, next, again, error, status, submit });
     });
 
-    const sessionsBox = el('section', 'settings-block');
-    sessionsBox.setAttribute('aria-labelledby', 'sessions-title');
-    const sTitle = el('h4', '', 'Active sessions');
-    sTitle.id = 'sessions-title';
+    const sessionsBox = block('sessions-title', 'Active sessions');
     const list = el('ul', 'sessions');
     list.id = 'sessions';
     list.setAttribute('aria-labelledby', 'sessions-title');
     const sStatus = liveLine('status', 'sessions-status', 'status');
-    const refresh = el('button', 'button small subtle', 'Refresh');
-    refresh.type = 'button';
-    refresh.id = 'sessions-refresh';
+    const refresh = button('sessions-refresh', 'button small subtle', 'Refresh');
     refresh.addEventListener('click', () => this.loadSessions());
-    sessionsBox.append(sTitle, list, sStatus, refresh);
+    sessionsBox.append(list, sStatus, refresh);
     this.sessionsList = list;
     this.sessionsStatus = sStatus;
 
-    const deleteBox = el('section', 'settings-block danger');
-    deleteBox.setAttribute('aria-labelledby', 'delete-title');
-    const dTitle = el('h4', '', 'Delete account');
-    dTitle.id = 'delete-title';
-    const dForm = el('form', 'form');
-    dForm.id = 'delete-account-form';
-    dForm.noValidate = true;
+    const deleteBox = block('delete-title', 'Delete account', 'settings-block danger');
+    const dForm = form('delete-account-form');
     const dPassword = passwordField(dForm, 'delete-password', 'Your password', 'current-password');
     const confirmLabel = el('label', 'checkbox');
     const confirmBox = el('input');
@@ -100,11 +109,9 @@ export class AccountSettings {
     confirmLabel.append(confirmBox, ' I understand: my keys, sessions and undelivered messages are deleted and this name cannot be used again.');
     const dError = liveLine('error', 'delete-error', 'alert');
     const dStatus = liveLine('status', 'delete-status', 'status');
-    const dSubmit = el('button', 'button danger small', 'Delete my account');
-    dSubmit.type = 'submit';
-    dSubmit.id = 'delete-submit';
+    const dSubmit = button('delete-submit', 'button danger small', 'Delete my account', 'submit');
     dForm.append(confirmLabel, dError, dStatus, dSubmit);
-    deleteBox.append(dTitle, dForm);
+    deleteBox.append(dForm);
     dForm.addEventListener('submit', (event) => {
       event.preventDefault();
       this.deleteAccount({ password: dPassword, confirmBox, error: dError, status: dStatus, submit: dSubmit });
