@@ -24,6 +24,7 @@ import { ConversationView } from './chat/conversation.js';
 import { wireDirectory } from './chat/directory.js';
 import { ReportDialog, reportsEnabled } from './chat/report.js';
 import { SettingsView, showSettingsOnly } from './chat/settings.js';
+import { Notifier } from './chat/notify.js';
 import { MessageActions } from './chat/actions.js';
 import { MessageSearch, indexFor, openAt } from './chat/search.js';
 import { AccountSettings } from './chat/settings-account.js';
@@ -175,8 +176,14 @@ async function start(session) {
   messenger.addEventListener('conversations', queueList);
   messenger.addEventListener('conversation', ({ detail: peer }) => {
     if (peer === conversation.peer) queueConversation();
+    queueList(); // its row shows the key state (verified) and the last message too
   });
-  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => announce(peer, message));
+  const notifier = new Notifier(session, () => conversation.peer, (peer) => conversation.open(peer));
+  notifier.wire();
+  messenger.addEventListener('incoming', ({ detail: { peer, message } }) => {
+    announce(peer, message);
+    notifier.incoming(peer, message);
+  });
   messenger.addEventListener('connection', ({ detail: state }) => {
     list.renderConnection(state);
     conversation.renderConnection(state);

@@ -8,7 +8,8 @@
 //     encPrivateKey: CryptoKey (RSA-OAEP, private, extractable false),
 //     signPrivateKey: CryptoKey (ECDSA P-256, private, extractable false),
 //     encPublicKey: CryptoKey, signPublicKey: CryptoKey (public halves),
-//     fingerprint: "30 digits", signed_in_at: ms }
+//     fingerprint: "30 digits", signed_in_at: ms,
+//     notify?: { enabled, previews } (the settings view's notification choices, chat/notify.js) }
 //
 // Messaging adds two stores, both keyed by "<me>\n<...>" so that accounts used in the same
 // browser never see each other's records, and both holding public data only:
@@ -129,6 +130,20 @@ export async function saveTokens(tokens) {
     req.onsuccess = () => {
       if (!req.result) return;
       store.put({ ...req.result, ...tokens }, KEY);
+    };
+  });
+}
+
+/** Merges `fields` into the stored session in one transaction (the page's own choices, such as notifications). */
+export async function updateSession(fields) {
+  for (const name of Object.keys(fields)) {
+    if (/key|token/i.test(name)) throw new TypeError(`updateSession does not change ${name}`);
+  }
+  await transact('readwrite', (store) => {
+    const req = store.get(KEY);
+    req.onsuccess = () => {
+      if (!req.result) return;
+      store.put({ ...req.result, ...fields }, KEY);
     };
   });
 }

@@ -63,6 +63,12 @@ function newestInView(page) {
   });
 }
 
+/** Opens `peer` from the list, going back to the list first on a phone if a conversation is open. */
+async function openAt(page, peer) {
+  if (await page.locator('#back').isVisible()) await page.click('#back');
+  await openFromList(page, peer);
+}
+
 describe('the chat page is a full-height two-pane app', () => {
   let server;
   let browser;
@@ -107,6 +113,9 @@ describe('the chat page is a full-height two-pane app', () => {
     await a.waitForFunction(() => document.querySelector('#messages').scrollTop < document.querySelector('#messages').scrollHeight - 2000);
     await a.mouse.wheel(0, 6000);
     scroll = await pageScroll(a);
+    // and the keyboard scrolls the list (it is focusable): End goes to the newest
+    await a.focus('#messages');
+    await a.keyboard.press('End');
     assert.equal(scroll.scrollY, 0);
     assert.equal(scroll.scrollHeight, scroll.innerHeight);
 
@@ -134,10 +143,57 @@ describe('the chat page is a full-height two-pane app', () => {
     assertClean(users.alice.problems);
   });
 
+  test('history loads back as the list is scrolled to the top, keeping what was on screen in place', async () => {
+    const a = users.alice.page;
+    await a.setViewportSize(DESKTOP);
+    await a.reload();
+    await waitForChat(a);
+    await openFromList(a, 'bob');
+    await bubble(a, 'line 60 of a long conversation', 'theirs').waitFor();
+    assert.equal(await a.locator('#messages li.msg').count(), 50, 'the newest page');
+    const anchor = bubble(a, 'line 11 of a long conversation', 'theirs');
+    await a.evaluate(() => {
+      document.querySelector('#messages').scrollTop = 0;
+    });
+    await bubble(a, 'line 1 of a long conversation', 'theirs').waitFor();
+    assert.equal(await a.locator('#messages li.msg').count(), 60);
+    // the message that was at the top is still near the top, not pushed out of view
+    const box = await a.locator('#messages').boundingBox();
+    const at = await anchor.boundingBox();
+    assert.ok(at.y >= box.y - 5 && at.y < box.y + box.height, `the earlier top message moved to ${at.y}`);
+  });
+
+  test('a conversation has day separators, groups a sender’s consecutive messages, shows ticks with a spoken label, and makes only http(s) links clickable', async () => {
+    const a = users.alice.page;
+    const b = users.bob.page;
+    await a.setViewportSize(DESKTOP);
+    await openFromList(a, 'bob');
+    assert.equal(await a.locator('#messages li.day-sep').first().innerText(), 'Today');
+    // bob's 60 lines: one group, the first one starts it
+    assert.equal(await bubble(a, 'line 2 of a long conversation', 'theirs').getAttribute('class'), 'msg theirs grouped');
+    const text = 'see https://example.org/a?b=1. or javascript:alert(1) or http://example.com/x';
+    await send(a, text);
+    await waitState(a, text, 'read');
+    const mine = bubble(a, text, 'mine');
+    const state = mine.locator('.msg-state');
+    assert.equal(await state.getAttribute('data-state'), 'read');
+    assert.equal(await state.locator('.ticks').innerText(), '✓✓');
+    assert.equal(await state.locator('.ticks').getAttribute('aria-hidden'), 'true');
+    assert.equal((await state.locator('.visually-hidden').textContent()).trim(), 'Read');
+    const theirs = bubble(b, text, 'theirs');
+    await theirs.waitFor();
+    const links = await theirs.locator('a').evaluateAll((els) => els.map((e) => ({ href: e.getAttribute('href'), text: e.textContent, rel: e.rel, target: e.target })));
+    assert.deepEqual(links, [
+      { href: 'https://example.org/a?b=1', text: 'https://example.org/a?b=1', rel: 'noopener noreferrer', target: '_blank' },
+      { href: 'http://example.com/x', text: 'http://example.com/x', rel: 'noopener noreferrer', target: '_blank' },
+    ]);
+    assert.equal(await theirs.locator('.msg-text').innerText(), text, 'the text itself is unchanged');
+  });
+
   test('on a phone one pane shows at a time, with a back button; on a desktop both', async () => {
     const a = users.alice.page;
     await a.setViewportSize(PHONE);
-    await openFromList(a, 'bob');
+    await openAt(a, 'bob');
     assert.equal(await a.locator('#conversations').isVisible(), false, 'the list is hidden while a conversation is open');
     assert.equal(await a.locator('#back').isVisible(), true);
     await a.click('#back');
@@ -188,7 +244,7 @@ describe('the chat page is a full-height two-pane app', () => {
     test(`at ${size.width}x${size.height} the safety number opens in a dialog with every digit and the QR code in view, reachable by keyboard`, async () => {
       const a = users.alice.page;
       await a.setViewportSize(size);
-      await openFromList(a, 'bob');
+      await openAt(a, 'bob');
       await a.click('#conv-safety');
       const dialog = a.locator('#safety-dialog');
       await dialog.waitFor({ state: 'visible' });
@@ -225,6 +281,33 @@ describe('the chat page is a full-height two-pane app', () => {
     });
   }
 
+  test('"Mark as verified" shows in the header and on the list row, and clearing it removes both', async () => {
+    const a = users.alice.page;
+    await a.setViewportSize(DESKTOP);
+    await openAt(a, 'bob');
+    const row = a.locator('#conversations button.conv[data-peer="bob"]');
+    assert.equal(await row.getAttribute('data-verified'), 'false');
+    await a.click('#conv-safety');
+    await a.locator('#safety-number[data-digits]').waitFor();
+    await a.click('#contact-verify');
+    await a.locator('#conv-trust[data-verified="true"]').waitFor();
+    await row.and(a.locator('[data-verified="true"]')).waitFor();
+    assert.equal(await row.locator('.conv-verified').isVisible(), true);
+    assert.match(await row.innerText(), /verified/);
+    // after a reload the list knows it from the stored pin, before the conversation is opened
+    await a.reload();
+    await waitForChat(a);
+    await row.and(a.locator('[data-verified="true"]')).waitFor();
+    await openFromList(a, 'bob');
+    await a.click('#conv-safety');
+    await a.locator('#contact-verify[data-verified="true"]').waitFor();
+    await a.click('#contact-verify');
+    await a.locator('#conv-trust[data-verified="false"]').waitFor();
+    await row.and(a.locator('[data-verified="false"]')).waitFor();
+    assert.equal(await row.locator('.conv-verified').isVisible(), false);
+    await a.keyboard.press('Escape');
+  });
+
   test('a cut network shows as offline within 5 s, and a message written meanwhile goes out after it returns', async () => {
     const { page: a, context } = users.alice;
     await a.setViewportSize(DESKTOP);
@@ -251,6 +334,8 @@ describe('the chat page is a full-height two-pane app', () => {
     const c = users.carol.page;
     await c.locator('#conn-status[data-state="open"]').waitFor();
     await openFromDirectory(a, 'carol');
+    // in the list as soon as it is open, before any message
+    await a.locator('#conversations button.conv[data-peer="carol"][aria-current="true"]').waitFor();
     const dot = a.locator('#conv-dot');
     assert.notEqual(await dot.getAttribute('data-online'), 'false', 'no offline-looking dot for someone who is online');
     assert.notEqual(await a.locator('#conv-presence').innerText(), '', 'the header says what it knows');
@@ -287,6 +372,65 @@ describe('the chat page is a full-height two-pane app', () => {
     await a.locator('#results[data-query=""]').waitFor({ state: 'attached' });
     assert.equal(await a.locator('#results li').count(), 0);
     a.off('request', onRequest);
+  });
+
+  test('notifications are opt-in from the settings, say only "New message" unless previews are chosen, and the tab title counts unread messages', async () => {
+    const { page: a, context } = users.alice;
+    const c = users.carol.page;
+    await a.setViewportSize(DESKTOP);
+    await context.grantPermissions(['notifications'], { origin: server.url });
+    // every notification the page makes is recorded (headless Chromium shows none)
+    await context.addInitScript(() => {
+      const Real = window.Notification;
+      window.__notes = [];
+      window.Notification = class {
+        constructor(title, options) {
+          window.__notes.push({ title, body: options?.body });
+        }
+        addEventListener() {}
+        close() {}
+        static get permission() {
+          return Real.permission;
+        }
+        static requestPermission() {
+          return Real.requestPermission();
+        }
+      };
+    });
+    await a.reload();
+    await waitForChat(a);
+    await a.locator('#conn-status[data-state="open"]').waitFor();
+    const notes = () => a.evaluate(() => window.__notes);
+    await openFromList(c, 'alice');
+
+    // not chosen: nothing
+    await send(c, 'first ping');
+    await a.locator('#conversations button.conv[data-peer="carol"][data-unread="1"]').waitFor();
+    assert.equal(await a.title(), '(1) securechat');
+    assert.deepEqual(await notes(), []);
+
+    await openSettings(a);
+    assert.equal(await a.locator('#notify-previews').isDisabled(), true, 'previews only with notifications on');
+    await a.check('#notify-enabled');
+    await a.locator('#notify-previews:not([disabled])').waitFor();
+    await send(c, 'second ping');
+    await a.waitForFunction(() => window.__notes.length === 1);
+    assert.deepEqual(await notes(), [{ title: 'securechat', body: 'New message' }]);
+    assert.equal(await a.title(), '(2) securechat');
+
+    await a.check('#notify-previews');
+    await send(c, 'third ping');
+    await a.waitForFunction(() => window.__notes.length === 2);
+    assert.deepEqual((await notes())[1], { title: 'carol', body: 'third ping' });
+
+    // kept across a reload; reading the conversation clears the title's count
+    await a.reload();
+    await waitForChat(a);
+    await openSettings(a);
+    assert.equal(await a.locator('#notify-enabled').isChecked(), true);
+    assert.equal(await a.locator('#notify-previews').isChecked(), true);
+    await openFromList(a, 'carol');
+    await a.waitForFunction(() => document.title === 'securechat');
   });
 
   test('no console errors and no CSP violations', () => {

@@ -1,7 +1,8 @@
 // Owns the conversation list (#conversations, #convs-empty), the connection line in the list
 // header (#conn-status) and the unread total in the tab title: one button per conversation,
 // most recent activity first (the open one too, as soon as it is opened, before any message),
-// with its presence dot (text for screen readers beside it), the last message's preview
+// with its presence dot (text for screen readers beside it), a ✓ when the user verified the
+// safety number, the last message's preview
 // (decrypted here, never sent anywhere) and time, and the unread count. Rows are kept and
 // moved, not rebuilt, so focus survives. Text only ever goes in with textContent.
 import { $, show } from '../ui.js';
@@ -34,6 +35,8 @@ export class ConversationList {
     this.me = messenger.me;
     this.open = open;
     this.items = new Map(); // peer -> <li>
+    /** peer -> whether the pinned keys are marked verified, read from the pins for rows not opened yet */
+    this.verifiedPins = new Map();
   }
 
   renderConnection(state) {
@@ -84,7 +87,14 @@ export class ConversationList {
     button.addEventListener('click', () => this.open(peer));
     const dot = el('span', 'presence-dot');
     dot.setAttribute('aria-hidden', 'true');
-    const name = el('span', 'conv-name', peer === this.me ? `${peer} (you)` : peer);
+    const name = el('span', 'conv-name');
+    const nameText = el('span', '', peer === this.me ? `${peer} (you)` : peer);
+    const verified = el('span', 'conv-verified');
+    verified.hidden = true;
+    const mark = el('span', '', ' ✓');
+    mark.setAttribute('aria-hidden', 'true');
+    verified.append(mark, el('span', 'visually-hidden', ', verified'));
+    name.append(nameText, verified);
     // the accessible name is the visible text plus these hidden words (no aria-label that would differ from it)
     const presence = el('span', 'visually-hidden');
     const time = el('time', 'conv-time');
@@ -97,7 +107,10 @@ export class ConversationList {
   }
 
   fill(button, c, current) {
-    const [dot, , presence, time, sub, badge, unread] = button.children;
+    const [dot, name, presence, time, sub, badge, unread] = button.children;
+    const verified = this.isVerified(c);
+    name.lastChild.hidden = !verified;
+    button.dataset.verified = verified ? 'true' : 'false';
     const state = presenceState(this.m, c.peer);
     dot.dataset.online = state;
     const presenceWords = presenceText(this.m, c.peer);
@@ -123,6 +136,28 @@ export class ConversationList {
     button.dataset.online = state;
     if (c.peer === current) button.setAttribute('aria-current', 'true');
     else button.removeAttribute('aria-current');
+  }
+
+  /**
+   * Whether the user marked `c.peer`'s pinned keys as verified (false while they changed). An
+   * unopened conversation's pin is read once from the pins store, then the row is drawn again.
+   */
+  isVerified(c) {
+    const keys = c.keys;
+    if (keys?.pin) return Number.isFinite(keys.pin.verified_at) && keys.status !== 'changed' && keys.status !== 'invalid';
+    if (c.peer === this.me) return false;
+    if (!this.verifiedPins.has(c.peer)) {
+      this.verifiedPins.set(c.peer, false);
+      Promise.resolve(this.m.pins?.get(c.peer))
+        .then((pin) => {
+          if (!Number.isFinite(pin?.verified_at)) return;
+          this.verifiedPins.set(c.peer, true);
+          const li = this.items.get(c.peer);
+          if (li) this.fill(li.firstChild, c, li.firstChild.getAttribute('aria-current') === 'true' ? c.peer : null);
+        })
+        .catch(() => {});
+    }
+    return this.verifiedPins.get(c.peer);
   }
 
   /** Moves focus to the row of `peer` (after its conversation was closed), if it has one. */

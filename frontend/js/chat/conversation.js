@@ -471,12 +471,14 @@ export class ConversationView {
     this.loadingOlder = true;
     button.disabled = true;
     list.setAttribute('aria-busy', 'true');
+    // what is on screen stays put: the list scrolls down by what was put above it (measured
+    // from before the load, as the model's own events render too; a scroll meanwhile is kept)
+    const heightBefore = list.scrollHeight;
     try {
       await this.m.loadOlder(peer);
       if (this.peer !== peer) return;
-      const fromEnd = list.scrollHeight - list.scrollTop;
       this.render();
-      list.scrollTop = list.scrollHeight - fromEnd;
+      list.scrollTop += list.scrollHeight - heightBefore;
     } catch (err) {
       this.status(`Could not load earlier messages: ${authErrorMessage(err)}`);
     } finally {

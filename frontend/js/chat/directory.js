@@ -69,8 +69,10 @@ export function wireDirectory(api, me, pick) {
       button.append(' ', you);
     }
     button.addEventListener('click', () => {
-      for (const other of results.querySelectorAll('button.user[aria-current]')) other.removeAttribute('aria-current');
-      button.setAttribute('aria-current', 'true');
+      // the search is done: the list of conversations (with this one in it) takes the space again
+      clearTimeout(debounce);
+      input.value = '';
+      search('');
       pick(user.username);
     });
     li.append(button);
