@@ -5,7 +5,7 @@
 //! [`Db::submit_receipt`]), which bring the id index along (see `message_ids`).
 //!
 //! Deleting (by the sender, [`Db::delete_message`], or by the expiry sweep of disappearing
-//! messages, [`expire_batch`]) leaves a tombstone: the row, its seq and its id stay (so the
+//! messages, [`expired`] then [`tombstone_all`]) leaves a tombstone: the row, its seq and its id stay (so the
 //! id index still recognises the id and a resend stores nothing), `envelope` becomes ''
 //! and `deleted_at` is set. History and unread counts skip tombstones. Retention periods
 //! (`conversation_timers`) are written by [`set_timer`] and read by [`timer`].
@@ -321,6 +321,19 @@ pub(super) fn mark(
     Ok(sender)
 }
 
+/// Runs `f` (which tombstones messages) with `secure_delete = FAST` on `conn`, then puts the
+/// previous setting back: the cleared envelope's bytes are zeroed in its b-tree page
+/// instead of lingering as free space in the database file (an envelope larger than a
+/// page leaves its overflow pages on the freelist until they are reused). Only these
+/// writes pay for it; storing a message does not.
+fn scrubbing<T>(conn: &Connection, f: impl FnOnce() -> DbResult<T>) -> DbResult<T> {
+    let before: i64 = conn.query_row("PRAGMA main.secure_delete", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA main.secure_delete = FAST")?;
+    let out = f();
+    conn.execute_batch(&format!("PRAGMA main.secure_delete = {before}"))?;
+    out
+}
+
 /// Clears the stored envelope of the message `seq` and marks it deleted at `at` (a
 /// tombstone); a message already deleted keeps its first `deleted_at`.
 const TOMBSTONE: &str = "UPDATE messages SET envelope = '', deleted_at = coalesce(deleted_at, ?2) \
@@ -338,11 +351,11 @@ pub(super) fn delete_by_sender(
         return Ok(false);
     };
     match message_ids::find(conn, known, &msg_id)? {
-        Some(found) if found.sender_id == sender => {
+        Some(found) if found.sender_id == sender => scrubbing(conn, || {
             conn.prepare_cached(TOMBSTONE)?
                 .execute(params![found.seq, at])?;
             Ok(true)
-        }
+        }),
         _ => Ok(false),
     }
 }
@@ -351,13 +364,15 @@ pub(super) fn delete_by_sender(
 /// (state `sent`), at `at`: what deleting an account takes with it. Walks the user's
 /// conversations, so only their messages are read.
 pub fn delete_undelivered_of(conn: &Connection, user_id: i64, at: i64) -> DbResult<usize> {
-    Ok(conn.execute(
-        "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq IN ( \
+    scrubbing(conn, || {
+        Ok(conn.execute(
+            "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq IN ( \
              SELECT m.seq FROM conversations c \
              JOIN messages m ON m.conv_lo = c.lo AND m.conv_hi = c.hi \
              WHERE (c.lo = ?1 OR c.hi = ?1) AND m.state = ?3 AND m.deleted_at IS NULL)",
-        params![user_id, at, MessageState::Sent],
-    )?)
+            params![user_id, at, MessageState::Sent],
+        )?)
+    })
 }
 
 /// The newest seq of the conversation of `a` and `b` (0 if none).
@@ -420,24 +435,42 @@ pub fn timer(conn: &Connection, a: i64, b: i64) -> DbResult<Option<Timer>> {
         .optional()?)
 }
 
-/// Tombstones at most `limit` messages whose retention period has run out by `now`: a
+/// The seqs of at most `limit` messages whose retention period has run out by `now`: a
 /// message of a period with `secs` > 0 (seq above its `from_seq`, and not above the next
-/// period's) whose `server_ts + secs * 1000 <= now`. Returns how many it deleted; fewer
-/// than `limit` means none is left.
-pub fn expire_batch(conn: &Connection, now: i64, limit: u32) -> DbResult<usize> {
-    Ok(conn
+/// period's), not yet deleted, whose `server_ts + secs * 1000 <= now`. A read: the sweep
+/// looks on a reader connection, so the writer (which stores every message) only does
+/// the point updates of [`tombstone_all`]. An expired message stays expired (periods are
+/// only added after the newest message), so what this finds may be deleted later.
+pub fn expired(conn: &Connection, now: i64, limit: u32) -> DbResult<Vec<i64>> {
+    let rows = conn
         .prepare_cached(
-            "UPDATE messages SET envelope = '', deleted_at = ?1 WHERE seq IN ( \
-                 SELECT m.seq FROM conversation_timers t \
-                 JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi AND m.seq > t.from_seq \
-                 WHERE t.secs > 0 AND m.deleted_at IS NULL \
-                   AND m.server_ts + t.secs * 1000 <= ?1 \
-                   AND m.seq <= coalesce((SELECT min(n.from_seq) FROM conversation_timers n \
-                                          WHERE n.lo = t.lo AND n.hi = t.hi \
-                                            AND n.from_seq > t.from_seq), 9223372036854775807) \
-                 LIMIT +?2)",
+            "SELECT m.seq FROM conversation_timers t \
+             JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi AND m.seq > t.from_seq \
+             WHERE t.secs > 0 AND m.deleted_at IS NULL \
+               AND m.server_ts + t.secs * 1000 <= ?1 \
+               AND m.seq <= coalesce((SELECT min(n.from_seq) FROM conversation_timers n \
+                                      WHERE n.lo = t.lo AND n.hi = t.hi \
+                                        AND n.from_seq > t.from_seq), 9223372036854775807) \
+             LIMIT +?2",
         )?
-        .execute(params![now, limit])?)
+        .query_map(params![now, limit], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(rows)
+}
+
+/// Tombstones the messages `seqs` at `at` (one rowid update each); returns how many were
+/// not deleted before.
+pub fn tombstone_all(conn: &Connection, seqs: &[i64], at: i64) -> DbResult<usize> {
+    scrubbing(conn, || {
+        let mut st = conn.prepare_cached(
+            "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq = ?1 AND deleted_at IS NULL",
+        )?;
+        let mut n = 0;
+        for seq in seqs {
+            n += st.execute(params![seq, at])?;
+        }
+        Ok(n)
+    })
 }
 
 /// Everyone `me` has exchanged a message with (for presence).
@@ -571,10 +604,14 @@ mod tests {
         );
         assert_eq!(timer(&c, 1, 3).expect("timer"), None);
         // Messages were stored at server_ts 1: they expire at 5,001.
-        assert_eq!(expire_batch(&c, 5_000, 10).expect("sweep"), 0);
-        assert_eq!(expire_batch(&c, 5_001, 1).expect("sweep"), 1, "bounded");
-        assert_eq!(expire_batch(&c, 5_001, 10).expect("sweep"), 1);
-        assert_eq!(expire_batch(&c, 99_999, 10).expect("sweep"), 0);
+        let sweep = |now, limit| {
+            let seqs = expired(&c, now, limit).expect("expired");
+            tombstone_all(&c, &seqs, now).expect("tombstone")
+        };
+        assert_eq!(sweep(5_000, 10), 0);
+        assert_eq!(sweep(5_001, 1), 1, "bounded");
+        assert_eq!(sweep(5_001, 10), 1);
+        assert_eq!(sweep(99_999, 10), 0);
         for (seq, gone) in [(1, false), (2, true), (3, true), (4, false), (5, false)] {
             assert_eq!(envelope_of(&c, seq).is_empty(), gone, "seq {seq}");
         }

@@ -139,13 +139,23 @@ impl Files {
             .read(move |c| db::files::expired_uploads(c, now, CLEANUP_BATCH))
             .await
             .map_err(JobError::retry)?;
+        self.remove_unless_patching(ids, "expired upload removed")
+            .await
+    }
+
+    /// Removes each of `ids` (row and blob) that has no PATCH running now; one that has is
+    /// left for the next run (a PATCH running now finds the row gone when it commits).
+    async fn remove_unless_patching(
+        &self,
+        ids: Vec<String>,
+        what: &'static str,
+    ) -> Result<(), JobError> {
         for id in ids {
-            // A PATCH running now will find the row gone when it commits.
             let Some(_slot) = self.take_slot(&id) else {
                 continue;
             };
             self.remove(&id).await.map_err(JobError::retry)?;
-            tracing::info!(upload = %id, "expired upload removed");
+            tracing::info!(file = %id, "{what}");
         }
         Ok(())
     }
@@ -157,14 +167,8 @@ impl Files {
             .read(move |c| db::files::of_deleted_uploaders(c, CLEANUP_BATCH))
             .await
             .map_err(JobError::retry)?;
-        for id in ids {
-            // An upload with a PATCH running now is removed by the next run.
-            let Some(_slot) = self.take_slot(&id) else {
-                continue;
-            };
-            self.remove(&id).await.map_err(JobError::retry)?;
-            tracing::info!(file = %id, "file of a deleted account removed");
-        }
+        self.remove_unless_patching(ids, "file of a deleted account removed")
+            .await?;
         let retention = self.config().retention_secs;
         if retention == 0 {
             return Ok(());

@@ -4,8 +4,9 @@
 //!
 //! One run deletes (tombstones, see `db::messages`) the ciphertext of every message whose
 //! conversation timer has run out, [`SWEEP_BATCH`] messages per transaction, and stops
-//! after [`MAX_BATCHES_PER_RUN`] batches (the next run goes on), so no run holds the
-//! writer for long.
+//! after [`MAX_BATCHES_PER_RUN`] batches (the next run goes on). Finding expired messages
+//! is a read on the read pool; the writer, which also stores every sent message, only
+//! does one rowid update per expired message.
 
 use std::time::Duration;
 
@@ -40,13 +41,20 @@ impl Messages {
         let mut total = 0usize;
         for _ in 0..MAX_BATCHES_PER_RUN {
             let now = now_ms();
-            let n = self
+            let seqs = self
                 .db()
-                .write(move |c| messages::expire_batch(c, now, SWEEP_BATCH))
+                .read(move |c| messages::expired(c, now, SWEEP_BATCH))
                 .await
                 .map_err(JobError::retry)?;
-            total += n;
-            if n < SWEEP_BATCH as usize || ctx.is_cancelled() {
+            let found = seqs.len();
+            if found > 0 {
+                total += self
+                    .db()
+                    .write(move |c| messages::tombstone_all(c, &seqs, now))
+                    .await
+                    .map_err(JobError::retry)?;
+            }
+            if found < SWEEP_BATCH as usize || ctx.is_cancelled() {
                 break;
             }
             ctx.heartbeat().await?;

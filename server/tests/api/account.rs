@@ -7,35 +7,13 @@ use securechat_client::ws::{ClientFrame, ServerFrame};
 use securechat_client::{b64, derive_keys, wrap_bundle, Method, Session};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, ITERATIONS, PASSWORD};
+use crate::helpers::{
+    error_code as code, spawn_app, spawn_app_with, TestApp, ITERATIONS, PASSWORD,
+};
 use crate::relay::{ack, connect, next_matching, seal};
 use crate::sessions::assert_session_ended;
 
 const NEW_PASSWORD: &str = "a much better passphrase, really";
-
-async fn call(
-    app: &TestApp,
-    m: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let r = app
-        .client
-        .request(m, path, Some(token), body.as_ref())
-        .await
-        .expect("send");
-    let v = if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json().expect("json")
-    };
-    (r.status, v)
-}
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_default()
-}
 
 /// The body of a password change of `s` to `new_password` (fresh salt, the same keys
 /// re-wrapped under the new kek), proving the current password with `current`.
@@ -76,14 +54,14 @@ async fn a_password_change_rekeys_the_account_and_signs_out_every_other_session(
     let mut other_ws = connect(&app, &other).await;
     let mut my_ws = connect(&app, &alice).await;
 
-    let (status, body) = call(
-        &app,
-        Method::POST,
-        "/api/auth/password",
-        &alice.access_token,
-        Some(password_change(&alice, PASSWORD, NEW_PASSWORD)),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            &alice.access_token,
+            Some(password_change(&alice, PASSWORD, NEW_PASSWORD)),
+        )
+        .await;
     assert_eq!((status, &body), (200, &json!({ "ok": true })));
 
     // The other session is over, sockets and tokens; this one goes on.
@@ -135,14 +113,14 @@ async fn a_wrong_current_password_or_a_bad_body_changes_nothing() {
     let before = secrets_of(&app, "alice");
 
     let wrong = password_change(&alice, "not the password", NEW_PASSWORD);
-    let (status, body) = call(
-        &app,
-        Method::POST,
-        "/api/auth/password",
-        &alice.access_token,
-        Some(wrong),
-    )
-    .await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/auth/password",
+            &alice.access_token,
+            Some(wrong),
+        )
+        .await;
     assert_eq!((status, code(&body)), (401, "invalid_credentials"));
 
     let good = password_change(&alice, PASSWORD, NEW_PASSWORD);
@@ -176,14 +154,14 @@ async fn a_wrong_current_password_or_a_bad_body_changes_nothing() {
         (with("refresh_token", json!("")), "invalid_request"),
         (with("extra", json!(1)), "invalid_request"),
     ] {
-        let (status, v) = call(
-            &app,
-            Method::POST,
-            "/api/auth/password",
-            &alice.access_token,
-            Some(body.clone()),
-        )
-        .await;
+        let (status, v) = app
+            .call(
+                Method::POST,
+                "/api/auth/password",
+                &alice.access_token,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!((status, code(&v)), (400, expected), "{body}");
     }
     assert_eq!(secrets_of(&app, "alice"), before, "nothing changed");
@@ -209,14 +187,9 @@ async fn the_session_list_shows_my_live_sessions_and_revoking_one_ends_it() {
         .expect("logout");
     let bob = app.register_and_login("bob").await;
 
-    let (status, list) = call(
-        &app,
-        Method::GET,
-        "/api/sessions",
-        &second.access_token,
-        None,
-    )
-    .await;
+    let (status, list) = app
+        .call(Method::GET, "/api/sessions", &second.access_token, None)
+        .await;
     assert_eq!(status, 200);
     let sessions = list["sessions"].as_array().expect("sessions").clone();
     assert_eq!(
@@ -239,14 +212,14 @@ async fn the_session_list_shows_my_live_sessions_and_revoking_one_ends_it() {
         "00000000000000000000000000000000",
         "nope",
     ] {
-        let (status, v) = call(
-            &app,
-            Method::DELETE,
-            &format!("/api/sessions/{id}"),
-            &bob.access_token,
-            None,
-        )
-        .await;
+        let (status, v) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/sessions/{id}"),
+                &bob.access_token,
+                None,
+            )
+            .await;
         assert_eq!((status, code(&v)), (404, "not_found"), "{id}");
     }
     app.client
@@ -255,34 +228,20 @@ async fn the_session_list_shows_my_live_sessions_and_revoking_one_ends_it() {
         .expect("still alive");
 
     let mut ws = connect(&app, &first).await;
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/sessions/{first_id}"),
-        &second.access_token,
-        None,
-    )
-    .await;
+    let revoke = format!("/api/sessions/{first_id}");
+    let (status, _) = app
+        .call(Method::DELETE, &revoke, &second.access_token, None)
+        .await;
     assert_eq!(status, 204);
     assert_session_ended(&mut ws).await;
     app.assert_session_dead(&first).await;
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/sessions/{first_id}"),
-        &second.access_token,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(Method::DELETE, &revoke, &second.access_token, None)
+        .await;
     assert_eq!(status, 404, "already revoked");
-    let (_, list) = call(
-        &app,
-        Method::GET,
-        "/api/sessions",
-        &second.access_token,
-        None,
-    )
-    .await;
+    let (_, list) = app
+        .call(Method::GET, "/api/sessions", &second.access_token, None)
+        .await;
     assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1));
 }
 
@@ -321,23 +280,23 @@ async fn deleting_the_account_removes_keys_sessions_and_undelivered_messages_and
         &b64::decode(&alice.kdf.salt).expect("salt"),
         ITERATIONS,
     );
-    let (status, v) = call(
-        &app,
-        Method::DELETE,
-        "/api/me",
-        &alice.access_token,
-        Some(json!({ "auth_key": b64::encode(wrong) })),
-    )
-    .await;
+    let (status, v) = app
+        .call(
+            Method::DELETE,
+            "/api/me",
+            &alice.access_token,
+            Some(json!({ "auth_key": b64::encode(wrong) })),
+        )
+        .await;
     assert_eq!((status, code(&v)), (401, "invalid_credentials"));
-    let (status, v) = call(
-        &app,
-        Method::DELETE,
-        "/api/me",
-        &alice.access_token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, v) = app
+        .call(
+            Method::DELETE,
+            "/api/me",
+            &alice.access_token,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!((status, code(&v)), (400, "invalid_request"));
     app.client
         .keys(&bob.access_token, "alice")
@@ -345,14 +304,14 @@ async fn deleting_the_account_removes_keys_sessions_and_undelivered_messages_and
         .expect("keys still there");
 
     let (auth, _) = alice.derive(PASSWORD).expect("derive");
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        "/api/me",
-        &alice.access_token,
-        Some(json!({ "auth_key": b64::encode(auth) })),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            "/api/me",
+            &alice.access_token,
+            Some(json!({ "auth_key": b64::encode(auth) })),
+        )
+        .await;
     assert_eq!(status, 204);
     assert_session_ended(&mut a).await;
     app.assert_session_dead(&alice).await;
@@ -441,14 +400,8 @@ async fn a_short_search_finds_only_an_exact_name_and_never_lists_everyone() {
         let app = &app;
         let token = me.access_token.clone();
         async move {
-            call(
-                app,
-                Method::GET,
-                &format!("/api/users?query={q}"),
-                &token,
-                None,
-            )
-            .await
+            app.call(Method::GET, &format!("/api/users?query={q}"), &token, None)
+                .await
         }
     };
     for q in ["", "b", "bo", "bobx", "%20"] {
@@ -479,34 +432,65 @@ async fn a_short_search_finds_only_an_exact_name_and_never_lists_everyone() {
     let app = spawn_app().await;
     let me = app.register_and_login("zed").await;
     app.register("alice").await;
-    let (status, v) = call(
-        &app,
-        Method::GET,
-        "/api/users?query=",
-        &me.access_token,
-        None,
-    )
-    .await;
-    assert_eq!((status, code(&v)), (400, "query_too_short"));
-    let (status, v) = call(
-        &app,
-        Method::GET,
-        "/api/users?query=al",
-        &me.access_token,
-        None,
-    )
-    .await;
-    assert_eq!((status, code(&v)), (400, "query_too_short"));
-    let (status, v) = call(
-        &app,
-        Method::GET,
-        "/api/users?query=ali",
-        &me.access_token,
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, v["users"][0]["username"].as_str()),
-        (200, Some("alice"))
-    );
+    for (q, expected) in [
+        ("", "query_too_short"),
+        ("al", "query_too_short"),
+        ("ali", ""),
+    ] {
+        let path = format!("/api/users?query={q}");
+        let (status, v) = app.call(Method::GET, &path, &me.access_token, None).await;
+        assert_eq!(code(&v), expected, "{q:?}");
+        if expected.is_empty() {
+            assert_eq!(
+                (status, v["users"][0]["username"].as_str()),
+                (200, Some("alice"))
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_files_and_unfinished_uploads_are_removed_with_their_blobs() {
+    use crate::files::{blob_path, body, wait_for_state, Tus};
+    let app = spawn_app_with(|c| c.files.cleanup_interval_secs = 1).await;
+    let alice = app.register_and_login("alice").await;
+    let bob = app.register_and_login("bob").await;
+    let tus = Tus { app: &app };
+    let ready = tus.create(&alice, "bob", 1000).await;
+    let r = tus
+        .patch(&alice.access_token, &ready, 0, body(1000, 4), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for_state(&app, &ready, "ready").await;
+    let unfinished = tus.create(&alice, "bob", 2080).await;
+    let r = tus
+        .patch(&alice.access_token, &unfinished, 0, body(1040, 5), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    // bob's own upload to alice is his, and stays.
+    let his = tus.create(&bob, "alice", 1000).await;
+    let blobs = [blob_path(&app, &ready), blob_path(&app, &unfinished)];
+    assert!(blobs.iter().all(|b| b.exists()));
+    assert_eq!(app.count("files"), 3);
+
+    let (auth, _) = alice.derive(PASSWORD).expect("derive");
+    let body = json!({ "auth_key": b64::encode(auth) });
+    let (status, _) = app
+        .call(Method::DELETE, "/api/me", &alice.access_token, Some(body))
+        .await;
+    assert_eq!(status, 204);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.count("files") > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not removed within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(blobs.iter().all(|b| !b.exists()), "the blobs are gone");
+    let left: String = app
+        .sqlite()
+        .query_row("SELECT id FROM files", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(left, crate::files::file_id_of(&his));
 }

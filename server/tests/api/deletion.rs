@@ -8,7 +8,7 @@ use securechat_client::ws::ServerFrame;
 use securechat_client::{Method, Session};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{error_code as code, spawn_app, spawn_app_with, TestApp};
 use crate::relay::{ack, connect, next_matching, none_of, seal};
 
 /// The stored envelope text and `deleted_at` of the message `id`, read from the file.
@@ -30,21 +30,29 @@ async fn call(
     s: &Session,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let r = app
-        .client
-        .request(m, path, Some(&s.access_token), body.as_ref())
-        .await
-        .expect("send");
-    let v = if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json().expect("json")
-    };
-    (r.status, v)
+    app.call(m, path, &s.access_token, body).await
 }
 
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_default()
+/// Whether the database file holds `needle`, after the WAL was checkpointed into it and
+/// truncated (so the file is all there is).
+fn file_holds(app: &TestApp, needle: &str) -> bool {
+    let c = app.sqlite();
+    for _ in 0..50 {
+        let busy: i64 = c
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .expect("checkpoint");
+        if busy == 0 {
+            let bytes = std::fs::read(app.db_path()).expect("db file");
+            return bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the WAL could not be checkpointed");
+}
+
+/// `s` deletes message `id`: the status and answer.
+async fn delete(app: &TestApp, s: &Session, id: &str) -> (u16, Value) {
+    call(app, Method::DELETE, &format!("/api/messages/{id}"), s, None).await
 }
 
 /// alice sends `texts` to bob over her WebSocket; their ids and seqs, in order.
@@ -77,16 +85,25 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     let bob = app.register_and_login("bob").await;
     let sent = send_all(&app, &alice, &["keep", "delete me", "keep too"]).await;
     let gone = &sent[1].0;
-    assert!(stored(&app, gone).0.len() > 100, "stored before");
+    let envelope: Value = serde_json::from_str(&stored(&app, gone).0).expect("stored before");
+    // The start of every binary member (a new cell may overwrite the end of the old one,
+    // so a member at the end could vanish while most of the envelope stays).
+    let needles: Vec<String> = ["iv", "ct", "sig"]
+        .iter()
+        .map(|k| {
+            envelope[k]
+                .as_str()
+                .expect("member")
+                .chars()
+                .take(16)
+                .collect()
+        })
+        .collect();
+    for needle in &needles {
+        assert!(file_holds(&app, needle), "{needle} is in the file before");
+    }
 
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{gone}"),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, gone).await;
     assert_eq!(status, 204);
     let (envelope, deleted_at) = stored(&app, gone);
     assert_eq!(envelope, "", "the ciphertext is gone from the row");
@@ -122,15 +139,39 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     );
 
     // Idempotent for its sender.
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{gone}"),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, gone).await;
     assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn a_deleted_ciphertext_is_not_left_in_the_free_space_of_the_database_file() {
+    let app = spawn_app().await;
+    let alice = app.register_and_login("alice").await;
+    app.register_and_login("bob").await;
+    let sent = send_all(&app, &alice, &["the only message on its page"]).await;
+    let id = &sent[0].0;
+    let envelope: Value = serde_json::from_str(&stored(&app, id).0).expect("stored");
+    // The start of every binary member (a new cell may overwrite the end of the old one,
+    // so a member at the end could vanish while most of the envelope stays).
+    let needles: Vec<String> = ["iv", "ct", "sig"]
+        .iter()
+        .map(|k| {
+            envelope[k]
+                .as_str()
+                .expect("member")
+                .chars()
+                .take(16)
+                .collect()
+        })
+        .collect();
+    for needle in &needles {
+        assert!(file_holds(&app, needle), "{needle} is in the file before");
+    }
+    let (status, _) = delete(&app, &alice, id).await;
+    assert_eq!(status, 204);
+    for needle in &needles {
+        assert!(!file_holds(&app, needle), "no trace of {needle} after");
+    }
 }
 
 #[tokio::test]
@@ -166,14 +207,7 @@ async fn only_the_sender_may_delete_and_everyone_else_gets_the_same_404() {
         "0D6F8A52-1C1E-4C5E-9B7A-2F7D0C1E9A01",
         "0d6f8a52-1c1e-1c5e-9b7a-2f7d0c1e9a01",
     ] {
-        let (status, body) = call(
-            &app,
-            Method::DELETE,
-            &format!("/api/messages/{bad}"),
-            &alice,
-            None,
-        )
-        .await;
+        let (status, body) = delete(&app, &alice, bad).await;
         assert_eq!((status, code(&body)), (400, "invalid_request"), "{bad}");
     }
     let r = app
@@ -200,14 +234,7 @@ async fn a_deleted_id_stays_spent_a_resend_stores_nothing_and_reaches_nobody() {
         matches!(f, ServerFrame::Message { .. }).then_some(())
     })
     .await;
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{}", env.id),
-        &alice,
-        None,
-    )
-    .await;
+    let (status, _) = delete(&app, &alice, &env.id).await;
     assert_eq!(status, 204);
 
     // The same envelope again: answered as a resend of the original, not stored again.
@@ -263,14 +290,7 @@ async fn the_admin_log_does_not_list_a_deleted_message() {
     let (status, before) = call(&app, Method::GET, "/api/admin/messages", &admin, None).await;
     assert_eq!(status, 200, "{before}");
     assert_eq!(listed(&before).len(), 2);
-    call(
-        &app,
-        Method::DELETE,
-        &format!("/api/messages/{}", sent[0].0),
-        &alice,
-        None,
-    )
-    .await;
+    delete(&app, &alice, &sent[0].0).await;
     let (_, after) = call(&app, Method::GET, "/api/admin/messages", &admin, None).await;
     assert_eq!(listed(&after), vec![sent[1].0.clone()]);
 }

@@ -156,7 +156,7 @@ pub(crate) fn sha256_header(bytes: &[u8]) -> String {
     format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(bytes)))
 }
 
-fn blob_path(app: &TestApp, loc: &str) -> PathBuf {
+pub(crate) fn blob_path(app: &TestApp, loc: &str) -> PathBuf {
     let id = loc.rsplit('/').next().expect("id");
     app.config
         .storage

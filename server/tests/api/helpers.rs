@@ -32,6 +32,11 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     c
 }
 
+/// The `error.code` of an error body ("" for anything else).
+pub fn error_code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_default()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -113,6 +118,28 @@ impl TestApp {
             .request(securechat_client::Method::POST, path, token, Some(&body))
             .await
             .expect("send")
+    }
+
+    /// `method path` with `token` as bearer and an optional JSON body: the status and the
+    /// JSON answer (`Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: securechat_client::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .request(method, path, Some(token), body.as_ref())
+            .await
+            .expect("send");
+        let v = if r.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            r.json().expect("json")
+        };
+        (r.status, v)
     }
 
     /// Asserts that both tokens of `s` are refused with 401 `unauthorized`.

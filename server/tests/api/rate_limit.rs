@@ -1,5 +1,6 @@
 //! Rate limits (the `rate-limit` plugin) seen from outside: sign-in attempts per address
-//! (behind a trusted proxy and not), WebSocket frame floods, the config table, and
+//! (behind a trusted proxy and not), password changes counted as logins, user searches
+//! under the per-address API limit, WebSocket frame floods, the config table, and
 //! `/api/features` in builds with and without the plugin.
 
 #[cfg(feature = "rate-limit")]
@@ -273,4 +274,64 @@ async fn without_the_plugin_features_lists_nothing_and_nothing_is_limited() {
     for _ in 0..8 {
         assert_eq!(failed_login(&app, "alice", None).await.status(), 401);
     }
+}
+
+#[cfg(feature = "rate-limit")]
+#[tokio::test]
+async fn user_searches_share_the_per_address_api_limit() {
+    let app = spawn_app_with(|c| rate_limit(c, "api_per_ip = { burst = 12, per_secs = 60 }")).await;
+    let me = app.register_and_login("zed").await;
+    for searched in 0..20 {
+        let r = app
+            .client
+            .http()
+            .get(format!("{}/api/users?query=zed", app.client.base_url()))
+            .bearer_auth(&me.access_token)
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 429 {
+            assert!(searched > 0, "some searches got through first");
+            return assert_rate_limited(r).await;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    panic!("20 searches and no 429");
+}
+
+#[cfg(feature = "rate-limit")]
+#[tokio::test]
+async fn guessing_the_password_through_a_password_change_is_limited_like_a_login() {
+    let app =
+        spawn_app_with(|c| rate_limit(c, "login_per_account = { burst = 3, per_secs = 60 }")).await;
+    let alice = app.register_and_login("alice").await; // one login of the three
+    let wrong = json!({
+        "auth_key": b64::encode([7u8; 32]),
+        "new_auth_key": b64::encode([8u8; 32]),
+        "kdf": {"alg": "PBKDF2-SHA256", "iterations": crate::helpers::ITERATIONS,
+                "salt": b64::encode([9u8; 16])},
+        "key_bundle": {"iv": b64::encode([1u8; 12]), "ct": b64::encode([2u8; 64])},
+        "refresh_token": alice.refresh_token,
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .client
+            .http()
+            .post(format!("{}/api/auth/password", app.client.base_url()))
+            .bearer_auth(&alice.access_token)
+            .json(&wrong)
+            .send()
+            .await
+            .expect("send");
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_rate_limited(r).await;
+        }
+    }
+    assert_eq!(statuses, vec![401, 401, 429]);
+    app.client
+        .login("alice", PASSWORD)
+        .await
+        .expect_err("the account's login limit is spent too");
 }
