@@ -314,6 +314,8 @@ export class Messenger extends EventTarget {
       c.lastSeq = Math.max(c.lastSeq, row.last_seq ?? 0);
       c.lastTs = Math.max(c.lastTs, row.last_server_ts ?? 0);
       c.unread = this.active === row.peer && this.isVisible() ? 0 : (row.unread ?? 0);
+      // the server counts every envelope; with everything up to its newest seq held here, count only bubbles
+      if (c.unread > 0 && c.loaded && this.newestSeq(c) >= (row.last_seq ?? Infinity)) c.unread = this.localUnread(c);
     }
     this.listLoaded = true;
     this.#emit('conversations');
@@ -373,10 +375,30 @@ export class Messenger extends EventTarget {
       await this.ingest(peer, items, { source: 'history' });
       // anything newer than the page that arrived meanwhile is already here; anything missing in between:
       c.loaded = true;
+      // the server's unread count includes edits, reactions, deletes and timers: when the page
+      // holds every unread message, count the bubbles among them instead
+      if (c.unread > 0 && c.unread <= items.length) {
+        c.unread = this.localUnread(c);
+        this.#emit('conversations');
+      }
     })().finally(() => {
       c.loading = null;
     });
     return c.loading;
+  }
+
+  /** The newest seq held in a conversation (0 when none). */
+  newestSeq(c) {
+    let max = 0;
+    for (const m of c.messages.values()) if (m.seq != null && m.seq > max) max = m.seq;
+    return max;
+  }
+
+  /** Received bubbles not yet read (what the list's unread count shows; actions never count). */
+  localUnread(c) {
+    let n = 0;
+    for (const m of c.messages.values()) if (!m.mine && isBubble(m) && m.state !== 'read') n++;
+    return n;
   }
 
   /** One older page (before the oldest seq held). Returns the number of messages added. */

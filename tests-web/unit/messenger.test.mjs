@@ -747,3 +747,24 @@ test('offline queue: a send while the relay is down is "queued", kept as a seale
   const third = await m2.sendText('bob', 'third');
   assert.equal(third.state, 'queued');
 });
+
+test('the list\'s unread count leaves out edits, reactions and timers once the unread page is held', async () => {
+  const server = fakeServer();
+  const t = Date.now();
+  const text = await bobSends({ text: 'one real message' }, { sentAt: t });
+  const rows = [
+    text,
+    await bobSends({ react: { id: text.id, emoji: '👍' } }, { sentAt: t + 1 }),
+    await bobSends({ edit: { id: text.id }, text: 'one real message, edited' }, { sentAt: t + 2 }),
+    await bobSends({ timer: { secs: 3600 } }, { sentAt: t + 3 }),
+  ].map((envelope, i) => ({ seq: i + 1, server_ts: t + i, state: 'delivered', envelope }));
+  server.history.set('bob', rows);
+  server.conversations = [{ peer: 'bob', last_seq: 4, last_server_ts: t + 3, unread: 4 }];
+  const { m } = await setup({ server, visible: false });
+  await m.onOpen();
+  assert.equal(m.conversations.get('bob').unread, 1, 'one bubble, not four envelopes');
+  assert.equal(m.preview('bob').text, 'one real message, edited');
+  // a later list refresh with nothing new keeps the local count
+  await m.refreshList();
+  assert.equal(m.conversations.get('bob').unread, 1);
+});
