@@ -190,7 +190,8 @@ export class MessageActions {
       body.before(q);
     }
     if (item.reactions.length) {
-      const row = el('p', 'msg-reactions');
+      const row = el('div', 'msg-reactions');
+      row.setAttribute('role', 'group');
       row.setAttribute('aria-label', `Reactions: ${item.reactions.map((r) => `${r.emoji} from ${r.from === this.m.me ? 'you' : r.from}`).join(', ')}`);
       for (const r of item.reactions) {
         const chip = el('span', 'reaction', r.emoji);
