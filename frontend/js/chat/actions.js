@@ -66,7 +66,7 @@ export class MessageActions {
     select.id = 'conv-timer';
     select.title = 'Disappearing messages';
     for (const secs of TIMER_CHOICES) {
-      const option = el('option', '', secs ? `⏱ ${timerText(secs)}` : '⏱ Off');
+      const option = el('option', '', `Disappearing: ${timerText(secs)}`);
       option.value = String(secs);
       select.append(option);
     }
@@ -99,7 +99,7 @@ export class MessageActions {
     if (!this.timer || !peer) return;
     const secs = this.m.timerOf(peer);
     if (!TIMER_CHOICES.includes(secs) && ![...this.timer.options].some((o) => o.value === String(secs))) {
-      const option = el('option', '', `⏱ ${timerText(secs)}`);
+      const option = el('option', '', `Disappearing: ${timerText(secs)}`);
       option.value = String(secs);
       this.timer.append(option);
     }
