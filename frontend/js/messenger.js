@@ -1085,6 +1085,11 @@ export class Messenger extends EventTarget {
       async ({ seq, server_ts }) => {
         message.seq = seq;
         message.serverTs = server_ts;
+        if (message.expiresAt != null) {
+          // PROTOCOL.md §8.9.6: max(sent_at, server_ts) once the server's time is known
+          message.expiresAt = expiryOf(message);
+          this.scheduleExpiry(message.expiresAt);
+        }
         this.advance(message, 'sent');
         c.exists = true;
         c.lastSeq = Math.max(c.lastSeq, seq);
