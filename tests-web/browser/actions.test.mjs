@@ -200,11 +200,18 @@ describe('message actions, offline queue, local search and account settings', ()
     const word = 'xylophonic';
     await send(b, `the ${word} parade is tomorrow`);
     await bubble(a, `the ${word} parade`, 'theirs').waitFor();
+    // nothing about the query leaves the browser: no request carries any part of it
+    const requests = [];
+    const record = (r) => requests.push(`${r.url()} ${r.postData() ?? ''}`);
+    a.on('request', record);
+    a.on('websocket', (ws) => ws.on('framesent', (f) => requests.push(String(f.payload))));
     await a.fill('#msg-search', word.slice(0, 6));
     const hit = a.locator('#msg-search-results .msg-search-hit', { hasText: `the ${word} parade` });
     await hit.waitFor();
     await hit.click();
     await a.locator('#messages li.search-hit', { hasText: word }).waitFor();
+    a.off('request', record);
+    assert.deepEqual(requests.filter((t) => t.includes(word.slice(0, 6))), [], 'the query is not sent anywhere');
     const raw = JSON.stringify(await dumpStorage(a));
     assert.ok(raw.includes('"store":"search"'), 'the index is in IndexedDB');
     for (const needle of [word, 'parade', 'regret', 'oclock']) assert.ok(!raw.includes(needle), `no "${needle}" in clear`);
@@ -285,6 +292,7 @@ describe('message actions, offline queue, local search and account settings', ()
     await c.fill('#delete-password', 'carol password 12345');
     await c.click('#delete-submit');
     await c.waitForURL(/login\.html\?deleted=1/, { timeout: 30000 });
+    await c.locator('[role="status"]', { hasText: 'Your account was deleted' }).first().waitFor();
     const { records } = await dumpStorage(c);
     assert.deepEqual(records.filter((r) => r.db === 'securechat' && String(r.key).includes('carol')), [], 'nothing of carol is left here');
     await loginViaUi(c, server.url, 'carol', 'carol password 12345');
