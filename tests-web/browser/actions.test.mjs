@@ -188,10 +188,17 @@ describe('message actions, offline queue, local search and account settings', ()
     await a.locator('#conn-status:not([data-state="open"])').waitFor({ timeout: 30000 });
     await send(a, 'written while offline');
     await bubble(a, 'written while offline', 'mine').and(a.locator('[data-state="queued"]')).waitFor();
+    // kept in IndexedDB as the sealed envelope only
+    const { records } = await dumpStorage(a);
+    const outbox = records.filter((r) => r.store === 'outbox');
+    assert.equal(outbox.length, 1);
+    assert.equal(outbox[0].value.peer, 'bob');
+    assert.ok(!JSON.stringify(records).includes('written while offline'), 'no plaintext of the queued message at rest');
     await alice.context.setOffline(false);
     await waitState(a, 'written while offline', 'read');
     await bubble(b, 'written while offline', 'theirs').waitFor();
     assert.equal(await b.locator('#messages li.msg .msg-text', { hasText: 'written while offline' }).count(), 1, 'sent once');
+    assert.equal((await dumpStorage(a)).records.filter((r) => r.store === 'outbox').length, 0, 'the outbox empties on the ack');
   });
 
   test('local search finds a message by a word and opens the conversation at it; the raw IndexedDB holds no plaintext', async () => {
