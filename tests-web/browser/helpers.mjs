@@ -209,6 +209,21 @@ export async function openFromDirectory(page, peer) {
   await page.locator('#conversation').waitFor({ state: 'visible' });
 }
 
+/**
+ * The signed-in user of `page` replaces their keys (POST /api/keys/rotate from the page, with
+ * the app's own modules, as "Replace my keys" does); returns { username, key_version }.
+ */
+export function rotateKeysInPage(page, password) {
+  return page.evaluate(async (pw) => {
+    const { Api } = await import('/js/api.js');
+    const { rotateKeys } = await import('/js/auth.js');
+    const store = await import('/js/store.js');
+    const session = await store.loadSession();
+    const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
+    return rotateKeys(api, { session, password: pw });
+  }, password);
+}
+
 /** Opens the settings view (own fingerprint, sign-out, account actions) from the list header. */
 export async function openSettings(page) {
   if (!(await page.locator('#settings').isVisible())) await page.click('#open-settings');

@@ -180,8 +180,17 @@ describe('the chat page is a full-height two-pane app', () => {
     assert.equal(await state.locator('.ticks').innerText(), '✓✓');
     assert.equal(await state.locator('.ticks').getAttribute('aria-hidden'), 'true');
     assert.equal((await state.locator('.visually-hidden').textContent()).trim(), 'Read');
+    assert.ok(await newestInView(a), 'your own new message is in view');
     const theirs = bubble(b, text, 'theirs');
     await theirs.waitFor();
+    // a message that arrives while the list is at the bottom stays in view too
+    await send(b, 'and one more line from bob');
+    await bubble(a, 'and one more line from bob', 'theirs').waitFor();
+    await a.waitForFunction(() => {
+      const m = document.querySelector('#messages');
+      return m.scrollHeight - m.scrollTop - m.clientHeight < 2;
+    });
+    assert.ok(await newestInView(a), 'an arriving message is in view');
     const links = await theirs.locator('a').evaluateAll((els) => els.map((e) => ({ href: e.getAttribute('href'), text: e.textContent, rel: e.rel, target: e.target })));
     assert.deepEqual(links, [
       { href: 'https://example.org/a?b=1', text: 'https://example.org/a?b=1', rel: 'noopener noreferrer', target: '_blank' },

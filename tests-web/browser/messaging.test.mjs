@@ -23,6 +23,7 @@ import {
   openFromDirectory,
   openFromList,
   registerViaUi,
+  rotateKeysInPage,
   send,
   startServerAndBrowser,
   storedSession,
@@ -287,14 +288,7 @@ describe('encrypted messaging in the browser', () => {
       return seal({ from: 'bob', to: 'alice', plaintext: { text }, signKey: session.signPrivateKey, readers });
     }, heldBack);
     // bob rotates his keys (POST /api/keys/rotate from his page with the app's own modules) ...
-    const rotated = await b.evaluate(async (password) => {
-      const { Api } = await import('/js/api.js');
-      const { rotateKeys } = await import('/js/auth.js');
-      const store = await import('/js/store.js');
-      const session = await store.loadSession();
-      const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
-      return rotateKeys(api, { session, password });
-    }, PW.bob);
+    const rotated = await rotateKeysInPage(b, PW.bob);
     assert.deepEqual(rotated, { username: 'bob', key_version: 2 });
     // ... and signs in again to use them
     await openSettings(b);

@@ -2,7 +2,7 @@
 // (default /tmp/shots). Starts its own server like the browser tests do.
 import { mkdir } from 'node:fs/promises';
 import { startServer } from '../browser/server.mjs';
-import { fingerprintOn, launchBrowser, loginViaUi, newPage, registerViaUi, waitForChat } from '../browser/helpers.mjs';
+import { fingerprintOn, launchBrowser, loginViaUi, newPage, registerViaUi, rotateKeysInPage, waitForChat } from '../browser/helpers.mjs';
 
 const out = process.argv[2] || '/tmp/shots';
 await mkdir(out, { recursive: true });
@@ -65,14 +65,7 @@ try {
   await page.emulateMedia({ colorScheme: 'light' });
 
   // bob's keys change: alice's page blocks sending and shows both safety numbers
-  await other.page.evaluate(async (password) => {
-    const { Api } = await import('/js/api.js');
-    const { rotateKeys } = await import('/js/auth.js');
-    const store = await import('/js/store.js');
-    const session = await store.loadSession();
-    const api = new Api({ tokens: session, saveTokens: store.saveTokens, loadTokens: store.loadTokens });
-    return rotateKeys(api, { session, password });
-  }, 'bob password 12345');
+  await rotateKeysInPage(other.page, 'bob password 12345');
   await other.context.close();
   await page.reload();
   await waitForChat(page);

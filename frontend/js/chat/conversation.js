@@ -1,15 +1,19 @@
 // Owns the conversation pane (#conversation, or #panel-empty when none is open): the header
 // (back button on a phone, name, presence, whether the safety number is verified, the
-// "Safety number" button that opens the dialog of contact.js), the
-// key-change warning (old and new numbers, one verdict on whether the new keys descend from
-// the pinned ones, the published key log, "Accept the new keys"), the messages (paging back,
-// states of your own messages, the signed send time with a mark when the server's time differs
-// much, a label on messages signed by a previous key, messages that did not verify shown as
-// such, and on a received message that opened, a "Report" action when reports are enabled)
-// and the typing line. The composer and the contact card
-// inside the panel are their own modules, and so are the files (attachments.js, set by chat.js);
-// this one opens, closes and re-renders them; the report dialog is chat/report.js.
-// Message text is only ever written with textContent.
+// "Safety number" button that opens the dialog of contact.js), the banner while the relay is
+// offline or reconnecting, the key-change warning (old and new numbers, one verdict on whether
+// the new keys descend from the pinned ones, the published key log, "Accept the new keys"),
+// the messages (day separators, a sender's consecutive messages grouped, infinite scroll back
+// through history keeping what is on screen in place, the newest kept in view when the list
+// was at the bottom — across resizes too —, ticks for the states of your own messages with a
+// label for screen readers, http(s) links made clickable with DOM calls, the signed send time
+// with a mark when the server's time differs much, a label on messages signed by a previous
+// key, messages that did not verify shown as such, and on a received message that opened, a
+// "Report" action when reports are enabled) and the typing line. The composer and the
+// contact card inside the pane are their own modules, and so are the files (attachments.js,
+// set by chat.js); this one opens, closes and re-renders them; the report dialog is
+// chat/report.js. Message text is only ever written with textContent (links: text nodes and
+// <a> elements built one by one).
 import { authErrorMessage } from '../auth.js';
 import { changedSafetyNumbers, fetchKeyChanges } from '../pins.js';
 import { $, renderDigits, say, show } from '../ui.js';
