@@ -120,6 +120,15 @@ export class Api {
     return this.request('POST', path, { ...options, body });
   }
 
+  put(path, body, options) {
+    return this.request('PUT', path, { ...options, body });
+  }
+
+  /** DELETE, with an optional JSON body (DELETE /api/me carries the auth key). 204 answers null. */
+  del(path, options) {
+    return this.request('DELETE', path, options);
+  }
+
   /**
    * One call. `auth: true` sends the access token (refreshing it as needed). `body` may be a
    * function, evaluated at each send (so a body that quotes the tokens sees refreshed ones).

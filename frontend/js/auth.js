@@ -1,4 +1,4 @@
-// Registration, sign-in and key rotation, end to end (docs/PROTOCOL.md §2–§4 and §6). Pure logic
+// Registration, sign-in, key rotation, password change and account deletion, end to end (docs/PROTOCOL.md §2–§4 and §6). Pure logic
 // over an Api instance: no DOM and no IndexedDB (the remembered KDF parameters come in as a
 // { get, put } `kdfMemory`), so the same code runs in the unit tests under Node.
 
@@ -13,6 +13,8 @@ import {
   UnwrapError,
   bytesEqual,
   checkKdfParams,
+  decryptBundle,
+  deriveIndexKey,
   deriveKeys,
   fingerprint,
   generateIdentity,
@@ -240,6 +242,8 @@ export async function completeSignIn(api, { username, authKey, kek }) {
       encPublicKey: await importEncPublicKey(keys.encSpki),
       signPublicKey: await importSignPublicKey(keys.signSpki),
       fingerprint: fp,
+      // the local search index's key (PROTOCOL.md §8.10), non-extractable
+      indexKey: await deriveIndexKey(kek),
       signed_in_at: Date.now(),
     };
   } catch (err) {
@@ -318,4 +322,81 @@ export async function replaceKeys(api, { session, password, kdfMemory = null }) 
 export function authErrorMessage(err) {
   if (err instanceof UnwrapError) return WRONG_CREDENTIALS;
   return describeError(err);
+}
+
+/**
+ * Changes the password (PROTOCOL.md §2, API-CONTRACT.md POST /api/auth/password): the current
+ * password's keys are derived (checked prelogin) and prove it; the key bundle is fetched again
+ * with a sign-in under a throwaway Api (the session holds only non-extractable keys) and
+ * decrypted with the current kek; a new salt gives a new auth_key and kek, the same private
+ * keys are wrapped under the new kek for the same key version, and one POST replaces the auth
+ * key, the KDF parameters and the bundle and signs out every other session (the throwaway
+ * one included). Returns { kdf, indexKey } (the new search-index key, §8.10); the caller
+ * updates the stored session. Throws AuthError('invalid_credentials') for a wrong password.
+ */
+export async function changePassword(api, { session, password, newPassword, iterations = DEFAULT_ITERATIONS, minIterations = MIN_ITERATIONS, kdfMemory = null }) {
+  const problem = passwordProblem(newPassword);
+  if (problem) throw new AuthError('weak_password', problem);
+  const username = session.username;
+  return withPasswordKeys(api, { username, password, minIterations, kdfMemory }, async (authKey, kek) => {
+    const side = new Api({ baseUrl: api.baseUrl, fetch: api.fetch });
+    let login;
+    try {
+      login = await side.post('/api/auth/login', { username, auth_key: b64encode(authKey) });
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'invalid_credentials') throw new AuthError('invalid_credentials', 'Wrong password');
+      throw err;
+    }
+    side.setTokens(tokensFrom(login));
+    const salt = randomBytes(SALT_BYTES);
+    const fresh = await deriveKeys(newPassword, salt, iterations);
+    let pkcs8 = null;
+    let changed = false;
+    try {
+      if (login.key_version !== session.key_version) throw new AuthError('key_version_changed', 'Your keys changed meanwhile; sign in again first.');
+      try {
+        pkcs8 = await decryptBundle(kek, username, login.key_version, login.key_bundle);
+      } catch {
+        throw new AuthError('foreign_key_bundle', FOREIGN_BUNDLE);
+      }
+      const keyBundle = await wrapBundle(fresh.kek, username, login.key_version, pkcs8.encPkcs8, pkcs8.signPkcs8);
+      const kdf = { alg: KDF_ALG, iterations, salt: b64encode(salt) };
+      try {
+        await api.post(
+          '/api/auth/password',
+          () => ({ auth_key: b64encode(authKey), new_auth_key: b64encode(fresh.authKey), kdf, key_bundle: keyBundle, refresh_token: api.tokens?.refresh_token }),
+          { auth: true },
+        );
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'invalid_credentials') throw new AuthError('invalid_credentials', 'Wrong password');
+        throw err;
+      }
+      changed = true;
+      await kdfMemory?.put(username, kdf);
+      return { kdf, indexKey: await deriveIndexKey(fresh.kek) };
+    } finally {
+      pkcs8?.encPkcs8.fill(0);
+      pkcs8?.signPkcs8.fill(0);
+      fresh.authKey.fill(0);
+      fresh.kek.fill(0);
+      // the throwaway session: already revoked by a successful change, ended here otherwise
+      if (!changed) await side.post('/api/auth/logout', { refresh_token: side.tokens?.refresh_token }, { auth: true }).catch(() => {});
+    }
+  });
+}
+
+/**
+ * Deletes the account (DELETE /api/me with the current auth_key, derived after a checked
+ * prelogin). Throws AuthError('invalid_credentials') for a wrong password. The caller then
+ * forgets the device (store.js forgetAccount) and leaves the page.
+ */
+export async function deleteAccount(api, { session, password, minIterations = MIN_ITERATIONS, kdfMemory = null }) {
+  return withPasswordKeys(api, { username: session.username, password, minIterations, kdfMemory }, async (authKey) => {
+    try {
+      await api.del('/api/me', { auth: true, body: { auth_key: b64encode(authKey) } });
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'invalid_credentials') throw new AuthError('invalid_credentials', 'Wrong password');
+      throw err;
+    }
+  });
 }

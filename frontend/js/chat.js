@@ -4,14 +4,16 @@
 // (own fingerprint, sign-out, replacing keys), conversation-list.js, directory.js (finding
 // people), conversation.js (one conversation,
 // with composer.js, contact.js and attachments.js inside it; files through filebox.js and
-// uploads.js), report.js (reporting a received message, offered when /api/features says so). This file owns only that wiring: which model
+// uploads.js), report.js (reporting a received message, offered when /api/features says so);
+// issue #17's actions.js (reply, edit, delete, reactions, the timer), search.js (the encrypted local
+// message search) and settings-account.js (password, sessions, account deletion). This file owns only that wiring: which model
 // event re-renders which view, and the page-wide listeners (visibility, online, the live
 // region announcing new messages).
 import { Api, ApiError } from './api.js';
 import { authErrorMessage } from './auth.js';
 import { Messenger } from './messenger.js';
 import { FileBox } from './filebox.js';
-import { PINS, SEEN, loadSession, loadTokens, recordStore, saveTokens, uploadStore, withRefreshLock } from './store.js';
+import { OUTBOX, PINS, SEEN, loadSession, ownStore, loadTokens, recordStore, saveTokens, uploadStore, withRefreshLock } from './store.js';
 import { Uploads } from './uploads.js';
 import { $, say, show } from './ui.js';
 import { Relay } from './ws.js';
@@ -23,6 +25,9 @@ import { wireDirectory } from './chat/directory.js';
 import { ReportDialog, reportsEnabled } from './chat/report.js';
 import { SettingsView, showSettingsOnly } from './chat/settings.js';
 import { Notifier } from './chat/notify.js';
+import { MessageActions } from './chat/actions.js';
+import { MessageSearch, indexFor, openAt } from './chat/search.js';
+import { AccountSettings } from './chat/settings-account.js';
 import { el } from './chat/format.js';
 
 const main = $('main');
@@ -117,6 +122,9 @@ async function start(session) {
     isVisible: () => document.visibilityState === 'visible',
   });
   account.messenger = messenger;
+  // issue #17: queued sends survive a reload as sealed envelopes; opened texts go to the encrypted search index
+  messenger.outbox = ownStore(OUTBOX, me);
+  const index = indexFor(messenger, session);
 
   const list = new ConversationList(messenger, (peer) => conversation.open(peer));
   const renderList = () => {
@@ -183,6 +191,10 @@ async function start(session) {
   });
   messenger.addEventListener('notice', ({ detail: text }) => conversation.status(text));
   conversation.wire();
+  conversation.actions = new MessageActions(messenger, () => conversation.peer, conversation.composer, (text) => conversation.status(text));
+  conversation.actions.wire();
+  new MessageSearch(index, (peer, id) => openAt(messenger, conversation, peer, id)).mount(document.querySelector('.side-list') ?? $('convs-title').parentElement);
+  new AccountSettings({ api, session, index, leave: () => messenger.stop() }).mount($('settings-security'));
   wireReports(api, messenger, conversation);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {

@@ -135,6 +135,26 @@ export function checkKdfParams(kdf, { minIterations = MIN_ITERATIONS } = {}) {
   return salt;
 }
 
+/** HKDF info of the local search index key (PROTOCOL.md §8.10). */
+export const INFO_SEARCH_INDEX = 'securechat/v1/search-index';
+
+/**
+ * index_key = HKDF-SHA256(ikm = kek, salt = empty, info "securechat/v1/search-index", 32), as a
+ * NON-extractable AES-GCM CryptoKey (encrypt, decrypt): the key of the local search index.
+ * PROTOCOL.md §8.10.
+ */
+export async function deriveIndexKey(kek) {
+  if (!(kek instanceof Uint8Array) || kek.length !== 32) throw new TypeError('kek must be 32 bytes');
+  const hkdfKey = await subtle.importKey('raw', kek, 'HKDF', false, ['deriveKey']);
+  return subtle.deriveKey(
+    { name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0), info: utf8(INFO_SEARCH_INDEX) },
+    hkdfKey,
+    { name: 'AES-GCM', length: 256 },
+    false,
+    ['encrypt', 'decrypt'],
+  );
+}
+
 async function kekKey(kek, usages) {
   if (kek instanceof Uint8Array) {
     if (kek.length !== 32) throw new TypeError('kek must be 32 bytes');

@@ -3,6 +3,8 @@
 //
 //   aad  = "securechat/v1/msg|" || id || "|" || from || "|" || to || "|" || sent_at
 //   ct   = AES-256-GCM(K, iv, plaintext = JSON {"text": ...}, aad)      (fresh 32-byte K, 12-byte iv)
+//   (the plaintext's kinds — text, reply, edit, delete, react, timer — are built and read by
+//   kindPlaintext / readPlaintext below, PROTOCOL.md §8.9)
 //   keys = { reader: b64(RSA-OAEP-SHA256(enc_public_key(reader), K)) }  (from and to; one entry for a note to oneself)
 //   sig  = ECDSA-P256-SHA256(sign_private(from), aad || 0x00 || iv || ct || 0x00 || K_list), raw r||s
 //   K_list = for each reader in byte order of names: name "=" keys[name] ";"
@@ -188,6 +190,100 @@ export function textPlaintext(text) {
   return { text };
 }
 
+// ---------------------------------------------------------------- plaintext kinds (PROTOCOL.md §8.9)
+
+/** The disappearing-timer bounds in seconds (0 = off), as the server accepts them. */
+export const TIMER_MIN_SECS = 5;
+export const TIMER_MAX_SECS = 31536000;
+/** The longest reaction, in UTF-8 bytes (one emoji with its modifiers fits easily). */
+export const MAX_EMOJI_BYTES = 32;
+
+/** Whether `secs` is a timer value: 0 (off) or TIMER_MIN_SECS..TIMER_MAX_SECS. */
+export function isTimerSecs(secs) {
+  return Number.isSafeInteger(secs) && (secs === 0 || (secs >= TIMER_MIN_SECS && secs <= TIMER_MAX_SECS));
+}
+
+const withExpire = (body, expire) => {
+  if (expire === undefined || expire === null || expire === 0) return body;
+  if (!isTimerSecs(expire)) throw new TypeError('expire must be a timer value in seconds');
+  return { ...body, expire };
+};
+
+/**
+ * Builds the plaintext object of one kind (PROTOCOL.md §8.9), members in this order:
+ *   text:   {"text", "reply_to"?:{"id"}, "expire"?}
+ *   edit:   {"edit":{"id"}, "text", "expire"?}
+ *   delete: {"delete":{"id"}, "expire"?}
+ *   react:  {"react":{"id","emoji"}, "expire"?}     (emoji "" removes my reaction)
+ *   timer:  {"timer":{"secs"}}                      (never expires itself)
+ */
+export function kindPlaintext(kind, o = {}) {
+  const idOf = (id) => {
+    if (!isUuidV4(id)) throw new TypeError('the target must be a message id');
+    return { id };
+  };
+  switch (kind) {
+    case 'text': {
+      if (typeof o.text !== 'string') throw new TypeError('text must be a string');
+      const body = { text: o.text };
+      if (o.replyTo) body.reply_to = idOf(o.replyTo);
+      return withExpire(body, o.expire);
+    }
+    case 'edit':
+      if (typeof o.text !== 'string') throw new TypeError('text must be a string');
+      return withExpire({ edit: idOf(o.id), text: o.text }, o.expire);
+    case 'delete':
+      return withExpire({ delete: idOf(o.id) }, o.expire);
+    case 'react':
+      if (typeof o.emoji !== 'string' || utf8(o.emoji).length > MAX_EMOJI_BYTES) throw new TypeError('emoji must be a short string');
+      return withExpire({ react: { ...idOf(o.id), emoji: o.emoji } }, o.expire);
+    case 'timer':
+      if (!isTimerSecs(o.secs)) throw new TypeError('secs must be 0 or 5..31536000');
+      return { timer: { secs: o.secs } };
+    default:
+      throw new TypeError(`unknown kind ${kind}`);
+  }
+}
+
+const target = (v) => (v && typeof v === 'object' && !Array.isArray(v) && isUuidV4(v.id) ? v.id : null);
+
+/**
+ * Reads an opened plaintext object into { kind, ... } (PROTOCOL.md §8.9). The first of
+ * edit, delete, react, timer that is present decides the kind; a plaintext with none of
+ * them and a string `text` is a text message; anything else is kind 'unknown' (shown as a
+ * message this client cannot display). A malformed action is 'unknown' too, never applied.
+ * `expire` is kept only when it is a valid timer value above 0.
+ *   text   -> { kind, text, replyTo (id|null), expire }
+ *   edit   -> { kind, target, text, expire }
+ *   delete -> { kind, target, expire }
+ *   react  -> { kind, target, emoji, expire }
+ *   timer  -> { kind, secs }
+ */
+export function readPlaintext(p) {
+  const expire = Number.isSafeInteger(p?.expire) && p.expire > 0 && isTimerSecs(p.expire) ? p.expire : null;
+  const unknown = { kind: 'unknown', expire };
+  if (!p || typeof p !== 'object' || Array.isArray(p)) return unknown;
+  if ('edit' in p) {
+    const id = target(p.edit);
+    return id && typeof p.text === 'string' ? { kind: 'edit', target: id, text: p.text, expire } : unknown;
+  }
+  if ('delete' in p) {
+    const id = target(p.delete);
+    return id ? { kind: 'delete', target: id, expire } : unknown;
+  }
+  if ('react' in p) {
+    const id = target(p.react);
+    const emoji = p.react?.emoji;
+    return id && typeof emoji === 'string' && utf8(emoji).length <= MAX_EMOJI_BYTES ? { kind: 'react', target: id, emoji, expire } : unknown;
+  }
+  if ('timer' in p) {
+    const secs = p.timer?.secs;
+    return p.timer && typeof p.timer === 'object' && isTimerSecs(secs) ? { kind: 'timer', secs } : unknown;
+  }
+  if (typeof p.text === 'string') return { kind: 'text', text: p.text, replyTo: target(p.reply_to), expire };
+  return unknown;
+}
+
 /**
  * Seals a message.
  * @param {object} p
@@ -268,7 +364,7 @@ export async function open(envelope, opts) {
   if (!plaintext || typeof plaintext !== 'object' || Array.isArray(plaintext)) {
     throw refuse('invalid_plaintext', 'the message is not a JSON object');
   }
-  return { envelope, plaintext, text: typeof plaintext.text === 'string' ? plaintext.text : null, signKeyIndex };
+  return { envelope, plaintext, text: typeof plaintext.text === 'string' ? plaintext.text : null, content: readPlaintext(plaintext), signKeyIndex };
 }
 
 /**

@@ -28,6 +28,7 @@ const REASONS = {
     'Your account’s keys were replaced from another session, so this session was signed out (its keys are the old ones). Sign in again to use the new keys.',
   rotated: 'Your keys were replaced. Sign in again to use them.',
   forgotten: 'You were signed out, and this browser no longer keeps anything of your account.',
+  deleted: 'Your account was deleted, and this browser no longer keeps anything of it.',
 };
 for (const [flag, text] of Object.entries(REASONS)) if (queryFlag(flag)) say(status, text);
 

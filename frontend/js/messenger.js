@@ -6,6 +6,14 @@
 // text; a message without a seq, or an id seen before under another seq, is dropped).
 // A received message that opened can be reported (report(): its K and exact bytes only).
 //
+// Message kinds inside the encryption (PROTOCOL.md §8.9; envelope.js builds and reads them):
+// text (optionally a reply), edit, delete for everyone, reaction and the disappearing timer.
+// Every opened message is kept with its `content`; view() folds the actions into what the page
+// shows (bubbles and system lines), so an action that arrives before its target still applies.
+// Messages carrying `expire` are dropped from memory (and, through `onForget`, from IndexedDB)
+// at their expiry. Sends made while the relay is down are "queued": kept in the outbox (sealed
+// envelopes only, never plaintext: `outbox`) and sent in order, same id, on reconnect.
+//
 // The Messenger is an EventTarget. The page renders from `conversations` and `presence` and
 // listens to these CustomEvents (the value in `detail`):
 //   'conversations' (none)  the list changed (order, unread, presence);
@@ -15,7 +23,7 @@
 //   'notice' (text)  something the user should know (a dropped replay...).
 
 import { ApiError } from './api.js';
-import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, disclose, open, seal } from './envelope.js';
+import { EnvelopeError, MAX_TEXT_BYTES, ReplayGuard, checkShape, disclose, isTimerSecs, kindPlaintext, open, readPlaintext, seal } from './envelope.js';
 import { acceptKeys, acceptedSignKeys, checkPeerKeys, setVerified } from './pins.js';
 import { utf8 } from './crypto.js';
 import { describeError } from './errors.js';
@@ -26,7 +34,28 @@ const CATCH_UP_LIMIT = 200;
 const KEY_RECHECK_MS = 60000;
 const TYPING_SHOWN_MS = 6000;
 const TYPING_SEND_EVERY_MS = 3000;
-const STATE_RANK = { failed: -1, sending: 0, sent: 1, delivered: 2, read: 3 };
+const STATE_RANK = { failed: -1, queued: 0, sending: 0, sent: 1, delivered: 2, read: 3 };
+/** The longest wait of the expiry timer (setTimeout's limit is ~24.8 days). */
+const EXPIRY_CHECK_MAX_MS = 60 * 60 * 1000;
+
+/** "1 hour", "30 seconds", "1 week"… for a timer value in seconds; "off" for 0. */
+export function timerText(secs) {
+  if (!secs) return 'off';
+  const units = [
+    [7 * 86400, 'week'],
+    [86400, 'day'],
+    [3600, 'hour'],
+    [60, 'minute'],
+    [1, 'second'],
+  ];
+  for (const [size, name] of units) {
+    if (secs % size === 0) {
+      const n = secs / size;
+      return `${n} ${name}${n === 1 ? '' : 's'}`;
+    }
+  }
+  return `${secs} seconds`;
+}
 
 /** The reason a send was refused before anything went to the server. */
 export class BlockedError extends Error {
@@ -43,6 +72,23 @@ export function textBytes(text) {
 
 const keyOf = (from, id) => `${from}\n${id}`;
 
+/**
+ * When a message carrying `expire` leaves both clients (PROTOCOL.md §8.9.6): expire seconds
+ * after the later of its signed sent_at and the server's server_ts (the sender's clock may be
+ * behind; a receiver's own copy is never kept longer than the server keeps the ciphertext
+ * plus the sender's skew). null when it does not expire.
+ */
+export function expiryOf(message) {
+  const secs = message.content?.expire;
+  if (!secs) return null;
+  return Math.max(message.sentAt ?? 0, message.serverTs ?? 0) + secs * 1000;
+}
+
+/** Whether a message shows as a bubble: text (and replies), and whatever did not open. */
+export function isBubble(message) {
+  return message.status !== 'ok' || message.content?.kind === 'text';
+}
+
 export class Messenger extends EventTarget {
   /**
    * @param {object} o
@@ -54,6 +100,11 @@ export class Messenger extends EventTarget {
    * @param {Function} [o.isVisible]  whether the page is visible (read receipts)
    * @param {Function} [o.now]
    * @param {object} [o.timers]
+   * @param {object} [o.outbox]  { put(id, record), delete(id), list() } persistence of queued
+   *        sends: records { peer, envelope, order } hold the sealed envelope only (store.js)
+   * @param {Function} [o.onForget]  (peer, message) after a message left memory for good
+   *        (expired, or deleted for everyone): the page drops it from its search index
+   * @param {Function} [o.onOpened]  (peer, message) after a text message opened (the search index)
    */
   constructor(o) {
     super();
@@ -75,6 +126,12 @@ export class Messenger extends EventTarget {
     this.keyChecks = new Map();
     this.listLoaded = false;
     this.connectedOnce = false;
+    this.outbox = o.outbox ?? null;
+    this.onForget = o.onForget ?? (() => {});
+    this.onOpened = o.onOpened ?? (() => {});
+    this.expiryTimer = null;
+    this.expiryAt = Infinity;
+    this.outboxOrder = 0;
   }
 
   // ---------------------------------------------------------------- events
@@ -104,6 +161,7 @@ export class Messenger extends EventTarget {
         typingTimer: null,
         error: null,
         queue: Promise.resolve(), // envelopes are filed one at a time, in arrival order
+        timer: { secs: 0, at: 0, by: null }, // the disappearing timer (newest of messages and the server)
       };
       this.conversations.set(peer, c);
     }
@@ -120,6 +178,84 @@ export class Messenger extends EventTarget {
       if (b.seq != null) return 1;
       return a.localOrder - b.localOrder;
     });
+  }
+
+  /** The message of `peer`'s conversation with this id (any sender), or undefined. */
+  byId(peer, id) {
+    const c = this.conversations.get(peer);
+    if (!c) return undefined;
+    return c.messages.get(keyOf(peer, id)) ?? c.messages.get(keyOf(this.me, id));
+  }
+
+  /**
+   * What the page shows of a conversation, in order (PROTOCOL.md §8.9's receiver rules):
+   *   { type: 'message', message, text, edited, deleted, reactions: [{emoji, from}], quote }
+   *     for each bubble; `text` is the newest accepted edit's (null once deleted); `quote` is
+   *     null (not a reply), { id, missing: true } or { id, from, text, deleted };
+   *   { type: 'system', message, text } for a timer change ("alice set disappearing messages to 1 hour").
+   * Edits and deletes count only from the target's own sender; a reaction is one per person
+   * (the newest by sent_at; "" removes it). Actions that failed to send do not apply.
+   */
+  view(peer) {
+    const all = this.ordered(peer);
+    const edits = new Map(); // target key -> newest edit message
+    const deletes = new Set(); // target keys
+    const reacts = new Map(); // target id -> Map(from -> react message)
+    const newer = (a, b) => !b || a.sentAt > b.sentAt || (a.sentAt === b.sentAt && (a.seq ?? Infinity) > (b.seq ?? Infinity));
+    for (const m of all) {
+      if (m.status !== 'ok' || !m.content || m.state === 'failed') continue;
+      const k = m.content;
+      if (k.kind === 'edit') {
+        const key = keyOf(m.from, k.target); // only the sender's own message is a target
+        if (newer(m, edits.get(key))) edits.set(key, m);
+      } else if (k.kind === 'delete') {
+        deletes.add(keyOf(m.from, k.target));
+      } else if (k.kind === 'react') {
+        let per = reacts.get(k.target);
+        if (!per) reacts.set(k.target, (per = new Map()));
+        if (newer(m, per.get(m.from))) per.set(m.from, m);
+      }
+    }
+    const shown = (m) => {
+      const deleted = deletes.has(m.key);
+      const edit = edits.get(m.key);
+      return { deleted, edited: Boolean(edit) && !deleted, text: deleted ? null : edit ? edit.content.text : m.text };
+    };
+    const items = [];
+    for (const m of all) {
+      if (m.status === 'ok' && m.content?.kind === 'timer') {
+        const who = m.mine ? 'You' : m.from;
+        const secs = m.content.secs;
+        items.push({ type: 'system', message: m, text: secs ? `${who} set disappearing messages to ${timerText(secs)}` : `${who} turned off disappearing messages` });
+        continue;
+      }
+      if (!isBubble(m)) continue;
+      const { deleted, edited, text } = shown(m);
+      const reactions = [];
+      if (!deleted) {
+        for (const [from, r] of reacts.get(m.id) ?? []) if (r.content.emoji) reactions.push({ emoji: r.content.emoji, from });
+      }
+      let quote = null;
+      const replyTo = m.status === 'ok' ? m.content?.replyTo : null;
+      if (replyTo && !deleted) {
+        const target = this.byId(peer, replyTo);
+        if (!target || !isBubble(target) || target.status !== 'ok') quote = { id: replyTo, missing: true };
+        else quote = { id: replyTo, from: target.from, ...shown(target) };
+      }
+      items.push({ type: 'message', message: m, text, edited, deleted, reactions, quote });
+    }
+    return items;
+  }
+
+  /** The newest bubble of a conversation as the list previews it ({ message, text, deleted }), or null. */
+  preview(peer) {
+    const items = this.view(peer).filter((i) => i.type === 'message');
+    return items.length ? items[items.length - 1] : null;
+  }
+
+  /** The conversation's disappearing timer in seconds (0 = off). */
+  timerOf(peer) {
+    return this.conversations.get(peer)?.timer.secs ?? 0;
   }
 
   /** Conversations for the list, most recent first. */
@@ -140,7 +276,7 @@ export class Messenger extends EventTarget {
   async start() {
     const on = (type, fn) => this.relay.addEventListener(type, (event) => fn(event.detail));
     on('open', () => this.onOpen());
-    on('state', (state) => this.#emit('connection', state));
+    on('state', (state) => this.onRelayState(state));
     on('message', (f) => this.onMessageFrame(f));
     on('delivered', (f) => this.onReceipt(f, 'delivered'));
     on('read', (f) => this.onReceipt(f, 'read'));
@@ -148,7 +284,25 @@ export class Messenger extends EventTarget {
     on('presence', (f) => this.onPresence(f));
     on('error', (f) => this.onErrorFrame(f));
     await this.refreshList().catch((err) => this.#emit('notice', `Could not load your conversations: ${describeError(err)}`));
+    await this.restoreOutbox().catch(() => {});
     this.relay.start();
+  }
+
+  /** Sends wait as "queued" while the relay is down and show "sending" again once it is up. */
+  onRelayState(state) {
+    const to = state === 'open' ? 'sending' : 'queued';
+    const from = state === 'open' ? 'queued' : 'sending';
+    for (const c of this.conversations.values()) {
+      let changed = false;
+      for (const m of c.messages.values()) {
+        if (m.mine && m.state === from) {
+          m.state = to;
+          changed = true;
+        }
+      }
+      if (changed) this.#emit('conversation', c.peer);
+    }
+    this.#emit('connection', state);
   }
 
   async refreshList() {
@@ -160,6 +314,8 @@ export class Messenger extends EventTarget {
       c.lastSeq = Math.max(c.lastSeq, row.last_seq ?? 0);
       c.lastTs = Math.max(c.lastTs, row.last_server_ts ?? 0);
       c.unread = this.active === row.peer && this.isVisible() ? 0 : (row.unread ?? 0);
+      // the server counts every envelope; with everything up to its newest seq held here, count only bubbles
+      if (c.unread > 0 && c.loaded && this.newestSeq(c) >= (row.last_seq ?? Infinity)) c.unread = this.localUnread(c);
     }
     this.listLoaded = true;
     this.#emit('conversations');
@@ -219,10 +375,30 @@ export class Messenger extends EventTarget {
       await this.ingest(peer, items, { source: 'history' });
       // anything newer than the page that arrived meanwhile is already here; anything missing in between:
       c.loaded = true;
+      // the server's unread count includes edits, reactions, deletes and timers: when the page
+      // holds every unread message, count the bubbles among them instead
+      if (c.unread > 0 && c.unread <= items.length) {
+        c.unread = this.localUnread(c);
+        this.#emit('conversations');
+      }
     })().finally(() => {
       c.loading = null;
     });
     return c.loading;
+  }
+
+  /** The newest seq held in a conversation (0 when none). */
+  newestSeq(c) {
+    let max = 0;
+    for (const m of c.messages.values()) if (m.seq != null && m.seq > max) max = m.seq;
+    return max;
+  }
+
+  /** Received bubbles not yet read (what the list's unread count shows; actions never count). */
+  localUnread(c) {
+    let n = 0;
+    for (const m of c.messages.values()) if (!m.mine && isBubble(m) && m.state !== 'read') n++;
+    return n;
   }
 
   /** One older page (before the oldest seq held). Returns the number of messages added. */
@@ -334,7 +510,9 @@ export class Messenger extends EventTarget {
       receipted: new Set(),
     };
     await this.openMessage(c, message);
+    if (message.expiresAt != null && message.expiresAt <= this.now()) return null; // expired: never shown
     c.messages.set(key, message);
+    this.noteContent(c, message);
     if (seq != null) {
       c.lastSeq = Math.max(c.lastSeq, seq);
       c.exists = true;
@@ -356,8 +534,10 @@ export class Messenger extends EventTarget {
     try {
       const senderSignKeys = accepted.map((k) => k.sign_public_key);
       const opened = await open(env, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys });
-      if (opened.text === null) throw new EnvelopeError('invalid_plaintext', 'no text');
-      message.text = opened.text;
+      if (opened.content.kind === 'unknown') throw new EnvelopeError('invalid_plaintext', 'no text');
+      message.content = opened.content;
+      message.text = opened.content.text ?? null;
+      message.expiresAt = expiryOf(message);
       message.status = 'ok';
       message.signKeyVersion = accepted[opened.signKeyIndex]?.key_version ?? null;
       try {
@@ -368,6 +548,7 @@ export class Messenger extends EventTarget {
       }
     } catch (err) {
       message.text = null;
+      message.content = null;
       message.status = err?.code === 'bad_signature' ? 'unverified' : err?.code === 'invalid_envelope' ? 'invalid' : 'undecryptable';
       // my own copy that my current key does not verify was made with an earlier key of mine:
       // it was encrypted for that key too, so it cannot be read here
@@ -377,6 +558,80 @@ export class Messenger extends EventTarget {
         this.checkKeys(env.from, { force: true }).catch(() => {});
       }
     }
+  }
+
+  /**
+   * After a message entered memory: the timer it sets, the index hook for text, a delete's
+   * effect on the index, and its expiry.
+   */
+  noteContent(c, message) {
+    const k = message.status === 'ok' ? message.content : null;
+    if (!k) return;
+    if (k.kind === 'timer' && message.sentAt > c.timer.at) {
+      c.timer = { secs: k.secs, at: message.sentAt, by: message.from };
+    } else if (k.kind === 'delete') {
+      const target = c.messages.get(keyOf(message.from, k.target));
+      c.deleted = c.deleted ?? new Set();
+      c.deleted.add(keyOf(message.from, k.target));
+      this.onForget(c.peer, target ?? { from: message.from, id: k.target });
+    } else if (k.kind === 'text' && !c.deleted?.has(message.key)) {
+      this.onOpened(c.peer, message);
+    } else if (k.kind === 'edit' && !c.deleted?.has(keyOf(message.from, k.target))) {
+      const target = c.messages.get(keyOf(message.from, k.target));
+      if (target?.content?.kind === 'text') this.onOpened(c.peer, { ...target, text: k.text, editedBy: message });
+    }
+    if (message.expiresAt != null) this.scheduleExpiry(message.expiresAt);
+  }
+
+  /** Arms the expiry timer for `at` when that is sooner than the one armed. */
+  scheduleExpiry(at) {
+    if (at >= this.expiryAt) return;
+    this.timers.clearTimeout(this.expiryTimer);
+    this.expiryAt = at;
+    const wait = Math.min(Math.max(0, at - this.now()), EXPIRY_CHECK_MAX_MS);
+    this.expiryTimer = this.timers.setTimeout(() => {
+      this.expiryTimer = null;
+      this.expiryAt = Infinity;
+      this.sweepExpired();
+    }, wait);
+  }
+
+  /** Drops every expired message from memory (and, through onForget, the index); re-arms the timer. */
+  sweepExpired() {
+    const now = this.now();
+    let next = Infinity;
+    for (const c of this.conversations.values()) {
+      let changed = false;
+      for (const m of [...c.messages.values()]) {
+        if (m.expiresAt == null) continue;
+        if (m.expiresAt <= now) {
+          c.messages.delete(m.key);
+          m.text = null;
+          this.onForget(c.peer, m);
+          changed = true;
+        } else {
+          next = Math.min(next, m.expiresAt);
+        }
+      }
+      if (changed) {
+        this.#emit('conversation', c.peer);
+        this.#emit('conversations');
+      }
+    }
+    if (next !== Infinity) this.scheduleExpiry(next);
+  }
+
+  /** GET the conversation's timer from the server (it wins when it was set after the newest timer message). */
+  async fetchTimer(peer) {
+    const c = this.conversation(peer);
+    if (this.listLoaded && !c.exists) return c.timer;
+    const answer = await this.api.get(`/api/conversations/${encodeURIComponent(peer)}/timer`, { auth: true });
+    if (isTimerSecs(answer?.secs) && Number.isSafeInteger(answer.set_at) && answer.set_at >= c.timer.at) {
+      const changed = answer.secs !== c.timer.secs;
+      c.timer = { secs: answer.secs, at: answer.set_at, by: c.timer.by };
+      if (changed) this.#emit('conversation', peer);
+    }
+    return c.timer;
   }
 
   /** The signing keys `message` may verify under: mine for my own, else the sender's accepted ones. */
@@ -506,7 +761,7 @@ export class Messenger extends EventTarget {
     if (!message) return;
     if (message.seenBefore) isNew = false;
     c.exists = true;
-    if (isNew && !message.mine) {
+    if (isNew && !message.mine && isBubble(message)) {
       const reading = this.active === peer && this.isVisible() && message.status === 'ok';
       if (!reading && message.state !== 'read') {
         message.countedUnread = true;
@@ -665,7 +920,8 @@ export class Messenger extends EventTarget {
       this.#emit('conversation', peer);
     });
     const history = c.loaded ? this.catchUp(peer) : this.loadNewest(peer);
-    await Promise.all([keys, history]);
+    const timer = peer === this.me ? null : this.fetchTimer(peer).catch(() => {});
+    await Promise.all([keys, history, timer]);
     this.markRead(peer);
     this.#emit('conversation', peer);
     return c;
@@ -701,13 +957,104 @@ export class Messenger extends EventTarget {
     }
   }
 
-  /** Seals and sends a text; the message shows at once as "sending". Returns the message. */
-  async sendText(peer, text) {
+  /** `expire` for what is sent now to `peer`: the conversation's timer, or undefined when off. */
+  expireFor(peer) {
+    const secs = this.timerOf(peer);
+    return secs > 0 ? secs : undefined;
+  }
+
+  /**
+   * Seals and sends a text (a reply when `replyTo` is a message id); the message shows at once
+   * as "sending", or "queued" while the relay is down. Returns the message.
+   */
+  async sendText(peer, text, { replyTo = null } = {}) {
     if (typeof text !== 'string' || !text.trim()) throw new BlockedError('empty', 'Write a message first');
     if (textBytes(text) > MAX_TEXT_BYTES) throw new BlockedError('too_long', `Messages are limited to ${MAX_TEXT_BYTES / 1024} KiB`);
-    const readers = await this.readersFor(peer);
-    const envelope = await seal({ from: this.me, to: peer, plaintext: { text }, signKey: this.session.signPrivateKey, readers });
+    return this.sendContent(peer, kindPlaintext('text', { text, replyTo, expire: this.expireFor(peer) }));
+  }
+
+  /** My own text message `key` that is still shown (the target of an edit or a delete), or throws. */
+  ownTarget(peer, key) {
+    const m = this.conversations.get(peer)?.messages.get(key);
+    if (!m || !m.mine || m.status !== 'ok' || m.content?.kind !== 'text') throw new BlockedError('not_yours', 'Only your own messages can be changed.');
+    if (this.conversations.get(peer).deleted?.has(key)) throw new BlockedError('deleted', 'That message was deleted.');
+    return m;
+  }
+
+  /** Replaces the text of my message `key` on both sides (an edit, PROTOCOL.md §8.9.3). */
+  async editMessage(peer, key, text) {
+    const target = this.ownTarget(peer, key);
+    if (typeof text !== 'string' || !text.trim()) throw new BlockedError('empty', 'Write a message first');
+    if (textBytes(text) > MAX_TEXT_BYTES) throw new BlockedError('too_long', `Messages are limited to ${MAX_TEXT_BYTES / 1024} KiB`);
+    return this.sendContent(peer, kindPlaintext('edit', { id: target.id, text, expire: this.expireFor(peer) }));
+  }
+
+  /**
+   * Deletes my message `key` for everyone (PROTOCOL.md §8.9.4): the delete goes to both
+   * sides, then, once the target is stored, DELETE /api/messages/{id} removes its ciphertext.
+   * Resolves when the delete message is acknowledged and the server copy deleted.
+   */
+  async deleteForEveryone(peer, key) {
+    const target = this.ownTarget(peer, key);
+    const message = await this.sendContent(peer, kindPlaintext('delete', { id: target.id, expire: this.expireFor(peer) }));
+    await message.acked;
+    await target.acked;
+    await this.api.del(`/api/messages/${encodeURIComponent(target.id)}`, { auth: true });
+    return message;
+  }
+
+  /** My reaction to message `key` ("" removes it; one per person, PROTOCOL.md §8.9.5). */
+  async react(peer, key, emoji) {
+    const target = this.conversations.get(peer)?.messages.get(key);
+    if (!target || target.status !== 'ok' || !isBubble(target)) throw new BlockedError('not_found', 'That message is not here.');
+    return this.sendContent(peer, kindPlaintext('react', { id: target.id, emoji, expire: this.expireFor(peer) }));
+  }
+
+  /** My current reaction to message `key`, or ''. */
+  myReaction(peer, key) {
+    const m = this.conversations.get(peer)?.messages.get(key);
+    const item = m && this.view(peer).find((i) => i.message === m);
+    return item?.reactions.find((r) => r.from === this.me)?.emoji ?? '';
+  }
+
+  /**
+   * Sets the conversation's disappearing timer: PUT on the server (which sweeps the ciphertext)
+   * and a timer message both sides show (PROTOCOL.md §8.9.6).
+   */
+  async setTimer(peer, secs) {
+    if (!isTimerSecs(secs)) throw new BlockedError('invalid_timer', 'That is not a timer value.');
+    if (peer === this.me) throw new BlockedError('invalid_timer', 'Notes to yourself have no timer.');
+    await this.readersFor(peer); // refuse before the server changes anything when sending is blocked
+    const answer = await this.api.put(`/api/conversations/${encodeURIComponent(peer)}/timer`, { secs }, { auth: true });
     const c = this.conversation(peer);
+    const message = await this.sendContent(peer, kindPlaintext('timer', { secs }));
+    c.timer = { secs, at: Math.max(message.sentAt, answer?.set_at ?? 0), by: this.me };
+    this.#emit('conversation', peer);
+    return message;
+  }
+
+  /** Seals `plaintext` (a kindPlaintext object) for `peer` and sends it. Returns the message. */
+  async sendContent(peer, plaintext) {
+    const readers = await this.readersFor(peer);
+    const envelope = await seal({ from: this.me, to: peer, plaintext, signKey: this.session.signPrivateKey, readers });
+    const c = this.conversation(peer);
+    const content = readPlaintext(plaintext);
+    const message = this.ownMessage(peer, envelope, content);
+    c.messages.set(message.key, message);
+    c.lastTs = Math.max(c.lastTs, envelope.sent_at);
+    this.noteContent(c, message);
+    // the peer hides "typing" when the message arrives: the next keystroke may say so again at once
+    this.lastTypingSent.delete(peer);
+    this.#emit('conversation', peer);
+    this.#emit('conversations');
+    // the outbox record is written before the relay can acknowledge (and so delete) it
+    await this.outbox?.put(envelope.id, { peer, envelope, order: this.now() * 1000 + (this.outboxOrder++ % 1000) }).catch(() => {});
+    this.track(c, message);
+    return message;
+  }
+
+  /** A message object for an envelope I sealed (sending now, or restored from the outbox). */
+  ownMessage(peer, envelope, content) {
     const message = {
       key: keyOf(this.me, envelope.id),
       id: envelope.id,
@@ -717,39 +1064,79 @@ export class Messenger extends EventTarget {
       seq: null,
       serverTs: null,
       sentAt: envelope.sent_at,
-      state: 'sending',
+      state: this.relay.isOpen === false ? 'queued' : 'sending',
       status: 'ok',
-      text,
+      content,
+      text: content.text ?? null,
       envelope,
       localOrder: this.now() + Math.random(),
       live: true,
       receipted: new Set(),
     };
-    c.messages.set(message.key, message);
-    c.lastTs = Math.max(c.lastTs, envelope.sent_at);
-    // the peer hides "typing" when the message arrives: the next keystroke may say so again at once
-    this.lastTypingSent.delete(peer);
-    this.#emit('conversation', peer);
-    this.#emit('conversations');
-    this.relay.send(envelope).then(
+    message.expiresAt = expiryOf(message);
+    return message;
+  }
+
+  /** Hands the envelope to the relay (kept and resent until acknowledged) and files the ack. */
+  track(c, message) {
+    const peer = c.peer;
+    const envelope = message.envelope;
+    message.acked = this.relay.send(envelope).then(
       async ({ seq, server_ts }) => {
         message.seq = seq;
         message.serverTs = server_ts;
+        if (message.expiresAt != null) {
+          // PROTOCOL.md §8.9.6: max(sent_at, server_ts) once the server's time is known
+          message.expiresAt = expiryOf(message);
+          this.scheduleExpiry(message.expiresAt);
+        }
         this.advance(message, 'sent');
         c.exists = true;
         c.lastSeq = Math.max(c.lastSeq, seq);
         c.lastTs = Math.max(c.lastTs, server_ts ?? 0);
         await this.guard.record(this.me, envelope.id, seq).catch(() => {});
+        await this.outbox?.delete(envelope.id).catch(() => {});
         this.#emit('conversation', peer);
         this.#emit('conversations');
+        return message;
       },
-      (err) => {
+      async (err) => {
         message.state = 'failed';
         message.error = describeError(err);
+        await this.outbox?.delete(envelope.id).catch(() => {});
         this.#emit('conversation', peer);
+        throw err;
       },
     );
-    return message;
+    message.acked.catch(() => {}); // the failure shows on the message
+  }
+
+  /**
+   * On start: the sends a previous page load queued (sealed envelopes in the outbox) are
+   * opened again with my own key, shown as "queued" and handed to the relay in their order,
+   * with their original ids (the server stores an id once, so nothing is sent twice).
+   */
+  async restoreOutbox() {
+    if (!this.outbox) return;
+    const records = (await this.outbox.list()).filter((r) => r?.envelope?.from === this.me && typeof r.peer === 'string');
+    records.sort((a, b) => (a.order ?? 0) - (b.order ?? 0));
+    for (const r of records) {
+      const c = this.conversation(r.peer);
+      if (c.messages.has(keyOf(this.me, r.envelope.id))) continue;
+      let opened;
+      try {
+        opened = await open(r.envelope, { me: this.me, encPrivateKey: this.session.encPrivateKey, senderSignKeys: [this.session.signPublicKey] });
+      } catch {
+        await this.outbox.delete(r.envelope.id).catch(() => {});
+        continue;
+      }
+      const message = this.ownMessage(r.peer, r.envelope, opened.content);
+      c.messages.set(message.key, message);
+      this.noteContent(c, message);
+      this.track(c, message);
+      this.#emit('conversation', r.peer);
+    }
+    if (records.length) this.#emit('conversations');
   }
 
   /** A typing notice, at most every few seconds per peer. */
@@ -839,6 +1226,7 @@ export class Messenger extends EventTarget {
 
   stop() {
     this.relay.stop();
+    this.timers.clearTimeout(this.expiryTimer);
     for (const c of this.conversations.values()) this.timers.clearTimeout(c.typingTimer);
   }
 }

@@ -24,17 +24,26 @@
 //           peer, file_id, nonce, record_size, size, sha256, name, mime, and the file key as a
 //           NON-extractable CryptoKey (structured clone; never raw key bytes). Deleted when the
 //           upload finishes, is cancelled or is gone on the server.
+// Issue #17 adds two more, keyed "<me>\n<...>", neither holding anything in clear:
+//   "outbox": "<me>\n<message id>" -> { peer, envelope, order }: a send made while the relay was
+//           down (messenger.js), kept as the SEALED envelope (ciphertext for the two readers),
+//           so a reload sends it, once, with the same id. Deleted on the ack or a refusal.
+//   "search": "<me>\n<from>\n<message id>" -> { iv, ct }: the local search index (search-index.js,
+//           PROTOCOL.md §8.10), each record AES-GCM under the index key derived from the kek.
+//   The session record also holds that index key as a NON-extractable CryptoKey (indexKey).
 // forgetAccount(<me>) deletes every record of one account and leaves the others alone.
 
 const DB_NAME = 'securechat';
-const DB_VERSION = 4;
+const DB_VERSION = 5;
 const STORE = 'session';
 const KEY = 'current';
 export const PINS = 'pins';
 export const SEEN = 'seen';
 export const KDF = 'kdf';
 export const UPLOADS = 'uploads';
-const STORES = [STORE, PINS, SEEN, KDF, UPLOADS];
+export const OUTBOX = 'outbox';
+export const SEARCH = 'search';
+const STORES = [STORE, PINS, SEEN, KDF, UPLOADS, OUTBOX, SEARCH];
 
 let dbPromise = null;
 
@@ -199,7 +208,8 @@ export const kdfMemory = {
 
 /**
  * "Forget this device": in one transaction, deletes the session if it is `username`'s, every
- * pins and seen record under "<username>\n", and the remembered KDF parameters of `username`.
+ * pins, seen, uploads, outbox and search record under "<username>\n", and the remembered KDF
+ * parameters of `username`.
  * Records of other accounts stay.
  */
 export async function forgetAccount(username) {
@@ -207,7 +217,7 @@ export async function forgetAccount(username) {
   const own = IDBKeyRange.bound(`${username}\n`, `${username}\u000b`, false, true);
   await transact(
     'readwrite',
-    ([session, pins, seen, kdf, uploads]) => {
+    ([session, pins, seen, kdf, uploads, outbox, search]) => {
       const req = session.get(KEY);
       req.onsuccess = () => {
         if (req.result?.username === username) session.delete(KEY);
@@ -216,8 +226,10 @@ export async function forgetAccount(username) {
       seen.delete(own);
       kdf.delete(username);
       uploads.delete(own);
+      outbox.delete(own);
+      search.delete(own);
     },
-    [STORE, PINS, SEEN, KDF, UPLOADS],
+    [STORE, PINS, SEEN, KDF, UPLOADS, OUTBOX, SEARCH],
   );
 }
 
@@ -254,4 +266,61 @@ export function uploadStore(me) {
       }, UPLOADS);
     },
   };
+}
+
+/**
+ * A { put(key, value), delete(key), list() } view of one store under "<me>\n" (the outbox and
+ * the search index). Values are structured-cloned as they are: the callers put only sealed
+ * envelopes (outbox) and { iv, ct } text (search); raw bytes and key objects are refused.
+ */
+export function ownStore(storeName, me) {
+  const own = () => IDBKeyRange.bound(`${me}\n`, `${me}\u000b`, false, true);
+  const full = (key) => `${me}\n${key}`;
+  return {
+    async put(key, value) {
+      JSON.stringify(value, (_k, v) => {
+        if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) throw new TypeError('refusing to store raw bytes');
+        if (typeof CryptoKey !== 'undefined' && v instanceof CryptoKey) throw new TypeError('refusing to store a key object here');
+        return v;
+      });
+      await transact('readwrite', (store) => {
+        store.put(value, full(key));
+      }, storeName);
+    },
+    async delete(key) {
+      await transact('readwrite', (store) => {
+        store.delete(full(key));
+      }, storeName);
+    },
+    async list() {
+      return transact('readonly', (store, done) => {
+        const req = store.getAll(own());
+        req.onsuccess = () => done(req.result ?? []);
+      }, storeName);
+    },
+    /** [key without the "<me>\n" prefix, value] pairs. */
+    async entries() {
+      return transact('readonly', (store, done) => {
+        const out = [];
+        const req = store.openCursor(own());
+        req.onsuccess = () => {
+          const cursor = req.result;
+          if (!cursor) return done(out);
+          out.push([String(cursor.key).slice(me.length + 1), cursor.value]);
+          cursor.continue();
+        };
+      }, storeName);
+    },
+  };
+}
+
+/** Replaces the session record's search-index key (after a password change). */
+export async function saveIndexKey(indexKey) {
+  await transact('readwrite', (store) => {
+    const req = store.get(KEY);
+    req.onsuccess = () => {
+      if (!req.result) return;
+      store.put({ ...req.result, indexKey }, KEY);
+    };
+  });
 }

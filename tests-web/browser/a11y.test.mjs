@@ -127,6 +127,48 @@ describe('every page and state passes axe at both sizes in both themes, and is p
     await a.click('#settings-back');
   });
 
+  // issue #17 (chat/actions.js, chat/search.js): every action state of a conversation
+  test('the chat with message actions: a reply quote, reactions, an edited and a deleted message, a timer line, the open menu, the reply bar, search results', async () => {
+    const a = alice.page;
+    const b = bob.page;
+    await a.click('#conversations button.conv[data-peer="bob"]');
+    const menu = async (page, text, action) => {
+      await bubble(page, text).locator('.msg-menu-button').click();
+      await page.locator(`.msg-menu [data-action="${action}"]`).click();
+    };
+    await menu(a, 'On my way.', 'reply');
+    await send(a, 'Great, the door code is 4711');
+    await menu(b, 'Great, the door code', 'react-👍');
+    await send(a, 'Typo here');
+    await menu(a, 'Typo here', 'edit');
+    await a.fill('#composer-input', 'No typo here');
+    await a.press('#composer-input', 'Enter');
+    await send(a, 'Never mind this one');
+    a.once('dialog', (d) => d.accept());
+    await menu(a, 'Never mind this one', 'delete');
+    await a.selectOption('#conv-timer', '3600');
+    await a.locator('#messages li.msg.system').waitFor();
+    await bubble(a, 'the door code').locator('.reaction').waitFor();
+    await a.locator('#messages li[data-deleted="true"]').waitFor();
+    await check(a, 'chat-actions');
+    await check(a, 'chat-actions-menu', async () => {
+      if (!(await a.locator('.msg-menu').isVisible())) await bubble(a, 'No typo here').locator('.msg-menu-button').click();
+    });
+    await a.keyboard.press('Escape');
+    await menu(a, 'On my way.', 'reply');
+    await check(a, 'chat-reply-bar');
+    await a.click('#compose-context-cancel');
+    await a.selectOption('#conv-timer', '0');
+    await a.setViewportSize(SIZES[0]);
+    await a.fill('#msg-search', 'door');
+    await a.locator('#msg-search-results .msg-search-hit').waitFor();
+    await check(a, 'chat-search', async () => {
+      // on a phone the list pane (with the search) shows instead of the conversation
+      if (!(await a.locator('#msg-search').isVisible())) await a.click('#back');
+    });
+    await a.fill('#msg-search', '');
+  });
+
   test('the chat with a key change: the warning, both safety numbers and the blocked composer', async () => {
     const a = alice.page;
     assertClean(bob.problems);

@@ -331,7 +331,7 @@ describe('the chat page is a full-height two-pane app', () => {
     assert.match(await a.locator('#conn-banner').innerText(), /Offline|reconnecting/i);
 
     await send(a, 'written while offline');
-    await waitState(a, 'written while offline', 'sending');
+    await waitState(a, 'written while offline', 'queued'); // messenger.js: a send made while the relay is down is "queued"
     await context.setOffline(false);
     await a.locator('#conn-status[data-state="open"]').waitFor({ timeout: 15000 });
     await a.locator('#conn-banner').waitFor({ state: 'hidden' });

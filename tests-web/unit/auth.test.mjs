@@ -60,6 +60,20 @@ function fakeServer() {
         Object.assign(u, { key_version: body.key_version, enc_public_key, sign_public_key, key_bundle, self_sig });
         return json(200, { username: who, key_version: u.key_version });
       }
+      if (url === '/api/auth/password') {
+        if (!who) return error(401, 'unauthorized', 'no');
+        const u = users.get(who);
+        if (body.auth_key !== u.auth_key) return error(401, 'invalid_credentials', 'wrong');
+        Object.assign(u, { auth_key: body.new_auth_key, kdf: body.kdf, key_bundle: body.key_bundle });
+        for (const [token, name] of [...sessions]) if (name === who && token !== bearer) sessions.delete(token);
+        return json(200, { ok: true });
+      }
+      if (url === '/api/me' && init.method === 'DELETE') {
+        if (!who) return error(401, 'unauthorized', 'no');
+        if (body?.auth_key !== users.get(who).auth_key) return error(401, 'invalid_credentials', 'wrong');
+        users.delete(who);
+        return new Response(null, { status: 204 });
+      }
       if (url === '/api/auth/logout') {
         if (!who) return error(401, 'unauthorized', 'no');
         sessions.delete(bearer);
@@ -308,4 +322,58 @@ test('client-side validation of user names and passwords', () => {
   assert.ok(auth.passwordProblem('twelve chars', 'twelve charz').includes('match'));
   assert.equal(auth.passwordProblem('twelve chars', 'twelve chars'), null);
   assert.equal(auth.passwordProblem('twelve chars'), null);
+});
+
+// issue #17: change password and delete account
+test('changePassword re-wraps the same keys under a new salt in one POST; the old password stops working, the new one signs in to the same keys', async () => {
+  const server = fakeServer();
+  const api = new Api({ fetch: server.fetch });
+  const session = await auth.register(api, { username: 'alice', password: 'correct horse battery' });
+  const before = server.users.get('alice');
+  const oldSalt = before.kdf.salt;
+  await assert.rejects(
+    auth.changePassword(api, { session, password: 'not the password!', newPassword: 'a brand new password' }),
+    (err) => err instanceof auth.AuthError && err.code === 'invalid_credentials',
+  );
+  assert.equal(server.users.get('alice').kdf.salt, oldSalt, 'a wrong password changes nothing');
+  await assert.rejects(auth.changePassword(api, { session, password: 'correct horse battery', newPassword: 'short' }), (err) => err.code === 'weak_password');
+  const sessionsBefore = server.sessions.size;
+  const { kdf, indexKey } = await auth.changePassword(api, { session, password: 'correct horse battery', newPassword: 'a brand new password' });
+  assert.notEqual(kdf.salt, oldSalt);
+  assert.equal(indexKey.extractable, false);
+  const post = server.log.filter((l) => l.url === '/api/auth/password');
+  assert.equal(post.length, 1, 'a wrong password is refused at the throwaway sign-in, before any POST');
+  assert.deepEqual(Object.keys(post[0].body).sort(), ['auth_key', 'kdf', 'key_bundle', 'new_auth_key', 'refresh_token']);
+  assert.equal(post[0].body.refresh_token, api.tokens.refresh_token);
+  assert.ok(server.sessions.size <= sessionsBefore, 'the throwaway sign-in does not outlive the change');
+  assert.ok(!JSON.stringify(server.log).includes('a brand new password'));
+  await assert.rejects(auth.signIn(new Api({ fetch: server.fetch }), { username: 'alice', password: 'correct horse battery' }), /Wrong username or password/);
+  const again = await auth.signIn(new Api({ fetch: server.fetch }), { username: 'alice', password: 'a brand new password' });
+  assert.equal(again.fingerprint, session.fingerprint, 'the same identity keys');
+  assert.equal(again.key_version, 1);
+});
+
+test('deleteAccount sends the current auth key with DELETE /api/me and refuses a wrong password', async () => {
+  const server = fakeServer();
+  const api = new Api({ fetch: server.fetch });
+  const session = await auth.register(api, { username: 'alice', password: 'correct horse battery' });
+  await assert.rejects(auth.deleteAccount(api, { session, password: 'wrong password here' }), (err) => err.code === 'invalid_credentials');
+  assert.ok(server.users.has('alice'));
+  await auth.deleteAccount(api, { session, password: 'correct horse battery' });
+  assert.equal(server.users.has('alice'), false);
+});
+
+test('the search index key is derived from the kek with its own info string, non-extractable', async () => {
+  const kek = new Uint8Array(32).fill(7);
+  const k1 = await c.deriveIndexKey(kek);
+  assert.equal(k1.extractable, false);
+  assert.deepEqual(k1.usages.sort(), ['decrypt', 'encrypt']);
+  // the same kek gives the same key: what one encrypts, the other decrypts
+  const k2 = await c.deriveIndexKey(kek);
+  const iv = new Uint8Array(12);
+  const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv }, k1, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(new Uint8Array(await crypto.subtle.decrypt({ name: 'AES-GCM', iv }, k2, ct)), new Uint8Array([1, 2, 3]));
+  // and it is not the kek itself used as an AES key
+  const raw = await crypto.subtle.importKey('raw', kek, 'AES-GCM', false, ['decrypt']);
+  await assert.rejects(crypto.subtle.decrypt({ name: 'AES-GCM', iv }, raw, ct));
 });

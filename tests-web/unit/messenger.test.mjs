@@ -537,3 +537,234 @@ test('reporting a received message posts only its id, K, exact plaintext bytes a
   await assert.rejects(m.report('bob', mine.key, 'spam'), BlockedError);
   assert.equal(posted.length, 2);
 });
+
+// ------------------------------------------------------------ issue #17: kinds inside the encryption
+
+/** An envelope from bob to alice with any plaintext object (PROTOCOL.md §8.9). */
+const bobSends = (plaintext, { sentAt = Date.now(), signer = bob } = {}) =>
+  e.seal({ from: 'bob', to: 'alice', plaintext, signKey: signer.signPrivateKey, readers: { bob: signer.encSpki, alice: alice.encSpki }, sentAt });
+
+/** alice's messenger with an open conversation with bob and a live-frame helper. */
+async function chatting(opts = {}) {
+  const ctx = await setup(opts);
+  ctx.server.history.set('bob', []);
+  ctx.server.conversations = [{ peer: 'bob', last_seq: 0, last_server_ts: 0, unread: 0 }];
+  ctx.server.puts = [];
+  ctx.server.deletes = [];
+  ctx.server.timer = { secs: 0, from_seq: 0, set_at: 0 };
+  const get = ctx.server.get;
+  ctx.server.get = async (path) => (path.endsWith('/timer') ? structuredClone(ctx.server.timer) : get(path));
+  ctx.server.put = async (path, body) => {
+    ctx.server.puts.push([path, body]);
+    ctx.server.timer = { secs: body.secs, from_seq: 0, set_at: Date.now() };
+    return structuredClone(ctx.server.timer);
+  };
+  ctx.server.del = async (path) => {
+    ctx.server.deletes.push(path);
+    return null;
+  };
+  await ctx.m.refreshList();
+  await ctx.m.openConversation('bob');
+  let seq = 0;
+  ctx.live = async (envelope) => {
+    await ctx.relay.emit('message', { type: 'message', seq: ++seq, server_ts: Date.now(), envelope });
+    return envelope;
+  };
+  ctx.ack = async (envelope) => {
+    ctx.relay.acks.get(envelope.id).resolve({ seq: ++seq, server_ts: Date.now() });
+    await settle();
+  };
+  ctx.bubbles = () => ctx.m.view('bob').filter((i) => i.type === 'message');
+  return ctx;
+}
+
+test('plaintext kinds: built in the documented member order and read back; malformed actions are unknown, never applied', () => {
+  const id = '3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b';
+  assert.equal(JSON.stringify(e.kindPlaintext('text', { text: 'hi', replyTo: id, expire: 30 })), `{"text":"hi","reply_to":{"id":"${id}"},"expire":30}`);
+  assert.equal(JSON.stringify(e.kindPlaintext('edit', { id, text: 'new' })), `{"edit":{"id":"${id}"},"text":"new"}`);
+  assert.equal(JSON.stringify(e.kindPlaintext('delete', { id })), `{"delete":{"id":"${id}"}}`);
+  assert.equal(JSON.stringify(e.kindPlaintext('react', { id, emoji: '👍' })), `{"react":{"id":"${id}","emoji":"👍"}}`);
+  assert.equal(JSON.stringify(e.kindPlaintext('timer', { secs: 3600 })), '{"timer":{"secs":3600}}');
+  assert.throws(() => e.kindPlaintext('timer', { secs: 4 }));
+  assert.throws(() => e.kindPlaintext('react', { id, emoji: 'x'.repeat(33) }));
+  assert.throws(() => e.kindPlaintext('edit', { id: 'not-a-uuid', text: 'x' }));
+  assert.deepEqual(e.readPlaintext({ text: 'hi', reply_to: { id } }), { kind: 'text', text: 'hi', replyTo: id, expire: null });
+  assert.deepEqual(e.readPlaintext({ text: 'hi', reply_to: 'junk', expire: 3 }), { kind: 'text', text: 'hi', replyTo: null, expire: null });
+  assert.deepEqual(e.readPlaintext({ edit: { id }, text: 'x', expire: 60 }), { kind: 'edit', target: id, text: 'x', expire: 60 });
+  assert.equal(e.readPlaintext({ edit: { id } }).kind, 'unknown', 'an edit without text');
+  assert.equal(e.readPlaintext({ delete: { id: 'nope' }, text: 'fallback' }).kind, 'unknown', 'an action decides the kind even with a text');
+  assert.equal(e.readPlaintext({ react: { id, emoji: 5 } }).kind, 'unknown');
+  assert.equal(e.readPlaintext({ timer: { secs: 1 } }).kind, 'unknown');
+  assert.equal(e.readPlaintext({ something: 'else' }).kind, 'unknown');
+});
+
+test('a reply quotes the receiver\'s own copy of its target, or says the original is not found', async () => {
+  const { m, relay, live, bubbles } = await chatting();
+  const original = await live(await bobSends({ text: 'the original' }));
+  const reply = await m.sendText('bob', 'my answer', { replyTo: original.id });
+  const opened = await e.open(relay.sent[0], { me: 'bob', encPrivateKey: bob.encPrivateKey, senderSignKeys: alice.signSpki });
+  assert.deepEqual(opened.plaintext, { text: 'my answer', reply_to: { id: original.id } });
+  const item = bubbles().find((i) => i.message === reply);
+  assert.deepEqual({ from: item.quote.from, text: item.quote.text }, { from: 'bob', text: 'the original' });
+  await live(await bobSends({ text: 'answering nothing', reply_to: { id: '3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b' } }));
+  assert.equal(bubbles().find((i) => i.text === 'answering nothing').quote.missing, true);
+});
+
+test('an edit replaces the text only from the original\'s sender, the newest by sent_at wins, and it is no bubble', async () => {
+  const { m, live, bubbles } = await chatting();
+  const unread = [];
+  m.addEventListener('incoming', (ev) => unread.push(ev.detail));
+  const original = await live(await bobSends({ text: 'typo hre' }, { sentAt: 1000 }));
+  await live(await bobSends({ edit: { id: original.id }, text: 'second edit' }, { sentAt: 3000 }));
+  await live(await bobSends({ edit: { id: original.id }, text: 'first edit, arriving late' }, { sentAt: 2000 }));
+  assert.equal(bubbles().length, 1);
+  assert.deepEqual([bubbles()[0].text, bubbles()[0].edited], ['second edit', true]);
+  assert.equal(unread.length, 1, 'edits are not news');
+  // alice cannot edit bob's message: her "edit" of it is ignored by view() and refused by editMessage()
+  await assert.rejects(m.editMessage('bob', `bob\n${original.id}`, 'hijack'), (err) => err.code === 'not_yours');
+  const mine = await m.sendText('bob', 'mine');
+  const edit = await m.editMessage('bob', mine.key, 'mine, edited');
+  assert.equal(edit.content.kind, 'edit');
+  assert.equal(bubbles().find((i) => i.message === mine).text, 'mine, edited');
+  // bob's forged edit of alice's message does not apply
+  await live(await bobSends({ edit: { id: mine.id }, text: 'bob rewrites alice' }, { sentAt: Date.now() + 10000 }));
+  assert.equal(bubbles().find((i) => i.message === mine).text, 'mine, edited');
+  assert.equal(m.preview('bob').text, 'mine, edited', 'the list previews the newest bubble, not an action');
+});
+
+test('delete for everyone: only the sender\'s delete hides a message; the sender then deletes the stored ciphertext', async () => {
+  const { m, server, relay, live, ack, bubbles } = await chatting();
+  const forgotten = [];
+  m.onForget = (peer, msg) => forgotten.push(msg.id);
+  const theirs = await live(await bobSends({ text: 'bob regrets this' }));
+  await live(await bobSends({ delete: { id: theirs.id } }));
+  assert.deepEqual([bubbles()[0].deleted, bubbles()[0].text], [true, null]);
+  assert.deepEqual(forgotten, [theirs.id], 'the search index forgets it');
+  const mine = await m.sendText('bob', 'alice says');
+  await ack(relay.sent[0]);
+  // bob cannot delete alice's message
+  await live(await bobSends({ delete: { id: mine.id } }));
+  assert.equal(bubbles().find((i) => i.message === mine).deleted, false);
+  const done = m.deleteForEveryone('bob', mine.key);
+  while (relay.sent.length < 2) await settle();
+  assert.equal(bubbles().find((i) => i.message === mine).deleted, true, 'hidden at once');
+  assert.deepEqual(server.deletes, [], 'the ciphertext is deleted only after the delete message is stored');
+  await ack(relay.sent[1]);
+  await done;
+  assert.deepEqual(server.deletes, [`/api/messages/${mine.id}`]);
+  await assert.rejects(m.editMessage('bob', mine.key, 'too late'), (err) => err.code === 'deleted');
+});
+
+test('reactions: one per person, the newest wins, an empty emoji removes it', async () => {
+  const { m, relay, live, bubbles } = await chatting();
+  const target = await live(await bobSends({ text: 'react to me' }));
+  await live(await bobSends({ react: { id: target.id, emoji: '👍' } }, { sentAt: 1000 }));
+  await live(await bobSends({ react: { id: target.id, emoji: '❤️' } }, { sentAt: 2000 }));
+  await m.react('bob', `bob\n${target.id}`, '😂');
+  assert.deepEqual(bubbles()[0].reactions, [{ emoji: '❤️', from: 'bob' }, { emoji: '😂', from: 'alice' }]);
+  assert.equal(m.myReaction('bob', `bob\n${target.id}`), '😂');
+  await m.react('bob', `bob\n${target.id}`, '');
+  assert.deepEqual(bubbles()[0].reactions, [{ emoji: '❤️', from: 'bob' }]);
+  const opened = await e.open(relay.sent[1], { me: 'bob', encPrivateKey: bob.encPrivateKey, senderSignKeys: alice.signSpki });
+  assert.deepEqual(opened.plaintext, { react: { id: target.id, emoji: '' } });
+  assert.equal(bubbles().length, 1, 'reactions are no bubbles');
+});
+
+test('the disappearing timer: a system line, PUT to the server, expire on every later message, gone from view at expiry', async () => {
+  let now = Date.now();
+  const fired = [];
+  const timers = { setTimeout: (fn, ms) => fired.push({ fn, at: now + ms }) && fired.length, clearTimeout: () => {} };
+  const ctx = await chatting();
+  const { m, server, relay, live } = ctx;
+  m.now = () => now;
+  m.timers = timers;
+  const forgotten = [];
+  m.onForget = (peer, msg) => forgotten.push(msg.id);
+  await m.setTimer('bob', 5);
+  assert.deepEqual(server.puts, [['/api/conversations/bob/timer', { secs: 5 }]]);
+  assert.equal(m.timerOf('bob'), 5);
+  const system = m.view('bob').filter((i) => i.type === 'system');
+  assert.deepEqual(system.map((i) => i.text), ['You set disappearing messages to 5 seconds']);
+  const mine = await m.sendText('bob', 'vanishing');
+  const opened = await e.open(relay.sent[1], { me: 'bob', encPrivateKey: bob.encPrivateKey, senderSignKeys: alice.signSpki });
+  assert.deepEqual(opened.plaintext, { text: 'vanishing', expire: 5 });
+  assert.equal(mine.expiresAt, mine.sentAt + 5000);
+  // bob's message with expire, received now
+  const theirs = await live(await bobSends({ text: 'me too', expire: 5 }, { sentAt: now }));
+  assert.equal(ctx.bubbles().length, 2);
+  now += 6000;
+  for (const t of fired.splice(0)) if (t.at <= now) t.fn();
+  assert.equal(ctx.bubbles().length, 0, 'both messages left the view');
+  assert.ok(forgotten.includes(mine.id) && forgotten.includes(theirs.id));
+  // an already expired message that comes again from history is never shown
+  await live(await bobSends({ text: 'old and expired', expire: 5 }, { sentAt: now - 60000 }));
+  assert.equal(ctx.bubbles().length, 0);
+  // bob turns it off: a system line with his name
+  await live(await bobSends({ timer: { secs: 0 } }, { sentAt: now + 1 }));
+  assert.equal(m.timerOf('bob'), 0);
+  assert.ok(m.view('bob').some((i) => i.type === 'system' && i.text === 'bob turned off disappearing messages'));
+  await m.sendText('bob', 'stays');
+  const last = await e.open(relay.sent.at(-1), { me: 'bob', encPrivateKey: bob.encPrivateKey, senderSignKeys: alice.signSpki });
+  assert.deepEqual(last.plaintext, { text: 'stays' });
+});
+
+test('offline queue: a send while the relay is down is "queued", kept as a sealed envelope, and sent once, in order, after a reload', async () => {
+  const records = new Map();
+  const outbox = {
+    put: async (id, r) => void records.set(id, structuredClone(r)),
+    delete: async (id) => void records.delete(id),
+    list: async () => [...records.values()],
+  };
+  const server = fakeServer();
+  server.history.set('bob', []);
+  server.conversations = [{ peer: 'bob', last_seq: 0, last_server_ts: 0, unread: 0 }];
+  const relay = fakeRelay();
+  relay.isOpen = false;
+  const m = new Messenger({ api: server, session: sessionOf(alice), relay, pins: pins.memoryBacking(), outbox });
+  await m.start();
+  await m.openConversation('bob');
+  const first = await m.sendText('bob', 'written offline, first');
+  const second = await m.sendText('bob', 'written offline, second');
+  assert.deepEqual([first.state, second.state], ['queued', 'queued']);
+  assert.equal(records.size, 2);
+  assert.ok(!JSON.stringify([...records.values()]).includes('written offline'), 'the outbox holds no plaintext');
+  // the page is reloaded before the relay came back
+  const relay2 = fakeRelay();
+  relay2.isOpen = false;
+  const m2 = new Messenger({ api: server, session: sessionOf(alice), relay: relay2, pins: pins.memoryBacking(), outbox });
+  await m2.start();
+  const restored = m2.ordered('bob');
+  assert.deepEqual(restored.map((x) => [x.text, x.state]), [['written offline, first', 'queued'], ['written offline, second', 'queued']]);
+  assert.deepEqual(relay2.sent.map((x) => x.id), [first.id, second.id], 'the same ids, in order');
+  await relay2.emit('state', 'open');
+  assert.deepEqual(m2.ordered('bob').map((x) => x.state), ['sending', 'sending']);
+  relay2.acks.get(first.id).resolve({ seq: 1, server_ts: 1 });
+  relay2.acks.get(second.id).resolve({ seq: 2, server_ts: 2 });
+  await settle();
+  assert.deepEqual(m2.ordered('bob').map((x) => x.state), ['sent', 'sent']);
+  assert.equal(records.size, 0, 'acknowledged sends leave the outbox');
+  await relay2.emit('state', 'waiting');
+  const third = await m2.sendText('bob', 'third');
+  assert.equal(third.state, 'queued');
+});
+
+test('the list\'s unread count leaves out edits, reactions and timers once the unread page is held', async () => {
+  const server = fakeServer();
+  const t = Date.now();
+  const text = await bobSends({ text: 'one real message' }, { sentAt: t });
+  const rows = [
+    text,
+    await bobSends({ react: { id: text.id, emoji: '👍' } }, { sentAt: t + 1 }),
+    await bobSends({ edit: { id: text.id }, text: 'one real message, edited' }, { sentAt: t + 2 }),
+    await bobSends({ timer: { secs: 3600 } }, { sentAt: t + 3 }),
+  ].map((envelope, i) => ({ seq: i + 1, server_ts: t + i, state: 'delivered', envelope }));
+  server.history.set('bob', rows);
+  server.conversations = [{ peer: 'bob', last_seq: 4, last_server_ts: t + 3, unread: 4 }];
+  const { m } = await setup({ server, visible: false });
+  await m.onOpen();
+  assert.equal(m.conversations.get('bob').unread, 1, 'one bubble, not four envelopes');
+  assert.equal(m.preview('bob').text, 'one real message, edited');
+  // a later list refresh with nothing new keeps the local count
+  await m.refreshList();
+  assert.equal(m.conversations.get('bob').unread, 1);
+});

@@ -14,6 +14,8 @@ export class Composer {
   constructor(messenger, peer) {
     this.m = messenger;
     this.peer = peer;
+    /** (peer, text) => Promise: replaces sendText when set (chat/actions.js) */
+    this.onSend = null;
   }
 
   wire() {
@@ -85,7 +87,8 @@ export class Composer {
     try {
       input.value = '';
       this.renderCount();
-      await this.m.sendText(peer, text);
+      // chat/actions.js sets onSend: a reply or an edit while one is pending
+      await (this.onSend ? this.onSend(peer, text) : this.m.sendText(peer, text));
       if (error.dataset.kind !== 'blocked') say(error, '');
     } catch (err) {
       if (this.peer() === peer && !input.value) input.value = text;

@@ -114,7 +114,9 @@ export class ConversationList {
     const state = presenceState(this.m, c.peer);
     dot.dataset.online = state;
     const presenceWords = presenceText(this.m, c.peer);
-    const last = c.messages ? this.m.ordered(c.peer).at(-1) : null;
+    // the newest bubble with its newest edit (actions, timers and reactions are no preview: messenger.js preview())
+    const item = c.messages ? this.m.preview(c.peer) : null;
+    const last = item ? { ...item.message, text: item.deleted ? 'This message was deleted' : item.text } : null;
     const preview = previewText(last, this.me);
     // without a message to preview, the second line says what is known of their presence
     presence.textContent = preview && c.peer !== this.me ? `, ${presenceWords}, ` : ', ';

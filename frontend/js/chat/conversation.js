@@ -29,9 +29,9 @@ export const GROUP_WITHIN_MS = 3 * 60 * 1000;
 /** Older messages are fetched when the list is scrolled this close to its top. */
 const LOAD_OLDER_AT_PX = 240;
 
-const STATE_LABEL = { sending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+const STATE_LABEL = { queued: 'Queued: sends when you are back online', sending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
 // the ticks are drawn as text; their meaning is read out from the hidden label beside them
-const STATE_TICKS = { sending: '○', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+const STATE_TICKS = { queued: '⏲', sending: '○', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
 
 /** The local calendar day of a time, as YYYY-MM-DD. */
 function dayKey(ms) {
@@ -102,6 +102,8 @@ export class ConversationView {
     this.attachments = null;
     /** the report dialog (chat/report.js), set by chat.js only when reports are enabled */
     this.reports = null;
+    /** the message actions (chat/actions.js), set by chat.js: decorates bubbles and system lines */
+    this.actions = null;
     /** called before the pane shows a conversation (chat.js closes the settings view) */
     this.beforeOpen = null;
   }
@@ -164,6 +166,7 @@ export class ConversationView {
       this.items.clear();
       $('messages').replaceChildren();
       this.composer.clear();
+      this.actions?.reset();
       this.status('Loading messages…');
       this.keyLogFor = null;
       this.attachments?.open(peer);
@@ -224,6 +227,7 @@ export class ConversationView {
     this.renderMessages(c);
     show($('load-older'), Boolean(c?.hasOlder));
     this.composer.render();
+    this.actions?.render();
     this.attachments?.render();
   }
 
@@ -247,12 +251,14 @@ export class ConversationView {
   renderMessages(c) {
     const list = $('messages');
     const atEnd = isAtEnd(list);
-    const messages = this.m.ordered(this.peer);
+    // bubbles and system lines; edits, deletes and reactions are folded in (messenger.js view())
+    const messages = this.m.view(this.peer);
     let previous = null;
     let before = null; // the message placed before this one
     let addedOwn = false;
     const keep = new Set();
-    for (const m of messages) {
+    for (const item of messages) {
+      const m = item.message;
       // a separator at each new day (of the sender's signed send time)
       const day = dayKey(m.sentAt);
       if (!before || dayKey(before.sentAt) !== day) {
@@ -273,14 +279,15 @@ export class ConversationView {
       keep.add(m.key);
       let li = this.items.get(m.key);
       if (!li) {
-        li = el('li', `msg ${m.mine ? 'mine' : 'theirs'}`);
+        li = el('li', item.type === 'system' ? 'msg system' : `msg ${m.mine ? 'mine' : 'theirs'}`);
         li.dataset.id = m.id;
         this.items.set(m.key, li);
-        if (m.mine && m.state === 'sending') addedOwn = true;
+        if (m.mine && (m.state === 'sending' || m.state === 'queued')) addedOwn = true;
       }
-      const grouped = Boolean(before) && before.from === m.from && Math.abs(m.sentAt - before.sentAt) < GROUP_WITHIN_MS;
+      const grouped = item.type !== 'system' && Boolean(before) && before.from === m.from && Math.abs(m.sentAt - before.sentAt) < GROUP_WITHIN_MS;
       li.classList.toggle('grouped', grouped);
-      this.fillMessage(li, m);
+      if (item.type === 'system') this.actions?.system(li, item);
+      else this.fillMessage(li, m, item);
       placeAfter(list, li, previous);
       previous = li;
       before = m;
@@ -291,10 +298,12 @@ export class ConversationView {
     if (atEnd || addedOwn) this.scrollToEnd();
   }
 
-  fillMessage(li, m) {
+  fillMessage(li, m, item = null) {
     const previousKey = this.m.previousKeyOf(m);
     const reportable = Boolean(this.reports) && !m.mine && m.status === 'ok';
-    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}`;
+    // the actions folded in (chat/actions.js): a change of any re-renders the bubble
+    const acted = item && this.actions ? JSON.stringify([item.text, item.edited, item.deleted, item.reactions, item.quote]) : '';
+    const signature = `${m.status}|${m.state}|${m.seq}|${m.text === null ? '' : m.text.length}|${m.error ?? ''}|${previousKey}|${m.serverTs}|${reportable}|${m.reported}|${acted}`;
     if (li.dataset.render === signature) return;
     li.dataset.render = signature;
     li.dataset.state = m.mine ? m.state : '';
@@ -304,7 +313,7 @@ export class ConversationView {
     let body;
     if (m.status === 'ok') {
       body = el('p', 'msg-text');
-      body.append(...linkified(m.text ?? ''));
+      body.append(...linkified((item ? item.text : m.text) ?? ''));
     } else {
       const reasons = {
         unverified: `Could not verify this message: it is not signed with ${m.from}’s verified key, so it is not shown.`,
@@ -346,6 +355,7 @@ export class ConversationView {
     }
     if (reportable) meta.append(' · ', this.reportAction(m));
     li.replaceChildren(who, body, meta);
+    if (item) this.actions?.decorate(li, item, body);
   }
 
   /** "Report" on a received message (opens the confirm dialog), or "Reported" once it was. */
