@@ -85,23 +85,7 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     let bob = app.register_and_login("bob").await;
     let sent = send_all(&app, &alice, &["keep", "delete me", "keep too"]).await;
     let gone = &sent[1].0;
-    let envelope: Value = serde_json::from_str(&stored(&app, gone).0).expect("stored before");
-    // The start of every binary member (a new cell may overwrite the end of the old one,
-    // so a member at the end could vanish while most of the envelope stays).
-    let needles: Vec<String> = ["iv", "ct", "sig"]
-        .iter()
-        .map(|k| {
-            envelope[k]
-                .as_str()
-                .expect("member")
-                .chars()
-                .take(16)
-                .collect()
-        })
-        .collect();
-    for needle in &needles {
-        assert!(file_holds(&app, needle), "{needle} is in the file before");
-    }
+    assert!(stored(&app, gone).0.len() > 100, "stored before");
 
     let (status, _) = delete(&app, &alice, gone).await;
     assert_eq!(status, 204);
@@ -155,14 +139,7 @@ async fn a_deleted_ciphertext_is_not_left_in_the_free_space_of_the_database_file
     // so a member at the end could vanish while most of the envelope stays).
     let needles: Vec<String> = ["iv", "ct", "sig"]
         .iter()
-        .map(|k| {
-            envelope[k]
-                .as_str()
-                .expect("member")
-                .chars()
-                .take(16)
-                .collect()
-        })
+        .map(|k| envelope[k].as_str().expect("member")[..16].to_owned())
         .collect();
     for needle in &needles {
         assert!(file_holds(&app, needle), "{needle} is in the file before");
