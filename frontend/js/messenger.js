@@ -132,6 +132,7 @@ export class Messenger extends EventTarget {
     this.expiryTimer = null;
     this.expiryAt = Infinity;
     this.outboxOrder = 0;
+    this.sendCounter = 0;
   }
 
   // ---------------------------------------------------------------- events
@@ -1069,7 +1070,9 @@ export class Messenger extends EventTarget {
       content,
       text: content.text ?? null,
       envelope,
-      localOrder: this.now() + Math.random(),
+      // Unacknowledged sends show in the order they were made (restored ones first): a
+      // counter, since two sends can share a millisecond.
+      localOrder: ++this.sendCounter,
       live: true,
       receipted: new Set(),
     };

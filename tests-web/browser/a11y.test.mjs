@@ -83,10 +83,14 @@ describe('every page and state passes axe at both sizes in both themes, and is p
     await server?.stop();
   });
 
-  test('the pages before signing in: home, sign-in, registration (with an error shown)', async () => {
+  test('the pages before signing in: home, sign-in, registration (with an error shown), page not found', async () => {
     const { page, context } = await newPage(browser, { bypassCSP: true });
     await page.goto(`${server.url}/`);
     await check(page, 'index');
+    const missing = await page.goto(`${server.url}/settings.html`);
+    assert.equal(missing.status(), 404);
+    assert.equal(await page.locator('h1').textContent(), 'Page not found');
+    await check(page, 'not-found');
     await page.goto(`${server.url}/login.html`);
     await check(page, 'login');
     await page.goto(`${server.url}/register.html`);
