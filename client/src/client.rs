@@ -19,6 +19,10 @@ use crate::requests::{KdfParams, RegisterRequest, RotateRequest};
 use crate::tls::Trust;
 use crate::{b64, Error, Identity, Result};
 
+/// How long an idle HTTP connection is kept for reuse: under the server's default
+/// keep-alive idle timeout (5 s).
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A securechat server at a base URL such as `http://127.0.0.1:8080`.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -183,6 +187,11 @@ impl Client {
     pub fn with_trust(base_url: &str, trust: Trust) -> Result<Client> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Drop idle pooled connections before the server does (its
+            // `server.keepalive_idle_secs` is 5 s by default): a request written onto a
+            // connection the server is closing at that instant fails with a connection
+            // error. Caddy's upstream keep-alive is 4 s for the same reason.
+            .pool_idle_timeout(POOL_IDLE)
             .use_preconfigured_tls(ClientConfig::clone(&trust.config()))
             .build()?;
         Ok(Client {
