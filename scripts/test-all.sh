@@ -2,7 +2,7 @@
 # Runs every test securechat has: Rust (all features, and without default features), the
 # JavaScript unit tests, and the browser tests in headless Chromium.
 # On a fresh Debian machine, run as root: it installs what is missing (Node.js, npm,
-# Chromium, ChromeDriver). Browser tests fail — never skip — if Chromium is missing.
+# Chromium, ChromeDriver, sqlite3). Browser tests fail — never skip — if Chromium is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,8 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium chromium-driver)
+# The browser tests read the server's SQLite file back (a deleted message's ciphertext is gone).
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 # shellcheck source=scripts/install-missing.sh
 source scripts/install-missing.sh
 install_missing "${missing[@]}"
