@@ -366,7 +366,9 @@ async fn run(cli: Cli) -> anyhow::Result<Option<serde_json::Value>> {
             repeat,
         } => {
             let (client, session) = login.login(&trust).await?;
-            Ok(Some(send_text(&client, &session, &to, &text, repeat).await?))
+            Ok(Some(
+                send_text(&client, &session, &to, &text, repeat).await?,
+            ))
         }
         Command::History { login, peer, limit } => {
             let (client, session) = login.login(&trust).await?;

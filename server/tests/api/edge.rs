@@ -62,7 +62,12 @@ async fn every_response_carries_the_security_headers() {
 #[tokio::test]
 async fn an_unknown_page_gets_an_html_404_and_an_unknown_api_path_a_json_one() {
     let app = spawn_app().await;
-    for path in ["/admin", "/settings.html", "/no/such/deep/page", "/../Cargo.toml"] {
+    for path in [
+        "/admin",
+        "/settings.html",
+        "/no/such/deep/page",
+        "/../Cargo.toml",
+    ] {
         let r = app
             .client
             .request(Method::GET, path, None, None)
@@ -83,7 +88,11 @@ async fn an_unknown_page_gets_an_html_404_and_an_unknown_api_path_a_json_one() {
             .await
             .expect("send");
         assert_eq!(r.status, 404, "{path}");
-        assert_eq!(r.error().expect("JSON error").error.code, "not_found", "{path}");
+        assert_eq!(
+            r.error().expect("JSON error").error.code,
+            "not_found",
+            "{path}"
+        );
     }
 }
 
@@ -120,7 +129,10 @@ async fn head_is_answered_wherever_get_is_with_the_same_status_and_no_body() {
             "HEAD {path}"
         );
         assert!(head.text().is_empty(), "HEAD {path} has a body");
-        assert!(head.header("content-security-policy").is_some(), "HEAD {path}");
+        assert!(
+            head.header("content-security-policy").is_some(),
+            "HEAD {path}"
+        );
     }
     // A route without GET still refuses HEAD.
     let r = app
