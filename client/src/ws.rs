@@ -120,6 +120,8 @@ pub enum ServerFrame {
         message: String,
         id: Option<String>,
     },
+    /// `{"type":"pong","id"?}`: the answer to a `ping`, with its id.
+    Pong { id: Option<String> },
 }
 
 #[derive(Deserialize)]
@@ -175,6 +177,12 @@ struct FileReadyF {
 struct FileDamagedF {
     id: String,
     file_id: String,
+}
+
+#[derive(Deserialize)]
+struct PongF {
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +268,10 @@ impl ServerFrame {
                     id: f.id,
                 }
             }
+            "pong" => {
+                let f: PongF = serde_json::from_str(text)?;
+                ServerFrame::Pong { id: f.id }
+            }
             other => {
                 return Err(Error::Decode(format!(
                     "unknown server frame type {other:?}: {text}"
@@ -282,6 +294,7 @@ impl ServerFrame {
             ServerFrame::FileDamaged { .. } => "file_damaged",
             ServerFrame::KeysChanged { .. } => "keys_changed",
             ServerFrame::Error { .. } => "error",
+            ServerFrame::Pong { .. } => "pong",
         }
     }
 }
@@ -297,6 +310,8 @@ pub enum ClientFrame {
     Read { id: String },
     /// `{"type":"typing","to"}`.
     Typing { to: String },
+    /// `{"type":"ping","id"?}`: asks for a `pong` (a liveness check a page can send).
+    Ping { id: Option<String> },
 }
 
 fn json_string(s: &str) -> String {
@@ -325,6 +340,10 @@ impl ClientFrame {
             }
             ClientFrame::Typing { to } => {
                 format!("{{\"type\":\"typing\",\"to\":{}}}", json_string(to))
+            }
+            ClientFrame::Ping { id: None } => "{\"type\":\"ping\"}".to_owned(),
+            ClientFrame::Ping { id: Some(id) } => {
+                format!("{{\"type\":\"ping\",\"id\":{}}}", json_string(id))
             }
         }
     }

@@ -448,10 +448,13 @@ export class Messenger extends EventTarget {
   async ingestNow(c, peer, items, source) {
     const receipts = [];
     let changed = false;
-    for (const item of items) {
+    const wanted = items.filter((item) => {
       const env = item?.envelope;
-      if (!env || typeof env !== 'object' || this.peerOf(env) !== peer) continue;
-      const message = await this.file(c, item, source);
+      return env && typeof env === 'object' && this.peerOf(env) === peer;
+    });
+    const ahead = await this.openAhead(c, peer, wanted, source);
+    for (const item of wanted) {
+      const message = ahead.has(item) ? this.place(c, item, ahead.get(item)) : await this.file(c, item, source);
       if (!message) continue;
       changed = true;
       if (message.from !== this.me) receipts.push(message);
@@ -463,34 +466,50 @@ export class Messenger extends EventTarget {
     this.sendReceipts(peer, receipts);
   }
 
+  /**
+   * Opens a page's new messages side by side (item -> opened message, or null when refused):
+   * their replay-guard reads and writes, signature checks and decryptions overlap instead of
+   * queueing one message behind the other (Web Crypto and IndexedDB do their work off the
+   * page's thread). ingestNow then files them one by one, in order. Only the first item of
+   * each id is opened ahead; a later copy goes through file() and meets the first one there.
+   * Sequential when the peer's keys are not pinned yet (the first look pins them).
+   */
+  async openAhead(c, peer, items, source) {
+    const ahead = new Map();
+    if (items.length < 2) return ahead;
+    if (peer !== this.me && !(await this.ensureKeys(peer))?.pin) return ahead;
+    const firstOfKey = new Set();
+    const fresh = items.filter((item) => {
+      const key = keyOf(item.envelope.from, item.envelope.id);
+      if (firstOfKey.has(key) || c.messages.has(key)) return false;
+      firstOfKey.add(key);
+      return true;
+    });
+    await Promise.all(fresh.map(async (item) => ahead.set(item, await this.prepare(c, item, source))));
+    return ahead;
+  }
+
   /** Files one item in its conversation; returns the message (new or updated) or null. */
   async file(c, item, source) {
+    const existing = c.messages.get(keyOf(item.envelope.from, item.envelope.id));
+    if (existing || !Number.isSafeInteger(item.seq)) return this.place(c, item, null);
+    return this.place(c, item, await this.prepare(c, item, source));
+  }
+
+  /**
+   * Checks a new item against the replay guard and opens it: the message, not yet filed, or
+   * null when the guard refuses it.
+   */
+  async prepare(c, item, source) {
     const env = item.envelope;
-    const key = keyOf(env.from, env.id);
-    const existing = c.messages.get(key);
-    const seq = Number.isSafeInteger(item.seq) ? item.seq : null;
-    if (seq === null) {
-      // every stored message has its place: one without it could only be a replay sorted as newest
-      this.#emit('notice', `A message from ${env.from} arrived without its number and was dropped.`);
-      return null;
-    }
-    if (existing) {
-      if (existing.seq != null && seq != null && existing.seq !== seq) {
-        this.#emit('notice', `A copy of an earlier message from ${env.from} was replayed and has been dropped.`);
-        return null;
-      }
-      if (existing.seq == null && seq != null) existing.seq = seq;
-      if (item.server_ts) existing.serverTs = item.server_ts;
-      if (item.state) this.advance(existing, item.state);
-      return existing;
-    }
+    const seq = item.seq;
     const verdict = await this.guard.check(env.from, env.id, seq);
     if (verdict === 'replayed') {
       this.#emit('notice', `A message from ${env.from} arrived again under a new number and was dropped (possible replay).`);
       return null;
     }
     const message = {
-      key,
+      key: keyOf(env.from, env.id),
       id: env.id,
       from: env.from,
       to: env.to,
@@ -511,13 +530,40 @@ export class Messenger extends EventTarget {
       receipted: new Set(),
     };
     await this.openMessage(c, message);
+    return message;
+  }
+
+  /**
+   * Files `item` in its conversation: into the copy already held (a resend, a later state),
+   * or as `opened` (from prepare()). Returns the message (new or updated) or null.
+   */
+  place(c, item, opened) {
+    const env = item.envelope;
+    const key = keyOf(env.from, env.id);
+    const existing = c.messages.get(key);
+    const seq = Number.isSafeInteger(item.seq) ? item.seq : null;
+    if (seq === null) {
+      // every stored message has its place: one without it could only be a replay sorted as newest
+      this.#emit('notice', `A message from ${env.from} arrived without its number and was dropped.`);
+      return null;
+    }
+    if (existing) {
+      if (existing.seq != null && seq != null && existing.seq !== seq) {
+        this.#emit('notice', `A copy of an earlier message from ${env.from} was replayed and has been dropped.`);
+        return null;
+      }
+      if (existing.seq == null && seq != null) existing.seq = seq;
+      if (item.server_ts) existing.serverTs = item.server_ts;
+      if (item.state) this.advance(existing, item.state);
+      return existing;
+    }
+    const message = opened;
+    if (!message) return null;
     if (message.expiresAt != null && message.expiresAt <= this.now()) return null; // expired: never shown
     c.messages.set(key, message);
     this.noteContent(c, message);
-    if (seq != null) {
-      c.lastSeq = Math.max(c.lastSeq, seq);
-      c.exists = true;
-    }
+    c.lastSeq = Math.max(c.lastSeq, seq);
+    c.exists = true;
     if (message.serverTs) c.lastTs = Math.max(c.lastTs, message.serverTs);
     return message;
   }
@@ -663,13 +709,18 @@ export class Messenger extends EventTarget {
 
   // ---------------------------------------------------------------- receipts
 
-  /** delivered for everything received that the server still has as sent; read when it is on screen. */
+  /**
+   * delivered for everything received that the server still has as sent; read when it is on
+   * screen. An action (edit, delete, reaction, timer: never a bubble) is read as soon as it is
+   * applied: there is nothing left to read later, and the server's unread count, which cannot
+   * tell actions from bubbles, then counts only bubbles (docs/PROTOCOL.md §8.9).
+   */
   sendReceipts(peer, messages) {
     const reading = this.active === peer && this.isVisible();
     for (const m of messages) {
       if (m.mine) continue;
       // read only for what was shown: a message that did not verify was not read
-      if (reading && m.status === 'ok' && m.state !== 'read' && !m.receipted.has('read')) {
+      if ((reading || !isBubble(m)) && m.status === 'ok' && m.state !== 'read' && !m.receipted.has('read')) {
         m.receipted.add('read');
         m.receipted.add('delivered');
         this.relay.receipt('read', m.id);

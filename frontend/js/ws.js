@@ -6,9 +6,11 @@
 // frame handed to listeners: ack, message, delivered, read, typing, presence, file_ready,
 // file_damaged, keys_changed, error.
 // The relay is an EventTarget: listeners get CustomEvents whose `detail` is the value.
-// A socket is replaced when a send stays unacknowledged for 5 s, and dropped at once when the
-// browser reports the network gone (wentOffline(), from the window's `offline` event), so the
-// page shows "offline — reconnecting" within seconds of a cut instead of trusting a dead socket.
+// A socket is replaced when a send stays unacknowledged for 5 s, when it stays silent for
+// 25 s and then leaves a `ping` frame unanswered for 5 s (a cut network while idle: the
+// browser keeps such a socket "open" for minutes), and dropped at once when the browser
+// reports the network gone (wentOffline(), from the window's `offline` event), so the page
+// shows "offline — reconnecting" within seconds of a cut instead of trusting a dead socket.
 // Close code 4401 (the server ended this session: logout, logout-all, revocation) is final:
 // no reconnect, the relay stops and emits 'ended'. Error frames get the client's own sentence
 // for their code (errors.js), never the server's text.
@@ -19,7 +21,7 @@ import { ApiError } from './api.js';
 import { envelopeJson } from './envelope.js';
 import { codeText } from './errors.js';
 
-export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'file_damaged', 'keys_changed', 'error'];
+export const FRAME_TYPES = ['ack', 'message', 'delivered', 'read', 'typing', 'presence', 'file_ready', 'file_damaged', 'keys_changed', 'error', 'pong'];
 
 /** The close code with which the server ends a session's sockets (docs/PROTOCOL.md §10.4). */
 export const SESSION_ENDED = 4401;
@@ -60,6 +62,8 @@ export class Relay extends EventTarget {
    * @param {number}   [o.ackTimeoutMs]  an open socket that leaves a send unacknowledged this long is replaced
    * @param {number}   [o.stableMs]  a connection open this long resets the backoff
    * @param {number}   [o.retryMs]  delay before resending after an `internal` error frame
+   * @param {number}   [o.pingIdleMs]  an open socket silent this long is sent a `ping`
+   * @param {number}   [o.pongTimeoutMs]  a ping unanswered (no frame at all) this long replaces the socket
    */
   constructor(o) {
     super();
@@ -74,6 +78,8 @@ export class Relay extends EventTarget {
     this.ackTimeoutMs = o.ackTimeoutMs ?? 5000; // acks take milliseconds: 5 s of silence while sending is a dead connection
     this.stableMs = o.stableMs ?? 10000;
     this.retryMs = o.retryMs ?? 1500;
+    this.pingIdleMs = o.pingIdleMs ?? 25000;
+    this.pongTimeoutMs = o.pongTimeoutMs ?? 5000;
 
     this.state = 'idle'; // idle | connecting | open | waiting | stopped
     this.ws = null;
@@ -81,6 +87,10 @@ export class Relay extends EventTarget {
     this.openedAt = 0;
     this.retryTimer = null;
     this.ackTimer = null;
+    this.heartbeatTimer = null;
+    this.pongTimer = null;
+    this.lastHeard = 0;
+    this.pings = 0;
     this.generation = 0;
     /** id -> { envelope, text, resolve, reject, sentAt (ms of the last write), tries } in send order */
     this.pending = new Map();
@@ -122,6 +132,7 @@ export class Relay extends EventTarget {
     this.timers.clearTimeout(this.ackTimer);
     this.retryTimer = null;
     this.ackTimer = null;
+    this.stopHeartbeat();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -151,8 +162,16 @@ export class Relay extends EventTarget {
     this.scheduleReconnect();
   }
 
-  /** Reconnects now if the socket is down (the browser came back online, the tab became visible...). */
+  /**
+   * Reconnects now if the socket is down (the browser came back online, the tab became
+   * visible...); an open socket is asked for a pong instead, so a socket that died while the
+   * laptop slept is replaced within `pongTimeoutMs`.
+   */
   reconnectNow() {
+    if (this.state === 'open') {
+      this.ping();
+      return;
+    }
     if (this.state !== 'waiting') return;
     this.timers.clearTimeout(this.retryTimer);
     this.retryTimer = null;
@@ -191,7 +210,9 @@ export class Relay extends EventTarget {
     ws.onopen = () => {
       if (generation !== this.generation) return;
       this.openedAt = this.now();
+      this.lastHeard = this.openedAt;
       this.setState('open');
+      this.armHeartbeat();
       this.#emit('open');
       this.flush();
     };
@@ -212,6 +233,7 @@ export class Relay extends EventTarget {
     this.ws = null;
     this.timers.clearTimeout(this.ackTimer);
     this.ackTimer = null;
+    this.stopHeartbeat();
     const wasOpen = this.state === 'open';
     if (wasOpen && this.now() - this.openedAt >= this.stableMs) this.attempt = 0;
     this.#emit('close', { code, reason });
@@ -295,10 +317,56 @@ export class Relay extends EventTarget {
     }, wait);
   }
 
+  // ---------------------------------------------------------------- heartbeat
+
+  /** Wakes when the socket has been silent for `pingIdleMs` (counted from the last frame heard). */
+  armHeartbeat() {
+    this.timers.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (!this.isOpen || this.pongTimer) return;
+    const wait = Math.max(0, this.lastHeard + this.pingIdleMs - this.now());
+    this.heartbeatTimer = this.timers.setTimeout(() => {
+      this.heartbeatTimer = null;
+      if (!this.isOpen) return;
+      if (this.now() - this.lastHeard >= this.pingIdleMs) this.ping();
+      else this.armHeartbeat();
+    }, wait);
+  }
+
+  /** Sends a `ping`; with no frame back within `pongTimeoutMs` the socket is replaced. */
+  ping() {
+    if (this.pongTimer || !this.isOpen) return;
+    this.timers.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (!this.write(`{"type":"ping","id":"p${++this.pings}"}`)) return;
+    this.pongTimer = this.timers.setTimeout(() => {
+      this.pongTimer = null;
+      if (this.isOpen) this.recycle('no pong');
+    }, this.pongTimeoutMs);
+  }
+
+  stopHeartbeat() {
+    this.timers.clearTimeout(this.heartbeatTimer);
+    this.timers.clearTimeout(this.pongTimer);
+    this.heartbeatTimer = null;
+    this.pongTimer = null;
+  }
+
+  /** Any frame proves the socket alive: a ping waiting for its pong is answered. */
+  heard() {
+    this.lastHeard = this.now();
+    if (this.pongTimer) {
+      this.timers.clearTimeout(this.pongTimer);
+      this.pongTimer = null;
+      this.armHeartbeat();
+    }
+  }
+
   // ---------------------------------------------------------------- frames in
 
   receive(data) {
     if (typeof data !== 'string') return;
+    this.heard();
     let frame;
     try {
       frame = JSON.parse(data);

@@ -135,6 +135,29 @@ describe('message actions, offline queue, local search and account settings', ()
     await bubble(a, 'meet at 9 oclock', 'mine').locator('.reaction').waitFor({ state: 'detached' });
   });
 
+  test('with a mouse, the ⋯ button stays out of sight until its bubble is hovered or holds the focus', async () => {
+    const a = alice.page;
+    await send(a, 'hover over me');
+    const target = bubble(a, 'hover over me', 'mine');
+    await target.waitFor();
+    assert.equal(await a.evaluate(() => matchMedia('(hover: hover) and (pointer: fine)').matches), true, 'a desktop pointer');
+    const button = target.locator('.msg-menu-button');
+    const opacity = () => button.evaluate((el) => getComputedStyle(el).opacity);
+    const becomes = (value, what) => until(async () => (await opacity()) === value, 3000, what);
+    await a.locator('#composer-input').focus();
+    await a.mouse.move(1, 1);
+    await becomes('0', 'hidden while neither hovered nor focused');
+    assert.equal(await button.evaluate((el) => getComputedStyle(el).position), 'absolute', 'it takes no room under the bubble');
+    await target.hover();
+    await becomes('1', 'shown on hover');
+    await a.mouse.move(1, 1);
+    await becomes('0', 'hidden again');
+    await button.focus();
+    await becomes('1', 'shown while it has the keyboard focus');
+    await a.locator('#composer-input').focus();
+    await becomes('0', 'hidden once the focus left');
+  });
+
   test('delete for everyone hides the message on both sides and its ciphertext leaves the database', async () => {
     const a = alice.page;
     const b = bob.page;

@@ -3,7 +3,8 @@
 // messages and the settings do), the composer is pinned at the bottom, the newest message stays
 // in view across a resize, a phone shows one pane at a time, the settings view holds the
 // account actions, the safety number is a dialog that is always within the viewport (with its
-// QR code), a cut network shows as offline within 5 s, an online contact never looks offline
+// QR code), a cut network shows as offline within 5 s (and a silent cut, with no offline event,
+// within 35 s), an online contact never looks offline
 // before the first message, and the directory is never listed (nothing under 3 characters).
 // Each of these failed on the page before the rebuild.
 import { after, before, describe, test } from 'node:test';
@@ -440,6 +441,28 @@ describe('the chat page is a full-height two-pane app', () => {
     assert.equal(await a.locator('#notify-previews').isChecked(), true);
     await openFromList(a, 'carol');
     await a.waitForFunction(() => document.title === 'securechat');
+  });
+
+  test('a connection that goes silent while idle (no offline event, nothing answers) shows reconnecting within 35 s and recovers', async () => {
+    const { page: a } = users.alice;
+    await a.locator('#conn-status[data-state="open"]').waitFor();
+    server.pause();
+    const cut = Date.now();
+    try {
+      // ws.js: a ping after 25 s without a frame, the socket replaced 5 s after it goes unanswered
+      await a.locator('#conn-status:not([data-state="open"])').waitFor({ timeout: 35000 });
+      await a.locator('#conn-banner').waitFor({ state: 'visible', timeout: 2000 });
+    } finally {
+      server.resume();
+    }
+    const noticed = Date.now() - cut;
+    assert.ok(noticed <= 35000, `noticed after ${noticed} ms`);
+    await a.locator('#conn-status[data-state="open"]').waitFor({ timeout: 20000 });
+    await a.locator('#conn-banner').waitFor({ state: 'hidden' });
+    await openFromList(a, 'bob');
+    await send(a, 'after the silent cut');
+    // bob's page got it over its own new socket
+    await bubble(a, 'after the silent cut', 'mine').and(a.locator('[data-state="delivered"], [data-state="read"]')).waitFor();
   });
 
   test('no console errors and no CSP violations', () => {

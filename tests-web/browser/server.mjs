@@ -80,7 +80,15 @@ export async function startServer({ env = {}, timeoutMs = 30000 } = {}) {
     url,
     dataDir,
     logs: () => stderr,
+    /** Freezes the process (SIGSTOP): its sockets stay open and nothing answers, like a network cut in silence. */
+    pause() {
+      child.kill('SIGSTOP');
+    },
+    resume() {
+      child.kill('SIGCONT');
+    },
     async stop() {
+      if (child.signalCode === null) child.kill('SIGCONT');
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 5000);

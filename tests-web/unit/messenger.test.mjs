@@ -760,9 +760,14 @@ test('the list\'s unread count leaves out edits, reactions and timers once the u
   ].map((envelope, i) => ({ seq: i + 1, server_ts: t + i, state: 'delivered', envelope }));
   server.history.set('bob', rows);
   server.conversations = [{ peer: 'bob', last_seq: 4, last_server_ts: t + 3, unread: 4 }];
-  const { m } = await setup({ server, visible: false });
+  const { m, relay } = await setup({ server, visible: false });
   await m.onOpen();
   assert.equal(m.conversations.get('bob').unread, 1, 'one bubble, not four envelopes');
+  // the actions are read once applied, so the server's own count is one as well; the text
+  // waits, unread, until it is on screen
+  const reads = relay.receipts.filter((r) => r.startsWith('read:')).map((r) => r.slice(5));
+  assert.deepEqual(reads.sort(), rows.slice(1).map((r) => r.envelope.id).sort());
+  assert.ok(!relay.receipts.includes(`read:${text.id}`));
   assert.equal(m.preview('bob').text, 'one real message, edited');
   // a later list refresh with nothing new keeps the local count
   await m.refreshList();

@@ -368,3 +368,43 @@ test('listeners come off with removeEventListener or an AbortSignal, the others 
   r.stop();
   assert.deepEqual(seen.slice(3), ['kept:open', 'kept:stopped']);
 });
+
+test('an idle socket is pinged after 25 s of silence; a pong keeps it, no answer in 5 s replaces it', async () => {
+  const { r, timers, api } = relay();
+  r.start();
+  await settle();
+  const ws = FakeSocket.all[0];
+  ws.accept();
+  // frames heard reset the silence: no ping while the server talks
+  await timers.advance(20000);
+  ws.push({ type: 'typing', from: 'bob' });
+  await timers.advance(20000);
+  assert.deepEqual(ws.frames(), [], 'silent for 20 s only');
+  await timers.advance(5000);
+  assert.deepEqual(ws.frames(), [{ type: 'ping', id: 'p1' }]);
+  ws.push({ type: 'pong', id: 'p1' });
+  await timers.advance(24999);
+  assert.equal(ws.frames().length, 1, 'the pong counts as heard');
+  await timers.advance(1);
+  assert.deepEqual(ws.frames().at(-1), { type: 'ping', id: 'p2' });
+  // the network is cut: nothing comes back
+  await timers.advance(4999);
+  assert.equal(r.state, 'open');
+  await timers.advance(1);
+  assert.deepEqual(ws.closedWith, { code: 4000, reason: 'no pong' });
+  assert.equal(r.state, 'waiting');
+  await timers.advance(375);
+  assert.equal(api.calls, 2, 'reconnecting with a new ticket');
+  const next = FakeSocket.all[1];
+  next.accept();
+  assert.equal(r.state, 'open');
+  // a tab coming back (reconnectNow on an open socket) asks at once; a second ask waits for the first
+  r.reconnectNow();
+  r.reconnectNow();
+  assert.deepEqual(next.frames(), [{ type: 'ping', id: 'p3' }]);
+  next.push({ type: 'pong', id: 'p3' });
+  await timers.advance(5000);
+  assert.equal(r.state, 'open');
+  r.stop();
+  assert.deepEqual(timers.pending(), [], 'stop clears the heartbeat');
+});

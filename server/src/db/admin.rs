@@ -105,7 +105,8 @@ pub fn files(conn: &Connection, f: &LogFilter) -> DbResult<Vec<FileRow>> {
     Ok(rows)
 }
 
-/// Users whose name starts with `prefix`, after `after`, ascending, with their totals. A
+/// Live users (a deleted account is not listed) whose name starts with `prefix`, after
+/// `after`, ascending, with their totals. A
 /// user's message counts walk only their own conversations (`conversations` and the
 /// messages' conversation index), never the whole table: there is no per-sender index to
 /// keep the relay's inserts cheap.
@@ -127,6 +128,7 @@ pub fn users(
            (SELECT coalesce(sum(upload_offset), 0) FROM files WHERE uploader_id = u.id) \
          FROM users u \
          WHERE substr(u.username, 1, length(?1)) = ?1 AND u.username > ?2 \
+           AND u.deleted_at IS NULL \
          ORDER BY u.username LIMIT +?3",
     )?;
     let rows = stmt
@@ -147,7 +149,8 @@ pub fn users(
     Ok(rows)
 }
 
-/// Marks the account disabled (keeping the first time) or enabled; its id, or `None`.
+/// Marks the account disabled (keeping the first time) or enabled; its id, or `None` (also
+/// for a deleted account: there is nothing left to disable).
 pub fn set_disabled(
     conn: &Connection,
     username: &str,
@@ -157,7 +160,7 @@ pub fn set_disabled(
     Ok(conn
         .prepare_cached(
             "UPDATE users SET disabled_at = CASE WHEN ?2 THEN coalesce(disabled_at, ?3) END \
-             WHERE username = ?1 RETURNING id",
+             WHERE username = ?1 AND deleted_at IS NULL RETURNING id",
         )?
         .query_row(params![username, disabled, now], |r| r.get(0))
         .optional()?)

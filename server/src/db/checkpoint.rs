@@ -17,6 +17,14 @@
 //! Checkpointing after every commit put that extra fsync on one commit in two at 200
 //! commits/s (the job queue's enqueue-to-start p99, BENCHMARKS.md).
 //!
+//! Deleted content leaves the WAL too: a commit that deleted a message's ciphertext (see
+//! `messages::scrubbing`) marks the WAL for a scrub, and the next idle checkpoint is a
+//! TRUNCATE instead of a PASSIVE one. The WAL file still holds the page images written when
+//! the message was stored (a WAL is reused from its start, so frames past the newest
+//! commit's linger); truncating it to zero bytes drops them, and the WAL is preallocated
+//! again where it was. Only after deletions, and only once the writer has been quiet for
+//! [`IDLE_CHECKPOINT`], so a busy relay never waits on it.
+//!
 //! Under `synchronous = normal` the WAL file is preallocated at start-up
 //! ([`preallocate_wal`], `storage.preallocate_wal`; issue #12, docs/bench-results-tail.md):
 //! while the WAL grows into new blocks, a commit's WAL writes must reserve them under the
@@ -95,6 +103,16 @@ thread_local! {
     /// write connection lives on one thread, so the hook leaves the count here for
     /// [`Nudge::after_commit`] on the same thread to read.
     static WAL_FRAMES: Cell<u32> = const { Cell::new(0) };
+    /// Set by a write that deleted content on this thread's connection ([`request_scrub`]);
+    /// [`Nudge::after_commit`] hands it to the checkpoint thread.
+    static SCRUB: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks for the WAL to be truncated at the next idle checkpoint after this thread's next
+/// commit: the transaction running on this thread deleted content whose older page images
+/// the WAL may still hold. Called by the writes that delete ciphertext.
+pub fn request_scrub() {
+    SCRUB.with(|s| s.set(true));
 }
 
 /// Installs the WAL hook on a write connection. It replaces SQLite's own autocheckpoint
@@ -129,6 +147,8 @@ struct Shared {
     dirty: AtomicBool,
     /// The writer has woken the thread for the threshold; cleared after the checkpoint.
     over: AtomicBool,
+    /// A commit deleted content: the next idle checkpoint truncates the WAL.
+    scrub: AtomicBool,
     /// Wake-ups the writer sent (for tests).
     wakeups: AtomicU64,
 }
@@ -174,6 +194,9 @@ impl Nudge {
         s.frames
             .store(WAL_FRAMES.with(Cell::get), Ordering::Release);
         s.last_commit_us.store(s.now_us(), Ordering::Release);
+        if SCRUB.with(|f| f.replace(false)) {
+            s.scrub.store(true, Ordering::Release);
+        }
         let first = !s.dirty.load(Ordering::Acquire) && !s.dirty.swap(true, Ordering::AcqRel);
         let over = s.new_frames() >= self.pages
             && !s.over.load(Ordering::Acquire)
@@ -192,10 +215,16 @@ impl Nudge {
 }
 
 /// Starts the checkpoint thread; the returned [`Nudge`] is the writer's. The thread ends
-/// (with a last checkpoint) when the nudge is dropped.
-pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
+/// (with a last checkpoint) when the nudge is dropped. `preallocated`: the page size, when
+/// the WAL was preallocated at start-up (a scrub preallocates it again).
+pub fn spawn(
+    path: &Path,
+    delay: Duration,
+    pages: u32,
+    preallocated: Option<u64>,
+) -> DbResult<Nudge> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(CHECKPOINT_BUSY_WAIT)?;
     let (tx, rx) = sync_channel(1);
     let pages = pages.max(1);
     let shared = Arc::new(Shared {
@@ -205,17 +234,40 @@ pub fn spawn(path: &Path, delay: Duration, pages: u32) -> DbResult<Nudge> {
         epoch: Instant::now(),
         dirty: AtomicBool::new(false),
         over: AtomicBool::new(false),
+        scrub: AtomicBool::new(false),
         wakeups: AtomicU64::new(0),
     });
     let thread_shared = shared.clone();
+    let wal = WalFile {
+        db_path: path.to_owned(),
+        preallocated,
+    };
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, rx, &thread_shared, delay, pages))
+        .spawn(move || run(conn, rx, &thread_shared, delay, pages, &wal))
         .map_err(|e| DbError::Open(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(Nudge { tx, shared, pages })
 }
 
-fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pages: u32) {
+/// How long the checkpoint connection waits for a lock.
+const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_secs(5);
+/// How long a scrub waits for readers and the writer before it gives up until later.
+const SCRUB_BUSY_WAIT: Duration = Duration::from_millis(50);
+
+/// The WAL the thread checkpoints, for a scrub.
+struct WalFile {
+    db_path: PathBuf,
+    preallocated: Option<u64>,
+}
+
+fn run(
+    conn: Connection,
+    rx: Receiver<()>,
+    shared: &Shared,
+    delay: Duration,
+    pages: u32,
+    wal: &WalFile,
+) {
     loop {
         let next = if shared.dirty.load(Ordering::Acquire) {
             // Quiet for IDLE_CHECKPOINT since the latest commit? Else sleep the rest of it.
@@ -251,8 +303,47 @@ fn run(conn: Connection, rx: Receiver<()>, shared: &Shared, delay: Duration, pag
         }
         // Cleared before the checkpoint: a commit from here on wakes the thread again.
         shared.dirty.store(false, Ordering::Release);
+        if shared.quiet() >= IDLE_CHECKPOINT
+            && shared.scrub.swap(false, Ordering::AcqRel)
+            && !scrub(&conn, wal)
+        {
+            // A reader or the writer was busy: try again at the next idle moment, no sooner
+            // than a second from now (a long read must not make this spin).
+            shared.scrub.store(true, Ordering::Release);
+            shared.dirty.store(true, Ordering::Release);
+            std::thread::sleep(IDLE_CHECKPOINT);
+        }
         shared.copied.store(checkpoint(&conn), Ordering::Release);
         shared.over.store(false, Ordering::Release);
+    }
+}
+
+/// Copies the whole WAL into the database and truncates it to zero bytes, so no page image
+/// of deleted content is left in it; then preallocates it again if it was. Whether it was
+/// done (false when a reader or writer kept it from finishing).
+fn scrub(conn: &Connection, wal: &WalFile) -> bool {
+    // A TRUNCATE checkpoint holds the write lock while it waits for readers: wait only
+    // briefly, so the writer is never held up for long; a busy moment is tried again later.
+    let _ = conn.busy_timeout(SCRUB_BUSY_WAIT);
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    let _ = conn.busy_timeout(CHECKPOINT_BUSY_WAIT);
+    match result {
+        Ok(0) => {
+            if let Some(page_size) = wal.preallocated {
+                if let Err(e) = preallocate_wal(&wal.db_path, page_size) {
+                    tracing::info!(error = %e, "wal file not preallocated again after a scrub");
+                }
+            }
+            tracing::debug!("wal truncated after a deletion");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "wal scrub failed");
+            false
+        }
     }
 }
 
@@ -354,7 +445,7 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)))
             .expect("wal");
-        let nudge = spawn(&path, Duration::ZERO, 1000).expect("spawn");
+        let nudge = spawn(&path, Duration::ZERO, 1000, None).expect("spawn");
         for _ in 0..1000 {
             nudge.after_commit();
         }

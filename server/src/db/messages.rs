@@ -326,11 +326,16 @@ pub(super) fn mark(
 /// instead of lingering as free space in the database file (an envelope larger than a
 /// page leaves its overflow pages on the freelist until they are reused). Only these
 /// writes pay for it; storing a message does not.
+/// The WAL's older images of those pages are dropped at the next idle checkpoint
+/// (`checkpoint::request_scrub`).
 fn scrubbing<T>(conn: &Connection, f: impl FnOnce() -> DbResult<T>) -> DbResult<T> {
     let before: i64 = conn.query_row("PRAGMA main.secure_delete", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA main.secure_delete = FAST")?;
     let out = f();
     conn.execute_batch(&format!("PRAGMA main.secure_delete = {before}"))?;
+    if out.is_ok() {
+        super::checkpoint::request_scrub();
+    }
     out
 }
 
@@ -435,42 +440,85 @@ pub fn timer(conn: &Connection, a: i64, b: i64) -> DbResult<Option<Timer>> {
         .optional()?)
 }
 
-/// The seqs of at most `limit` messages whose retention period has run out by `now`: a
-/// message of a period with `secs` > 0 (seq above its `from_seq`, and not above the next
-/// period's), not yet deleted, whose `server_ts + secs * 1000 <= now`. A read: the sweep
-/// looks on a reader connection, so the writer (which stores every message) only does
-/// the point updates of [`tombstone_all`]. An expired message stays expired (periods are
-/// only added after the newest message), so what this finds may be deleted later.
-pub fn expired(conn: &Connection, now: i64, limit: u32) -> DbResult<Vec<i64>> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT m.seq FROM conversation_timers t \
-             JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi AND m.seq > t.from_seq \
-             WHERE t.secs > 0 AND m.deleted_at IS NULL \
-               AND m.server_ts + t.secs * 1000 <= ?1 \
-               AND m.seq <= coalesce((SELECT min(n.from_seq) FROM conversation_timers n \
-                                      WHERE n.lo = t.lo AND n.hi = t.hi \
-                                        AND n.from_seq > t.from_seq), 9223372036854775807) \
-             LIMIT +?2",
-        )?
-        .query_map(params![now, limit], |r| r.get(0))?
-        .collect::<Result<Vec<i64>, _>>()?;
-    Ok(rows)
+/// What one look of the expiry sweep found: the seqs to tombstone and the retention
+/// periods (lo, hi, from_seq) they belong to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub seqs: Vec<i64>,
+    pub periods: Vec<(i64, i64, i64)>,
 }
 
-/// Tombstones the messages `seqs` at `at` (one rowid update each); returns how many were
-/// not deleted before.
-pub fn tombstone_all(conn: &Connection, seqs: &[i64], at: i64) -> DbResult<usize> {
+/// At most `limit` messages whose retention period has run out by `now`: a message of a
+/// period with `secs` > 0 (seq above its `from_seq`, and not above the next period's), not
+/// yet deleted, whose `server_ts + secs * 1000 <= now`. Each period is read only after its
+/// `swept_to` (see [`tombstone_all`]), so a sweep reads what is new since the last one, not
+/// every tombstone of a long-timed conversation again. A read: the sweep looks on a reader
+/// connection, so the writer (which stores every message) only does the point updates of
+/// [`tombstone_all`]. An expired message stays expired (periods are only added after the
+/// newest message), so what this finds may be deleted later.
+pub fn expired(conn: &Connection, now: i64, limit: u32) -> DbResult<Expired> {
+    let mut found = Expired::default();
+    let mut st = conn.prepare_cached(
+        "SELECT t.lo, t.hi, t.from_seq, m.seq FROM conversation_timers t \
+         JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi \
+                        AND m.seq > max(t.from_seq, t.swept_to) \
+         WHERE t.secs > 0 AND m.deleted_at IS NULL \
+           AND m.server_ts + t.secs * 1000 <= ?1 \
+           AND m.seq <= coalesce((SELECT min(n.from_seq) FROM conversation_timers n \
+                                  WHERE n.lo = t.lo AND n.hi = t.hi \
+                                    AND n.from_seq > t.from_seq), 9223372036854775807) \
+         LIMIT +?2",
+    )?;
+    let mut rows = st.query(params![now, limit])?;
+    while let Some(r) = rows.next()? {
+        let period = (r.get(0)?, r.get(1)?, r.get(2)?);
+        if found.periods.last() != Some(&period) && !found.periods.contains(&period) {
+            found.periods.push(period);
+        }
+        found.seqs.push(r.get(3)?);
+    }
+    Ok(found)
+}
+
+/// Tombstones the messages of `found` at `at` (one rowid update each) and moves each of
+/// their periods' `swept_to` up to just below the period's first message still not deleted
+/// (or to the conversation's newest seq when there is none): everything at or below
+/// `swept_to` is deleted, so the next sweep starts there. A message with an earlier
+/// `server_ts` than one before it (a clock stepped back) only holds `swept_to` below it until
+/// it expires too; it is never skipped. Returns how many messages were not deleted before.
+pub fn tombstone_all(conn: &Connection, found: &Expired, at: i64) -> DbResult<usize> {
     scrubbing(conn, || {
         let mut st = conn.prepare_cached(
             "UPDATE messages SET envelope = '', deleted_at = ?2 WHERE seq = ?1 AND deleted_at IS NULL",
         )?;
         let mut n = 0;
-        for seq in seqs {
+        for seq in &found.seqs {
             n += st.execute(params![seq, at])?;
+        }
+        let mut advance = conn.prepare_cached(
+            "UPDATE conversation_timers SET swept_to = coalesce( \
+               (SELECT min(m.seq) - 1 FROM messages m \
+                  WHERE m.conv_lo = ?1 AND m.conv_hi = ?2 \
+                    AND m.seq > max(?3, conversation_timers.swept_to) AND m.deleted_at IS NULL), \
+               (SELECT max(m.seq) FROM messages m WHERE m.conv_lo = ?1 AND m.conv_hi = ?2), \
+               swept_to) \
+             WHERE lo = ?1 AND hi = ?2 AND from_seq = ?3",
+        )?;
+        for (lo, hi, from_seq) in &found.periods {
+            advance.execute(params![lo, hi, from_seq])?;
         }
         Ok(n)
     })
+}
+
+/// Where the sweep of the period (lo, hi, from_seq) starts next (tests and diagnostics).
+pub fn swept_to(conn: &Connection, lo: i64, hi: i64, from_seq: i64) -> DbResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT swept_to FROM conversation_timers WHERE lo = ?1 AND hi = ?2 AND from_seq = ?3",
+        )?
+        .query_row([lo, hi, from_seq], |r| r.get(0))
+        .optional()?)
 }
 
 /// Everyone `me` has exchanged a message with (for presence).
@@ -605,8 +653,8 @@ mod tests {
         assert_eq!(timer(&c, 1, 3).expect("timer"), None);
         // Messages were stored at server_ts 1: they expire at 5,001.
         let sweep = |now, limit| {
-            let seqs = expired(&c, now, limit).expect("expired");
-            tombstone_all(&c, &seqs, now).expect("tombstone")
+            let found = expired(&c, now, limit).expect("expired");
+            tombstone_all(&c, &found, now).expect("tombstone")
         };
         assert_eq!(sweep(5_000, 10), 0);
         assert_eq!(sweep(5_001, 1), 1, "bounded");
@@ -621,6 +669,53 @@ mod tests {
             .map(|r| r.seq)
             .collect();
         assert_eq!(seqs, vec![1, 4], "history skips tombstones");
+    }
+
+    #[test]
+    fn the_sweep_starts_after_what_it_deleted_and_never_skips_a_message_that_expires_later() {
+        let c = db();
+        set_timer(&c, 1, 2, 1, 5, 100).expect("set");
+        for n in 1..=4 {
+            send(&c, 1, 2, &nth_id(n));
+        }
+        // seq 3 arrived with a later server_ts; seq 4 after a clock stepped back.
+        c.execute("UPDATE messages SET server_ts = 10000 WHERE seq = 3", [])
+            .expect("ts");
+        let sweep = |now, limit| {
+            let found = expired(&c, now, limit).expect("expired");
+            tombstone_all(&c, &found, now).expect("tombstone")
+        };
+        let swept = || swept_to(&c, 1, 2, 0).expect("read").expect("period");
+        assert_eq!(swept(), 0);
+        assert_eq!(sweep(5_001, 1), 1, "one per batch");
+        assert_eq!(swept(), 1);
+        assert_eq!(sweep(5_001, 10), 2, "seqs 2 and 4");
+        assert_eq!(swept(), 2, "held below seq 3, which has not expired yet");
+        assert_eq!(sweep(5_001, 10), 0);
+        assert_eq!(sweep(10_001, 10), 0, "seq 3 expires at 15,000");
+        assert_eq!(sweep(15_000, 10), 1, "seq 3");
+        assert_eq!(swept(), 4, "everything is deleted");
+        send(&c, 2, 1, &nth_id(5));
+        assert_eq!(sweep(15_000, 10), 1, "a new message after swept_to");
+        assert_eq!(swept(), 5);
+        for seq in 1..=5 {
+            assert!(envelope_of(&c, seq).is_empty(), "seq {seq}");
+        }
+        // The read starts at swept_to: nothing at or below it is looked at.
+        let plan: String = c
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT t.lo, t.hi, t.from_seq, m.seq FROM conversation_timers t \
+                 JOIN messages m ON m.conv_lo = t.lo AND m.conv_hi = t.hi \
+                                AND m.seq > max(t.from_seq, t.swept_to) \
+                 WHERE t.secs > 0 AND m.deleted_at IS NULL",
+            )
+            .expect("plan")
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan rows")
+            .join("; ");
+        assert!(plan.contains("rowid>?"), "{plan}");
     }
 
     #[test]

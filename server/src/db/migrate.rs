@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deletion",
         include_str!("../../../migrations/0009_deletion.sql"),
     ),
+    (
+        10,
+        "expiry_sweep",
+        include_str!("../../../migrations/0010_expiry_sweep.sql"),
+    ),
 ];
 
 pub fn latest_version() -> i64 {

@@ -92,16 +92,18 @@ impl Db {
         let preallocate =
             storage.preallocate_wal && storage.synchronous == crate::config::Synchronous::Normal;
         let wal_of = path.to_owned();
-        let (conn, known) = tokio::task::spawn_blocking(move || -> DbResult<_> {
+        let (conn, known, preallocated) = tokio::task::spawn_blocking(move || -> DbResult<_> {
             let mut conn = conn;
             migrate::migrate(&mut conn)?;
             let buffered = message_ids::open_id_buffer(&conn)?;
             let known = message_ids::KnownIds::load(&conn)?;
             tracing::debug!(buffered, "message id buffer and filter ready");
-            if preallocate {
-                preallocate_wal(&conn, &wal_of)?;
-            }
-            Ok((conn, known))
+            let preallocated = if preallocate {
+                preallocate_wal(&conn, &wal_of)?
+            } else {
+                None
+            };
+            Ok((conn, known, preallocated))
         })
         .await
         .map_err(|e| DbError::Open(format!("migration task failed: {e}")))??;
@@ -109,6 +111,7 @@ impl Db {
             path,
             std::time::Duration::from_millis(storage.checkpoint_delay_ms),
             storage.checkpoint_pages,
+            preallocated,
         )?;
         // Under FULL a commit waits for an fsync: worth gathering a busy batch (see writer.rs).
         let gather = storage.synchronous == crate::config::Synchronous::Full;
@@ -204,15 +207,21 @@ pub fn open_write_connection(path: &Path, storage: &StorageConfig) -> DbResult<C
 
 /// Preallocates the WAL of the database at `path` (see `checkpoint::preallocate_wal`). Run
 /// after a write: SQLite deletes a WAL it finds beside an empty database file, and creates
-/// one only when it first needs it.
-fn preallocate_wal(conn: &Connection, path: &Path) -> DbResult<()> {
+/// one only when it first needs it. The page size when it was preallocated.
+fn preallocate_wal(conn: &Connection, path: &Path) -> DbResult<Option<u64>> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    match checkpoint::preallocate_wal(path, u64::try_from(page_size).unwrap_or(4096)) {
-        Ok(len) => tracing::debug!(len, "wal file preallocated"),
+    let page_size = u64::try_from(page_size).unwrap_or(4096);
+    match checkpoint::preallocate_wal(path, page_size) {
+        Ok(len) => {
+            tracing::debug!(len, "wal file preallocated");
+            Ok(Some(page_size))
+        }
         // Some filesystems cannot preallocate; the WAL then grows as it is written.
-        Err(e) => tracing::info!(error = %e, "wal file not preallocated"),
+        Err(e) => {
+            tracing::info!(error = %e, "wal file not preallocated");
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// Test fixture: users 1, 2, 3 (alice, bob, carol) with placeholder keys, for the SQL

@@ -327,6 +327,11 @@ pub fn touch_last_seen(conn: &Connection, user_id: i64, at: i64) -> DbResult<()>
     Ok(())
 }
 
+/// Live accounts (a deleted account's tombstone is not counted).
 pub fn count(conn: &Connection) -> DbResult<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE deleted_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?)
 }

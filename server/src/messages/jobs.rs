@@ -6,7 +6,8 @@
 //! conversation timer has run out, [`SWEEP_BATCH`] messages per transaction, and stops
 //! after [`MAX_BATCHES_PER_RUN`] batches (the next run goes on). Finding expired messages
 //! is a read on the read pool; the writer, which also stores every sent message, only
-//! does one rowid update per expired message.
+//! does one rowid update per expired message and one `swept_to` update per timer period,
+//! so each run reads only the messages after where the last one stopped.
 
 use std::time::Duration;
 
@@ -41,16 +42,16 @@ impl Messages {
         let mut total = 0usize;
         for _ in 0..MAX_BATCHES_PER_RUN {
             let now = now_ms();
-            let seqs = self
+            let expired = self
                 .db()
                 .read(move |c| messages::expired(c, now, SWEEP_BATCH))
                 .await
                 .map_err(JobError::retry)?;
-            let found = seqs.len();
+            let found = expired.seqs.len();
             if found > 0 {
                 total += self
                     .db()
-                    .write(move |c| messages::tombstone_all(c, &seqs, now))
+                    .write(move |c| messages::tombstone_all(c, &expired, now))
                     .await
                     .map_err(JobError::retry)?;
             }

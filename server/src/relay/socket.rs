@@ -210,6 +210,14 @@ async fn in_time(write: impl std::future::Future<Output = Result<(), WsError>>) 
     }
 }
 
+/// A ping's id: what the page needs to match its pong, and nothing that needs escaping.
+fn valid_ping_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn error_frame(code: &str, message: &str, id: Option<&str>) -> Message {
     let mut v = json!({ "type": "error", "code": code, "message": message });
     if let Some(id) = id {
@@ -331,7 +339,8 @@ where
             ("delivered", None, Some(id), None) => self.handle_receipt(id.clone(), false).await,
             ("read", None, Some(id), None) => self.handle_receipt(id.clone(), true).await,
             ("typing", None, None, Some(to)) => self.handle_typing(to.clone()).await,
-            ("send" | "delivered" | "read" | "typing", ..) => {
+            ("ping", None, id, None) => self.handle_ping(id.as_deref()).await,
+            ("send" | "delivered" | "read" | "typing" | "ping", ..) => {
                 self.bad_frame("invalid_frame", "unexpected or missing fields", None)
                     .await
             }
@@ -438,6 +447,28 @@ where
                     .await
             }
         }
+    }
+
+    /// Answers an application-level ping with a pong carrying the same id. A browser cannot
+    /// send WebSocket ping frames, so this is how a page learns, while idle, that its socket
+    /// still reaches the server (a cut network leaves a socket "open" for minutes).
+    async fn handle_ping(&mut self, id: Option<&str>) -> Result<(), End> {
+        let pong = match id {
+            None => Utf8Bytes::from_static(r#"{"type":"pong"}"#),
+            Some(id) if valid_ping_id(id) => {
+                Utf8Bytes::from(json!({ "type": "pong", "id": id }).to_string())
+            }
+            Some(_) => {
+                return self
+                    .bad_frame(
+                        "invalid_frame",
+                        "a ping id is 1 to 64 letters, digits, '-' or '_'",
+                        None,
+                    )
+                    .await
+            }
+        };
+        self.send(Message::Text(pong)).await
     }
 
     async fn handle_typing(&mut self, to: String) -> Result<(), End> {

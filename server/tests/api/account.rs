@@ -303,16 +303,7 @@ async fn deleting_the_account_removes_keys_sessions_and_undelivered_messages_and
         .await
         .expect("keys still there");
 
-    let (auth, _) = alice.derive(PASSWORD).expect("derive");
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            "/api/me",
-            &alice.access_token,
-            Some(json!({ "auth_key": b64::encode(auth) })),
-        )
-        .await;
-    assert_eq!(status, 204);
+    app.delete_account(&alice).await;
     assert_session_ended(&mut a).await;
     app.assert_session_dead(&alice).await;
 
@@ -473,12 +464,7 @@ async fn a_deleted_accounts_files_and_unfinished_uploads_are_removed_with_their_
     assert!(blobs.iter().all(|b| b.exists()));
     assert_eq!(app.count("files"), 3);
 
-    let (auth, _) = alice.derive(PASSWORD).expect("derive");
-    let body = json!({ "auth_key": b64::encode(auth) });
-    let (status, _) = app
-        .call(Method::DELETE, "/api/me", &alice.access_token, Some(body))
-        .await;
-    assert_eq!(status, 204);
+    app.delete_account(&alice).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while app.count("files") > 1 {
         assert!(

@@ -13,7 +13,7 @@ use securechat_client::{b64, Session};
 use serde_json::Value;
 
 #[cfg(feature = "admin-logs")]
-use crate::helpers::{spawn_app, PASSWORD};
+use crate::helpers::{error_code, spawn_app, PASSWORD};
 use crate::helpers::{spawn_app_with, TestApp};
 #[cfg(feature = "admin-logs")]
 use crate::rate_limit::{features, lists};
@@ -461,6 +461,40 @@ async fn health_counts_users_messages_and_connections() {
     assert!(body["db_bytes"].as_u64().expect("db") > 0);
     assert!(body["disk_free_bytes"].as_u64().expect("disk") > 0);
     assert!(body["version"].is_string());
+}
+
+#[cfg(feature = "admin-logs")]
+#[tokio::test]
+async fn a_deleted_account_leaves_the_user_list_and_the_count_and_cannot_be_disabled() {
+    let (app, root, alice, _bob) = console().await;
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/users?query=ali").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["users"][0]["username"], "alice", "{body}");
+    app.delete_account(&alice).await;
+
+    let (status, body) = as_root(&app, &root, "GET", "/api/admin/users").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    assert_eq!(names, ["bob", "root"], "{body}");
+    let (_, health) = as_root(&app, &root, "GET", "/api/admin/health").await;
+    assert_eq!(health["users"], 2, "{health}");
+    let (status, body) = as_root(&app, &root, "POST", "/api/admin/users/alice/disable").await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
+    // The tombstone is still there (it keeps the name) and was not touched.
+    let disabled: bool = app
+        .sqlite()
+        .query_row(
+            "SELECT disabled_at IS NOT NULL FROM users WHERE username = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tombstone");
+    assert!(!disabled);
 }
 
 #[cfg(feature = "admin-logs")]

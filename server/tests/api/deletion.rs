@@ -127,20 +127,28 @@ async fn the_sender_deletes_a_message_and_its_ciphertext_leaves_the_database_and
     assert_eq!(status, 204);
 }
 
-#[tokio::test]
-async fn a_deleted_ciphertext_is_not_left_in_the_free_space_of_the_database_file() {
+/// A server where alice sent bob one message: alice, its id, and the first 16 characters
+/// of each binary member of its stored envelope. The start of each (a new cell may
+/// overwrite the end of the old one, so a member at the end could vanish while most of the
+/// envelope stays).
+async fn one_stored_message() -> (TestApp, Session, String, Vec<String>) {
     let app = spawn_app().await;
     let alice = app.register_and_login("alice").await;
     app.register_and_login("bob").await;
     let sent = send_all(&app, &alice, &["the only message on its page"]).await;
-    let id = &sent[0].0;
-    let envelope: Value = serde_json::from_str(&stored(&app, id).0).expect("stored");
-    // The start of every binary member (a new cell may overwrite the end of the old one,
-    // so a member at the end could vanish while most of the envelope stays).
-    let needles: Vec<String> = ["iv", "ct", "sig"]
+    let id = sent[0].0.clone();
+    let envelope: Value = serde_json::from_str(&stored(&app, &id).0).expect("stored");
+    let needles = ["iv", "ct", "sig"]
         .iter()
         .map(|k| envelope[k].as_str().expect("member")[..16].to_owned())
         .collect();
+    (app, alice, id, needles)
+}
+
+#[tokio::test]
+async fn a_deleted_ciphertext_is_not_left_in_the_free_space_of_the_database_file() {
+    let (app, alice, id, needles) = one_stored_message().await;
+    let id = &id;
     for needle in &needles {
         assert!(file_holds(&app, needle), "{needle} is in the file before");
     }
@@ -149,6 +157,50 @@ async fn a_deleted_ciphertext_is_not_left_in_the_free_space_of_the_database_file
     for needle in &needles {
         assert!(!file_holds(&app, needle), "no trace of {needle} after");
     }
+}
+
+/// Whether the file at `path` holds `needle`, read as it is (nothing checkpointed first).
+/// The WAL is preallocated to ~280 MB: memchr's search keeps a look well under a second.
+fn raw_holds(path: &std::path::Path, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    memchr::memmem::find(&bytes, needle.as_bytes()).is_some()
+}
+
+#[tokio::test]
+async fn a_deleted_ciphertext_leaves_the_wal_file_once_the_server_is_idle() {
+    let (app, alice, id, needles) = one_stored_message().await;
+    let id = &id;
+    let mut wal = app.db_path().into_os_string();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    assert!(
+        needles.iter().all(|n| raw_holds(&wal, n)),
+        "the page image written when it was stored is in the WAL"
+    );
+
+    let (status, _) = delete(&app, &alice, id).await;
+    assert_eq!(status, 204);
+    // Nothing here checkpoints: the server does, after a quiet second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<&String> = needles
+            .iter()
+            .filter(|n| raw_holds(&wal, n) || raw_holds(&app.db_path(), n))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still in the WAL ({}) or the database file ({}) after 10 s: {left:?}",
+            left.iter().any(|n| raw_holds(&wal, n)),
+            left.iter().any(|n| raw_holds(&app.db_path(), n))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server goes on writing and reading as before.
+    send_all(&app, &alice, &["after the scrub"]).await;
+    assert_eq!(history_ids(&app, &alice, "bob").await.len(), 1);
 }
 
 #[tokio::test]

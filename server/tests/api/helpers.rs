@@ -142,6 +142,22 @@ impl TestApp {
         (r.status, v)
     }
 
+    /// Deletes the account of `s` (`DELETE /api/me` with the auth key of [`PASSWORD`]) and
+    /// asserts the 204.
+    pub async fn delete_account(&self, s: &Session) {
+        let (auth, _) = s.derive(PASSWORD).expect("derive");
+        let body = serde_json::json!({ "auth_key": securechat_client::b64::encode(auth) });
+        let (status, v) = self
+            .call(
+                securechat_client::Method::DELETE,
+                "/api/me",
+                &s.access_token,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 204, "{v}");
+    }
+
     /// Asserts that both tokens of `s` are refused with 401 `unauthorized`.
     pub async fn assert_session_dead(&self, s: &Session) {
         let e = self

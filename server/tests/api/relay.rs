@@ -591,6 +591,50 @@ async fn bad_frames_get_error_frames_and_a_flood_closes_the_socket_with_1008() {
     message(&mut b).await;
 }
 
+/// The next pong's id (an error frame first fails the test).
+async fn pong(ws: &mut WsClient) -> Option<String> {
+    next_matching(ws, |f| match f {
+        ServerFrame::Pong { id } => Some(id),
+        ServerFrame::Error { code, .. } => panic!("error frame {code}"),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_ping_is_answered_with_a_pong_carrying_its_id_and_a_bad_ping_with_an_error() {
+    let app = spawn_app().await;
+    let alice = app.register_and_login("alice").await;
+    let mut a = connect(&app, &alice).await;
+    a.send(&ClientFrame::Ping {
+        id: Some("p-1_A".into()),
+    })
+    .await
+    .expect("ping");
+    assert_eq!(pong(&mut a).await.as_deref(), Some("p-1_A"));
+    a.send(&ClientFrame::Ping { id: None }).await.expect("ping");
+    assert_eq!(pong(&mut a).await, None);
+
+    for bad in [
+        json!({"type": "ping", "id": "has space"}),
+        json!({"type": "ping", "id": ""}),
+        json!({"type": "ping", "id": "x".repeat(65)}),
+        json!({"type": "ping", "id": "<b>"}),
+        json!({"type": "ping", "to": "bob"}),
+    ] {
+        a.send_text(bad.to_string()).await.expect("send");
+        assert_eq!(error_code(&mut a).await, "invalid_frame", "{bad}");
+    }
+    // Still open and answering.
+    a.send(&ClientFrame::Ping {
+        id: Some("x".repeat(64)),
+    })
+    .await
+    .expect("ping");
+    assert_eq!(pong(&mut a).await, Some("x".repeat(64)));
+    assert_eq!(app.count("messages"), 0);
+}
+
 #[tokio::test]
 async fn an_oversized_frame_closes_the_socket_with_1009() {
     let app = spawn_app_with(|c| c.messages.max_envelope_bytes = 4096).await;
